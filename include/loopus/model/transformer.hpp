@@ -1,0 +1,93 @@
+// Transformer<Backend>: the building blocks every model path composes: embed, one layer, head.
+// SPDX-License-Identifier: MIT
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "loopus/core/backend.hpp"
+#include "loopus/core/tensor.hpp"
+#include "loopus/model/kv_cache.hpp"
+#include "loopus/model/weights.hpp"
+
+namespace loopus {
+
+/// Stateless-over-tokens compute for a decoder-only transformer: the caller
+/// owns the residual stream and the caches, this object owns only scratch.
+/// Each call handles T <= max_tokens() tokens of one sequence.
+/// @tparam Backend a backend tag with an Ops<Backend> specialisation (Reference, Cpu).
+template <class Backend>
+class Transformer {
+ public:
+  using Kernels = Ops<Backend>;
+
+  explicit Transformer(std::shared_ptr<const ModelWeights> w, int64_t max_tokens = 512)
+      : w_(std::move(w)), max_t_(max_tokens) {
+    const HParams& hp = w_->hp;
+    const int64_t widest = std::max<int64_t>({hp.n_embd, hp.q_dim(), hp.n_ff});
+    xn_.reshape({max_t_, hp.n_embd});
+    q_.reshape({max_t_, hp.q_dim()});
+    att_.reshape({max_t_, hp.q_dim()});
+    g_.reshape({max_t_, hp.n_ff});
+    u_.reshape({max_t_, hp.n_ff});
+    tmp_.reshape({max_t_, widest});
+  }
+
+  const ModelWeights& weights() const { return *w_; }
+  const HParams& hp() const { return w_->hp; }
+  int64_t max_tokens() const { return max_t_; }
+
+  /// x[T, d] = token_embd[ids]
+  void embed(const int32_t* ids, int64_t T, float* x) const { Kernels::embed(w_->tok_embd, ids, T, x); }
+
+  /// One pre-norm block in place on x[T, d]; the T tokens sit at positions
+  /// pos0.. and write their keys/values into rows pos0.. of kv.
+  void layer(int l, float* x, int64_t T, int64_t pos0, LayerKv kv) {
+    LOOPUS_ASSERT(T <= max_t_);
+    const HParams& hp = w_->hp;
+    const LayerWeights& L = w_->layers[size_t(l)];
+    const int64_t d = hp.n_embd, kvd = hp.kv_dim();
+    float* kr = kv.k + pos0 * kvd;  // new rows of the cache: [T, n_kv, hd]
+    float* vr = kv.v + pos0 * kvd;
+
+    Kernels::rmsnorm(x, L.attn_norm, T, d, hp.rms_eps, xn_.data());
+    Kernels::matmul(L.wq, xn_.data(), T, q_.data());
+    Kernels::matmul(L.wk, xn_.data(), T, kr);
+    Kernels::matmul(L.wv, xn_.data(), T, vr);
+    if (hp.qk_norm) {  // Qwen3: RMSNorm over each head, before RoPE
+      Kernels::rmsnorm(q_.data(), L.q_norm, T * hp.n_head, hp.head_dim, hp.rms_eps, q_.data());
+      Kernels::rmsnorm(kr, L.k_norm, T * hp.n_head_kv, hp.head_dim, hp.rms_eps, kr);
+    }
+    Kernels::rope(q_.data(), T, hp.n_head, hp.head_dim, hp.n_rot, pos0, hp.rope_theta, hp.rope_style);
+    Kernels::rope(kr, T, hp.n_head_kv, hp.head_dim, hp.n_rot, pos0, hp.rope_theta, hp.rope_style);
+    Kernels::attention(q_.data(), kv.k, kv.v, T, pos0, kv.begin, hp.n_head, hp.n_head_kv, hp.head_dim,
+                       att_.data());
+    Kernels::matmul(L.wo, att_.data(), T, tmp_.data());
+    Kernels::add(x, tmp_.data(), T * d);
+
+    Kernels::rmsnorm(x, L.ffn_norm, T, d, hp.rms_eps, xn_.data());
+    Kernels::matmul(L.w_gate, xn_.data(), T, g_.data());
+    Kernels::matmul(L.w_up, xn_.data(), T, u_.data());
+    Kernels::swiglu(g_.data(), u_.data(), T * hp.n_ff, g_.data());
+    Kernels::matmul(L.w_down, g_.data(), T, tmp_.data());
+    Kernels::add(x, tmp_.data(), T * d);
+  }
+
+  /// logits[T, V] = output(norm(x[T, d])). x is left untouched.
+  void head(const float* x, int64_t T, float* logits) {
+    const HParams& hp = w_->hp;
+    for (int64_t t0 = 0; t0 < T; t0 += max_t_) {
+      const int64_t n = std::min(max_t_, T - t0);
+      Kernels::rmsnorm(x + t0 * hp.n_embd, w_->out_norm, n, hp.n_embd, hp.rms_eps, xn_.data());
+      Kernels::matmul(w_->output, xn_.data(), n, logits + t0 * hp.n_vocab);
+    }
+  }
+
+ private:
+  std::shared_ptr<const ModelWeights> w_;
+  int64_t max_t_;
+  Tensor xn_, q_, att_, g_, u_, tmp_;
+};
+
+}  // namespace loopus

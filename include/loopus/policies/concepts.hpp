@@ -1,0 +1,30 @@
+// Concepts every loop policy satisfies (checked with static_assert in LoopedModel).
+// SPDX-License-Identifier: MIT
+#pragma once
+#include <concepts>
+#include <cstdint>
+#include <string_view>
+
+namespace loopus {
+
+/// A gate mixes the reasoning block's proposal p into the loop state h, in
+/// place: h <- G(p, h), for T tokens of width d. reserve(T, d) is called once
+/// before the hot loop so blend() never allocates.
+template <class G, class Backend>
+concept GatePolicy = requires(G& g, const float* proposal, float* state, int64_t T, int64_t d) {
+  { G::kName } -> std::convertible_to<std::string_view>;
+  g.reserve(T, d);
+  g.template blend<Backend>(proposal, state, T);
+};
+
+/// A cache policy decides where the reasoning block's keys/values live for
+/// each (layer, depth), and what a token that exited early leaves behind.
+template <class C>
+concept CachePolicy = requires(const C& c, int j, int r, int n_reason, int n_loop) {
+  { C::kName } -> std::convertible_to<std::string_view>;
+  { C::kRecompute } -> std::convertible_to<bool>;
+  { c.reasoning_slots(n_reason, n_loop) } -> std::convertible_to<int>;
+  { c.slot(j, r, n_reason) } -> std::convertible_to<int>;
+};
+
+}  // namespace loopus

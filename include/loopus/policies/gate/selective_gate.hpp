@@ -1,0 +1,112 @@
+// SelectiveGate: the LoopUS Mamba-style per-token, per-channel gate between loop iterations.
+// SPDX-License-Identifier: MIT
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "loopus/core/backend.hpp"
+#include "loopus/core/error.hpp"
+#include "loopus/core/tensor.hpp"
+
+namespace loopus {
+
+/// Parameters of `reasoning.gate`, always f32 (method spec section 3):
+///   u = dt_input_proj(p - h)            [T, r], no bias, r = ceil(d / 16)
+///   delta = softplus(delta_proj(u) + b) [T, d]
+///   a = exp(-delta * exp(A_log))        [T, d], in (0, 1)
+///   h <- a * p + (1 - a) * h
+struct SelectiveGateWeights {
+  int64_t d = 0, r = 0;
+  std::vector<float> A_log;    ///< [d]
+  std::vector<float> delta_w;  ///< [d, r]  delta_proj.weight
+  std::vector<float> delta_b;  ///< [d]     delta_proj.bias
+  std::vector<float> in_w;     ///< [r, d]  dt_input_proj.weight
+
+  static int64_t rank_for(int64_t d) { return (d + 15) / 16; }
+
+  /// The official initialisation of a fresh gate (S4D-real A, log-uniform dt).
+  /// `uniform` returns U[0, 1) draws from the caller's seeded generator.
+  template <class Uniform>
+  static SelectiveGateWeights official_init(int64_t d, Uniform&& uniform) {
+    SelectiveGateWeights g;
+    g.d = d;
+    g.r = rank_for(d);
+    g.A_log.resize(size_t(d));
+    for (int64_t c = 0; c < d; ++c) g.A_log[size_t(c)] = float(std::log(double(c + 1)));
+    const double wb = 1.0 / std::sqrt(double(g.r));
+    g.delta_w.resize(size_t(d * g.r));
+    for (auto& v : g.delta_w) v = float((2 * uniform() - 1) * wb);
+    g.delta_b.resize(size_t(d));
+    for (auto& v : g.delta_b) {
+      double dt = std::exp(uniform() * (std::log(0.1) - std::log(1e-3)) + std::log(1e-3));
+      dt = std::max(dt, 1e-4);
+      v = float(dt + std::log(-std::expm1(-dt)));  // softplus^-1(dt)
+    }
+    const double ib = 1.0 / std::sqrt(double(d));  // PyTorch Linear default: U(+-1/sqrt(fan_in))
+    g.in_w.resize(size_t(g.r * d));
+    for (auto& v : g.in_w) v = float((2 * uniform() - 1) * ib);
+    return g;
+  }
+
+  void check(const std::string& where) const {
+    if (d <= 0 || r <= 0 || A_log.size() != size_t(d) || delta_w.size() != size_t(d * r) ||
+        delta_b.size() != size_t(d) || in_w.size() != size_t(r * d))
+      throw Error(where + ": selective gate tensors have inconsistent shapes (d=" + std::to_string(d) +
+                  ", r=" + std::to_string(r) + ")");
+  }
+};
+
+/// The learned gate. Holds its parameters by shared pointer (cheap to copy
+/// into several models) and its own scratch.
+struct SelectiveGate {
+  static constexpr std::string_view kName = "selective";
+
+  SelectiveGate() = default;
+  explicit SelectiveGate(std::shared_ptr<const SelectiveGateWeights> w) : w_(std::move(w)) {
+    if (!w_) throw Error("SelectiveGate needs weights (a LoopUS checkpoint, or official_init for a fresh gate)");
+    w_->check("reasoning.gate");
+  }
+  const SelectiveGateWeights& weights() const { return *w_; }
+
+  void reserve(int64_t T, int64_t d) {
+    if (!w_) throw Error("SelectiveGate has no weights");
+    if (d != w_->d)
+      throw Error("reasoning.gate has d=" + std::to_string(w_->d) + " but the model's hidden size is " + std::to_string(d));
+    diff_.reshape({T, d});
+    z_.reshape({T, d});
+    u_.reshape({T, w_->r});
+    A_.reshape({d});
+    for (int64_t c = 0; c < d; ++c) A_[c] = std::exp(w_->A_log[size_t(c)]);  // -A, > 0
+  }
+
+  template <class Backend>
+  void blend(const float* p, float* h, int64_t T) {
+    const int64_t d = w_->d, r = w_->r;
+    for (int64_t i = 0; i < T * d; ++i) diff_[i] = p[i] - h[i];
+    Ops<Backend>::matmul(Weight{w_->in_w.data(), DType::kF32, r, d}, diff_.data(), T, u_.data());
+    Ops<Backend>::matmul(Weight{w_->delta_w.data(), DType::kF32, d, r}, u_.data(), T, z_.data());
+    double asum = 0;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = 0; c < d; ++c) {
+        const float zz = z_[t * d + c] + w_->delta_b[size_t(c)];
+        const float delta = zz > 20.f ? zz : std::log1p(std::exp(zz));  // torch softplus, threshold 20
+        const float a = std::exp(-delta * A_[c]);
+        float& hv = h[t * d + c];
+        hv = a * p[t * d + c] + (1.f - a) * hv;
+        asum += a;
+      }
+    mean_alpha_ = float(asum / double(T * d));
+  }
+  /// Mean of a over the last blend (the "Alpha" of the paper's Fig. 4b).
+  float last_mean_alpha() const { return mean_alpha_; }
+
+ private:
+  std::shared_ptr<const SelectiveGateWeights> w_;
+  Tensor diff_, z_, u_, A_;
+  float mean_alpha_ = 0.f;
+};
+
+}  // namespace loopus

@@ -1,0 +1,4 @@
+// The single doctest main for loopus_tests.
+// SPDX-License-Identifier: MIT
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>

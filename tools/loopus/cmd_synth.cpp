@@ -1,0 +1,80 @@
+// loopus synth: write a random-weight model of any shape as GGUF or a Hugging Face safetensors folder.
+// SPDX-License-Identifier: MIT
+#include <cstdio>
+#include <string>
+
+#include "commands.hpp"
+#include "common.hpp"
+#include "loopus/model/looped_io.hpp"
+#include "loopus/model/save.hpp"
+#include "loopus/model/synth.hpp"
+
+namespace loopus::cli {
+
+void register_synth(CLI::App& app) {
+  auto* sub = app.add_subcommand("synth", "write a random-weight model (seeded) as FILE.gguf or as an HF safetensors folder");
+  struct Args {
+    SynthParams p;
+    std::string arch = "llama", dtype = "f32", out;
+    std::string enc, dec;
+    bool loopus = false;
+    int n_loops = 8;
+  };
+  auto a = std::make_shared<Args>();
+  sub->add_option("--arch", a->arch, "llama or qwen3")->check(CLI::IsMember({"llama", "qwen3"}));
+  sub->add_option("--dim", a->p.dim, "hidden size")->required()->check(CLI::PositiveNumber);
+  sub->add_option("--layers", a->p.layers, "number of layers")->required()->check(CLI::PositiveNumber);
+  sub->add_option("--heads", a->p.heads, "attention heads")->required()->check(CLI::PositiveNumber);
+  sub->add_option("--kv-heads", a->p.kv_heads, "key/value heads (GQA)")->check(CLI::PositiveNumber);
+  sub->add_option("--head-dim", a->p.head_dim, "head dim (default dim / heads)");
+  sub->add_option("--ff", a->p.ff, "MLP intermediate size")->required()->check(CLI::PositiveNumber);
+  sub->add_option("--vocab", a->p.vocab, "vocabulary size")->required()->check(CLI::PositiveNumber);
+  sub->add_option("--ctx", a->p.ctx, "context length recorded in the file");
+  sub->add_option("--rope-theta", a->p.rope_theta, "RoPE base");
+  sub->add_option("--rms-eps", a->p.rms_eps, "RMSNorm epsilon");
+  sub->add_flag("--tied", a->p.tied, "share the output head with the token embedding");
+  sub->add_option("--dtype", a->dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  sub->add_option("--seed", a->p.seed, "RNG seed");
+  sub->add_flag("--loopus", a->loopus,
+                "write a LoopUS checkpoint instead: random selective gate (official init) and random q head");
+  sub->add_option("--encoder-layers", a->enc, "with --loopus: encoder layer spec (e.g. 0..0)");
+  sub->add_option("--decoder-layers", a->dec, "with --loopus: decoder layer spec (e.g. 3..3)");
+  sub->add_option("--loops", a->n_loops, "with --loopus: N stored in the checkpoint")->check(CLI::Range(1, 1024));
+  sub->add_option("--out", a->out, "FILE.gguf, or a folder for config.json + model.safetensors")->required();
+  sub->callback([a] {
+    a->p.arch = a->arch == "qwen3" ? Arch::kQwen3 : Arch::kLlama;
+    if (a->p.kv_heads <= 0) a->p.kv_heads = a->p.heads;
+    a->p.dtype = a->dtype == "bf16" ? DType::kBF16 : a->dtype == "f16" ? DType::kF16 : DType::kF32;
+    if (a->p.head_dim <= 0 && a->p.dim % a->p.heads)
+      throw Error("--dim " + std::to_string(a->p.dim) + " is not a multiple of --heads; pass --head-dim");
+    auto w = synth_weights(a->p);
+    const bool gguf = a->out.size() > 5 && a->out.substr(a->out.size() - 5) == ".gguf";
+    if (a->loopus) {
+      auto lw = recast(w, LayerSplit::from_specs(a->enc.empty() ? "none" : a->enc, a->dec.empty() ? "none" : a->dec,
+                                                 w->hp.n_layer));
+      SplitMix64 rng(a->p.seed ^ 0x6c6f6f7075735eedull);
+      auto uni = [&] { return rng.uniform(); };
+      lw->gate = std::make_shared<SelectiveGateWeights>(SelectiveGateWeights::official_init(w->hp.n_embd, uni));
+      auto q = std::make_shared<ConfidenceHead>();
+      q->d = w->hp.n_embd;
+      for (int64_t i = 0; i < q->d; ++i) {
+        q->ln_w.push_back(float(0.5 + uni()));
+        q->ln_b.push_back(float(0.2 * (uni() - 0.5)));
+        q->w.push_back(float((uni() - 0.5) * 0.5));
+      }
+      q->b = 0.1f;
+      lw->q_head = q;
+      lw->defaults.n_loops = a->n_loops;
+      if (gguf) save_looped_gguf(*lw, a->out);
+      else save_lds(*lw, a->out, "loopus-synth");
+    } else if (gguf) {
+      save_gguf(*w, a->out);
+    } else {
+      save_hf(*w, a->out);
+    }
+    std::fprintf(stderr, "wrote %s (%s, %lld params, %s)\n", a->out.c_str(), w->hp.arch_name().c_str(),
+                 (long long)w->n_params(), a->dtype.c_str());
+  });
+}
+
+}  // namespace loopus::cli

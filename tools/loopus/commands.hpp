@@ -1,0 +1,16 @@
+// The registry of CLI subcommands; each cmd_*.cpp defines one register function.
+// SPDX-License-Identifier: MIT
+#pragma once
+#include <CLI/CLI.hpp>
+#include <vector>
+
+namespace loopus::cli {
+using Register = void (*)(CLI::App&);
+void register_info(CLI::App&);
+void register_generate(CLI::App&);
+void register_tokenize(CLI::App&);
+void register_synth(CLI::App&);
+inline std::vector<Register> all_commands() {
+  return {register_info, register_generate, register_tokenize, register_synth};
+}
+}  // namespace loopus::cli
