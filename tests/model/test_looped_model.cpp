@@ -20,6 +20,9 @@
 using namespace loopus;
 
 // Counts heap allocations made by this process (the no-allocation test reads it).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 static std::atomic<long> g_allocs{0};
 void* operator new(std::size_t n) {
   g_allocs.fetch_add(1, std::memory_order_relaxed);

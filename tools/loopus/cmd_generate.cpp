@@ -1,4 +1,4 @@
-// loopus generate: stream a continuation of a prompt (greedy or sampled), or print it as JSON.
+// loopus generate: stream a continuation of a prompt (greedy or sampled, plain or looped), or print it as JSON.
 // SPDX-License-Identifier: MIT
 #include <cstdio>
 #include <string>
@@ -8,6 +8,7 @@
 #include "loopus/model/causal_lm.hpp"
 #include "loopus/model/generate.hpp"
 #include "loopus/ops/cpu/ops.hpp"
+#include "loopus/ops/reference/ops.hpp"
 
 namespace loopus::cli {
 
@@ -15,28 +16,30 @@ namespace {
 
 struct GenArgs {
   ModelArgs model;
+  LoopArgs loop;
   std::string prompt;
   int n_predict = 128;
   SamplerParams sp;
   bool json = false;
   bool ignore_eos = false;
+  bool show_loops = false;
   int64_t n_ctx = 0;
   std::string backend = "cpu";
 };
 
-template <class Backend>
-void run_generate(const GenArgs& a, const OpenedModel& m, const Tokenizer& tok) {
-  std::vector<int32_t> prompt_ids;
+std::vector<int32_t> prompt_ids_for(const GenArgs& a, const Tokenizer& tok) {
   if (a.prompt.empty()) {
     if (tok.bos_id() < 0) throw Error("empty prompt and the vocabulary has no BOS token; pass -p TEXT");
-    prompt_ids.push_back(tok.bos_id());
-  } else {
-    prompt_ids = tok.encode(a.prompt, /*add_special=*/true);
-    if (prompt_ids.empty()) throw Error("the prompt encodes to no tokens");
+    return {tok.bos_id()};
   }
-  ContextParams cp;
-  cp.n_ctx = a.n_ctx > 0 ? a.n_ctx : int64_t(prompt_ids.size()) + a.n_predict;
-  CausalLM<Backend> lm(m.weights, cp);
+  auto ids = tok.encode(a.prompt, /*add_special=*/true);
+  if (ids.empty()) throw Error("the prompt encodes to no tokens");
+  return ids;
+}
+
+template <class Model>
+void run_model(const GenArgs& a, Model& lm, const Tokenizer& tok, const std::vector<int32_t>& prompt_ids,
+               nlohmann::json extra) {
   Sampler sampler(a.sp);
   GenerateParams gp;
   gp.n_predict = a.n_predict;
@@ -53,10 +56,12 @@ void run_generate(const GenArgs& a, const OpenedModel& m, const Tokenizer& tok) 
     std::string piece = tok.token_to_piece(id, prev);
     prev = id;
     text += piece;
-    if (!a.json) {
-      std::fputs(piece.c_str(), stdout);
-      std::fflush(stdout);
+    if (a.json) return;
+    if constexpr (ReportsLoops<Model>) {
+      if (a.show_loops) piece += "[" + std::to_string(lm.last_loops()) + "]";
     }
+    std::fputs(piece.c_str(), stdout);
+    std::fflush(stdout);
   });
   if (a.json) {
     nlohmann::json j = {{"ids", res.ids},
@@ -68,20 +73,49 @@ void run_generate(const GenArgs& a, const OpenedModel& m, const Tokenizer& tok) 
                         {"prompt_ms", res.prompt_ms},
                         {"prompt_tokens_per_s", res.prompt_tokens_per_s(prompt_ids.size())},
                         {"tokens_per_s", res.ms_per_token() > 0 ? 1e3 / res.ms_per_token() : 0.0}};
+    if constexpr (ReportsLoops<Model>) j["loops_per_token"] = res.loops_per_token;
+    for (auto& [k, v] : extra.items()) j[k] = v;
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  } else {
-    std::fprintf(stderr, "\n\nprompt: %zu tokens, %.2f ms (%.1f tok/s) | generated: %zu tokens, %.3f ms/token (%.1f tok/s)\n",
-                 prompt_ids.size(), res.prompt_ms, res.prompt_tokens_per_s(prompt_ids.size()), res.ids.size(),
-                 res.ms_per_token(), res.ms_per_token() > 0 ? 1e3 / res.ms_per_token() : 0.0);
+    return;
   }
+  std::fprintf(stderr, "\n\nprompt: %zu tokens, %.2f ms (%.1f tok/s) | generated: %zu tokens, %.3f ms/token (%.1f tok/s)",
+               prompt_ids.size(), res.prompt_ms, res.prompt_tokens_per_s(prompt_ids.size()), res.ids.size(),
+               res.ms_per_token(), res.ms_per_token() > 0 ? 1e3 / res.ms_per_token() : 0.0);
+  if constexpr (ReportsLoops<Model>) {
+    double mean = 0;
+    for (int l : res.loops_per_token) mean += l;
+    if (!res.loops_per_token.empty()) mean /= double(res.loops_per_token.size());
+    std::fprintf(stderr, " | loops/token %.2f (max %d)", mean, lm.n_loops_max());
+  }
+  std::fprintf(stderr, "\n");
+}
+
+template <class Backend>
+void run_generate(const GenArgs& a, const RunnableModel& m) {
+  const auto prompt_ids = prompt_ids_for(a, *m.tok);
+  ContextParams cp;
+  cp.n_ctx = a.n_ctx > 0 ? a.n_ctx : int64_t(prompt_ids.size()) + a.n_predict;
+  if (!m.looped) {
+    CausalLM<Backend> lm(m.plain, cp);
+    run_model(a, lm, *m.tok, prompt_ids, {});
+    return;
+  }
+  with_looped_model<Backend>(m.looped, a.loop.spec, cp, [&](auto& lm) {
+    nlohmann::json extra = {{"split", m.looped->split.text()},
+                            {"loops", lm.n_loops_max()},
+                            {"cache_bytes", lm.cache_bytes()}};
+    run_model(a, lm, *m.tok, prompt_ids, extra);
+  });
 }
 
 }  // namespace
 
 void register_generate(CLI::App& app) {
-  auto* sub = app.add_subcommand("generate", "generate text from a prompt (streams to stdout; --json for one JSON object)");
+  auto* sub = app.add_subcommand("generate",
+                                 "generate text from a prompt, plain or looped (streams to stdout; --json for one JSON object)");
   auto a = std::make_shared<GenArgs>();
   a->model.add_to(*sub);
+  a->loop.add_to(*sub);
   sub->add_option("-p,--prompt", a->prompt, "prompt text (empty: start from BOS)");
   sub->add_option("-n,--n-predict", a->n_predict, "tokens to generate")->check(CLI::Range(1, 1 << 20));
   sub->add_option("--temp", a->sp.temperature, "temperature; 0 = greedy")->check(CLI::Range(0.0, 100.0));
@@ -94,17 +128,18 @@ void register_generate(CLI::App& app) {
   sub->add_option("-s,--seed", a->sp.seed, "RNG seed");
   sub->add_option("-c,--ctx-size", a->n_ctx, "KV cache size in tokens (default: prompt + n)");
   sub->add_flag("--ignore-eos", a->ignore_eos, "keep generating after the end-of-sequence token");
+  sub->add_flag("--show-loops", a->show_loops, "print each token followed by [loops it used] (looped models)");
   sub->add_option("--backend", a->backend, "cpu (default) or reference (slow scalar oracle)")
       ->check(CLI::IsMember({"cpu", "reference"}));
-  sub->add_flag("--json", a->json, "print one JSON object: ids, text, prompt_ids, ms_per_token, ...");
+  sub->add_flag("--json", a->json,
+                "print one JSON object: ids, text, prompt_ids, ms_per_token (+ loops_per_token when looped)");
   sub->callback([a] {
     a->model.apply_threads();
-    auto m = open_model(a->model);
-    auto tok = open_tokenizer(*m.file, a->model.tokenizer);
+    auto m = open_runnable(a->model, a->loop);
     if (a->backend == "reference")
-      run_generate<Reference>(*a, m, *tok);
+      run_generate<Reference>(*a, m);
     else
-      run_generate<Cpu>(*a, m, *tok);
+      run_generate<Cpu>(*a, m);
   });
 }
 

@@ -10,7 +10,8 @@ void register_info(CLI::App&);
 void register_generate(CLI::App&);
 void register_tokenize(CLI::App&);
 void register_synth(CLI::App&);
+void register_bench(CLI::App&);
 inline std::vector<Register> all_commands() {
-  return {register_info, register_generate, register_tokenize, register_synth};
+  return {register_info, register_generate, register_tokenize, register_synth, register_bench};
 }
 }  // namespace loopus::cli

@@ -12,6 +12,8 @@
 
 #include "loopus/io/load.hpp"
 #include "loopus/model/load.hpp"
+#include "loopus/model/looped_dispatch.hpp"
+#include "loopus/model/looped_io.hpp"
 #include "loopus/tokenizer/bpe.hpp"
 #include "loopus/tokenizer/load.hpp"
 #include "loopus/tokenizer/spm.hpp"
@@ -83,10 +85,83 @@ inline std::unique_ptr<Tokenizer> open_tokenizer(const io::TensorFile& f, const 
   throw Error(f.path + ": llama2.c checkpoints carry no vocabulary; pass --tokenizer tokenizer.bin");
 }
 
+/// Loop options shared by generate, bench, eval: split, B, gate, halting, cache.
+struct LoopArgs {
+  std::string enc, dec;
+  LoopRunSpec spec;
+  std::vector<CLI::Option*> opts;
+
+  /// Was any loop option given on the command line?
+  bool given() const {
+    for (auto* o : opts)
+      if (o->count() > 0) return true;
+    return false;
+  }
+
+  /// per_run: add --loops and --cache (bench takes lists of those instead).
+  void add_to(CLI::App& app, bool per_run = true) {
+    opts = {
+        app.add_option("--encoder-layers", enc, "recast: encoder layers (a..b, a-b, k-, k = 0..k, none)"),
+        app.add_option("--decoder-layers", dec, "recast: decoder layers (same syntax); the reasoning block is the rest"),
+        app.add_option("--min-loops", spec.min_loops, "no early exit before this many loops"),
+        app.add_option("--gate", spec.gate,
+                       "selective (checkpoint's gate, or a fresh official-init gate), none (h <- p), mix:ALPHA; "
+                       "default: selective when the checkpoint has one, else none"),
+        app.add_option("--halt", spec.halt,
+                       "fixed | q:THR | cdf:THR | conv:EPS | kl:EPS (default: the checkpoint's rule, else fixed)"),
+        app.add_option("--q-eval-interval", spec.q_eval_interval, "check q every k loops (default: checkpoint's)"),
+        app.add_flag("--q-on-delta", spec.q_on_delta, "q head reads p - h (training path) instead of the state h"),
+        app.add_option("--exit-fill", spec.exit_fill,
+                       "after an early exit, deeper per-depth caches get: latest (copy the last depth) or drop (official)")
+            ->check(CLI::IsMember({"latest", "drop"})),
+        app.add_option("--gate-seed", spec.gate_seed, "seed of a fresh selective gate"),
+    };
+    if (per_run) {
+      opts.push_back(app.add_option("--loops", spec.loops, "B: maximum loop iterations of the reasoning block (default 8)")
+                         ->check(CLI::Range(1, 1024)));
+      opts.push_back(app.add_option("--cache", spec.cache, "reasoning KV cache: per-depth (exact), shared (B x smaller), none")
+                         ->check(CLI::IsMember({"per-depth", "shared", "none"})));
+    }
+  }
+};
+
 struct OpenedModel {
   std::shared_ptr<const io::TensorFile> file;
   std::shared_ptr<const ModelWeights> weights;
 };
+
+/// A model opened for running: plain, or looped (a LoopUS checkpoint, or a
+/// plain model recast because loop options were given), plus its tokenizer.
+struct RunnableModel {
+  std::shared_ptr<const ModelWeights> plain;
+  std::shared_ptr<const LoopedWeights> looped;
+  std::unique_ptr<Tokenizer> tok;
+  std::string format;
+};
+
+inline RunnableModel open_runnable(const ModelArgs& a, const LoopArgs& loop, bool need_tokenizer = true) {
+  RunnableModel r;
+  const auto opt = a.load_options();
+  io::TensorFile f = io::open_any(a.model, opt.mode);
+  if (need_tokenizer) r.tok = open_tokenizer(f, a.tokenizer);
+  const bool ckpt = is_looped_checkpoint(f);
+  r.format = ckpt ? "loopus" : model_format(f);
+  if (ckpt) {
+    const std::string path = f.path;
+    auto lw = load_looped_checkpoint(std::move(f), opt);
+    if (!loop.enc.empty() || !loop.dec.empty())
+      throw Error(path + ": a LoopUS checkpoint fixes its split (" + lw->split.text() +
+                  "); drop --encoder-layers/--decoder-layers");
+    r.looped = lw;
+    r.plain = lw->base;
+  } else {
+    r.plain = load_weights(std::make_shared<const io::TensorFile>(std::move(f)), opt);
+    if (loop.given())
+      r.looped = recast(r.plain, LayerSplit::from_specs(loop.enc.empty() ? "none" : loop.enc,
+                                                        loop.dec.empty() ? "none" : loop.dec, r.plain->hp.n_layer));
+  }
+  return r;
+}
 
 inline OpenedModel open_model(const ModelArgs& a) {
   OpenedModel m;
