@@ -12,8 +12,8 @@ echo "== loopus info"
 $L info -m "$M"
 echo; echo "== plain greedy generation (matches llama2.c / the golden ids)"
 $L generate -m "$M" -p "Once upon a time" -n 64 --temp 0
-echo; echo "== recast: encoder 0..0, reasoning 1..3 x 4 loops, decoder 4..4, convergence early exit; [n] = loops used"
+echo; echo "== recast: encoder 0..0, reasoning 1..3 x up to 8 loops, decoder 4..4, convergence early exit; [n] = loops used"
 $L generate -m "$M" -p "Once upon a time" -n 64 --temp 0 --encoder-layers 0..0 --decoder-layers 4..4 \
-  --loops 4 --gate mix:0.5 --halt conv:1.0 --show-loops
+  --loops 8 --gate mix:0.5 --halt conv:3 --show-loops
 echo; echo "== looped decode speed with and without the loop-aware KV cache"
 $L bench -m "$M" --encoder-layers 0..0 --decoder-layers 4..4 --gate mix:0.5 --loops 8 -n 64,256 --cache per-depth,shared,none
