@@ -1,0 +1,301 @@
+// POSIX file helpers shared by the loaders: bounded reads, read-only mappings, atomic writes.
+// SPDX-License-Identifier: MIT
+#pragma once
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "loopus/core/buffer.hpp"
+#include "loopus/core/dtype.hpp"
+#include "loopus/core/error.hpp"
+#include "loopus/io/tensor_file.hpp"
+
+// Every format we read stores little-endian numbers; reading them with memcpy
+// is only correct on a little-endian host.
+static_assert(std::endian::native == std::endian::little,
+              "loopus io assumes a little-endian host");
+
+namespace loopus::io {
+namespace detail {
+
+inline std::string errno_text(int e) { return std::generic_category().message(e); }
+
+/// a*b for sizes, false on uint64 overflow.
+inline bool mul_u64(uint64_t a, uint64_t b, uint64_t* out) { return !__builtin_mul_overflow(a, b, out); }
+inline bool add_u64(uint64_t a, uint64_t b, uint64_t* out) { return !__builtin_add_overflow(a, b, out); }
+
+/// Smallest multiple of `align` (a power of two) that is >= v; false on overflow.
+inline bool align_up_u64(uint64_t v, uint64_t align, uint64_t* out) {
+  uint64_t t;
+  if (!add_u64(v, align - 1, &t)) return false;
+  *out = t & ~(align - 1);
+  return true;
+}
+
+/// Read-only file with its size, closed on destruction. Reads never go past the
+/// size seen at open time, so a lying header cannot make us read (or allocate) beyond the file.
+class InputFile {
+ public:
+  explicit InputFile(std::string path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) throw Error(path_ + ": cannot open (" + errno_text(errno) + ")");
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) {
+      const int e = errno;
+      ::close(fd_);
+      throw Error(path_ + ": cannot stat (" + errno_text(e) + ")");
+    }
+    if (S_ISDIR(st.st_mode)) {
+      ::close(fd_);
+      throw Error(path_ + ": is a directory, expected a file");
+    }
+    size_ = uint64_t(st.st_size);
+  }
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+  ~InputFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return size_; }
+
+  /// Reads exactly n bytes at offset off. `what` names the thing being read for the error.
+  void read_at(void* dst, uint64_t n, uint64_t off, const std::string& what) const {
+    if (off > size_ || n > size_ - off)
+      throw Error(path_ + ": " + what + " (bytes " + std::to_string(off) + ".." +
+                  std::to_string(off + n) + ") runs past EOF (file is " + std::to_string(size_) +
+                  " bytes; truncated?)");
+    auto* p = static_cast<char*>(dst);
+    while (n > 0) {
+      // Linux caps one read at about 2 GiB; stay well below it.
+      const size_t chunk = size_t(std::min<uint64_t>(n, uint64_t(1) << 30));
+      const ssize_t got = ::pread(fd_, p, chunk, off_t(off));
+      if (got < 0) {
+        if (errno == EINTR) continue;
+        throw Error(path_ + ": read error in " + what + " (" + errno_text(errno) + ")");
+      }
+      if (got == 0)
+        throw Error(path_ + ": file shrank while reading " + what + " (truncated?)");
+      p += got;
+      off += uint64_t(got);
+      n -= uint64_t(got);
+    }
+  }
+
+  /// Maps the whole file read-only; the mapping lives as long as the returned pointer.
+  std::shared_ptr<void> map() const {
+    if (size_ == 0) throw Error(path_ + ": cannot map an empty file");
+    void* p = ::mmap(nullptr, size_t(size_), PROT_READ, MAP_PRIVATE, fd_, 0);
+    if (p == MAP_FAILED) throw Error(path_ + ": mmap failed (" + errno_text(errno) + ")");
+    const size_t len = size_t(size_);
+    return std::shared_ptr<void>(p, [len](void* q) { ::munmap(q, len); });
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+/// Buffered sequential reader over an InputFile for parsing headers. Every read
+/// is checked against the file size first and throws naming the file and what was read.
+class Cursor {
+ public:
+  explicit Cursor(const InputFile& f, uint64_t pos = 0) : f_(f), pos_(pos) {}
+  uint64_t pos() const { return pos_; }
+  uint64_t size() const { return f_.size(); }
+  uint64_t remaining() const { return pos_ >= f_.size() ? 0 : f_.size() - pos_; }
+  const std::string& path() const { return f_.path(); }
+
+  void read(void* dst, uint64_t n, const std::string& what) {
+    if (n > remaining())
+      throw Error(f_.path() + ": truncated " + what + " at offset " + std::to_string(pos_) +
+                  " (needs " + std::to_string(n) + " bytes, file is " +
+                  std::to_string(f_.size()) + " bytes)");
+    auto* out = static_cast<char*>(dst);
+    while (n > 0) {
+      if (pos_ >= buf_off_ && pos_ < buf_off_ + buf_.size()) {
+        const uint64_t in = pos_ - buf_off_;
+        const uint64_t take = std::min<uint64_t>(n, buf_.size() - in);
+        std::memcpy(out, buf_.data() + in, size_t(take));
+        out += take;
+        pos_ += take;
+        n -= take;
+      } else if (n >= kChunk) {  // large payloads bypass the buffer
+        f_.read_at(out, n, pos_, what);
+        pos_ += n;
+        n = 0;
+      } else {
+        const uint64_t len = std::min<uint64_t>(kChunk, f_.size() - pos_);
+        buf_.resize(size_t(len));
+        f_.read_at(buf_.data(), len, pos_, what);
+        buf_off_ = pos_;
+      }
+    }
+  }
+  template <class T> T get(const std::string& what) {
+    T v;
+    read(&v, sizeof(T), what);
+    return v;
+  }
+  std::string str(uint64_t n, const std::string& what) {
+    if (n > remaining())
+      throw Error(f_.path() + ": " + what + " of length " + std::to_string(n) + " at offset " +
+                  std::to_string(pos_) + " runs past EOF (file is " + std::to_string(f_.size()) +
+                  " bytes)");
+    std::string s(size_t(n), '\0');
+    read(s.data(), n, what);
+    return s;
+  }
+  void seek(uint64_t pos) { pos_ = pos; }
+
+ private:
+  static constexpr uint64_t kChunk = uint64_t(1) << 16;
+  const InputFile& f_;
+  uint64_t pos_;
+  std::vector<char> buf_;
+  uint64_t buf_off_ = 0;
+};
+
+/// Alignment a tensor's data needs so kernels may read it through typed pointers.
+inline size_t required_alignment(DType t) {
+  const size_t s = dtype_size(t);
+  return s ? s : 2;  // block types start with (or hold) 16-bit scales
+}
+
+/// Copies every tensor whose data is not aligned to its element size into one
+/// new aligned buffer, so consumers can always use typed loads. Files normally
+/// need no copies (GGUF aligns to 32, our safetensors writer sorts by size).
+inline void realign_tensors(TensorFile& tf) {
+  uint64_t total = 0;
+  for (const auto& r : tf.tensors) {
+    if (reinterpret_cast<uintptr_t>(r.data) % required_alignment(r.dtype) == 0) continue;
+    total += (r.nbytes + AlignedBuffer::kAlign - 1) / AlignedBuffer::kAlign * AlignedBuffer::kAlign;
+  }
+  if (total == 0) return;
+  AlignedBuffer buf{static_cast<size_t>(total)};
+  size_t off = 0;
+  for (auto& r : tf.tensors) {
+    if (reinterpret_cast<uintptr_t>(r.data) % required_alignment(r.dtype) == 0) continue;
+    std::memcpy(buf.data() + off, r.data, r.nbytes);
+    r.data = buf.data() + off;
+    off += (r.nbytes + AlignedBuffer::kAlign - 1) / AlignedBuffer::kAlign * AlignedBuffer::kAlign;
+  }
+  tf.buffers.push_back(std::move(buf));
+}
+
+}  // namespace detail
+
+/// Writes a file under a temporary name (`path + ".tmp.<pid>"`) and renames it
+/// into place on commit(), after fsync, so a crash or a full disk never leaves a
+/// half-written model under the real name. An uncommitted temp file is removed.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path) : path_(std::move(path)) {
+    tmp_ = path_ + ".tmp." + std::to_string(::getpid());
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw Error(path_ + ": cannot create " + tmp_ + " (" + detail::errno_text(errno) + ")");
+    buf_.reserve(kBuf);
+  }
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+  ~AtomicFileWriter() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_) ::unlink(tmp_.c_str());
+  }
+
+  const std::string& path() const { return path_; }
+  /// Bytes written so far (including those still buffered).
+  uint64_t pos() const { return pos_; }
+
+  void write(const void* p, size_t n) {
+    if (n == 0) return;
+    if (buf_.size() + n > kBuf) flush();
+    if (n >= kBuf) {
+      raw_write(p, n);
+    } else {
+      const auto* c = static_cast<const char*>(p);
+      buf_.insert(buf_.end(), c, c + n);
+    }
+    pos_ += n;
+  }
+  template <class T> void put(const T& v) { write(&v, sizeof(T)); }
+  void write_zeros(size_t n) {
+    static const char zeros[256] = {};
+    while (n > 0) {
+      const size_t k = std::min(n, sizeof(zeros));
+      write(zeros, k);
+      n -= k;
+    }
+  }
+  /// Pads with zero bytes up to a multiple of `align`.
+  void pad_to(uint64_t align) {
+    const uint64_t r = pos_ % align;
+    if (r) write_zeros(size_t(align - r));
+  }
+
+  /// Flushes, fsyncs, renames over `path` and fsyncs the directory.
+  void commit() {
+    flush();
+    if (::fsync(fd_) != 0) fail("fsync");
+    if (::close(fd_) != 0) {
+      fd_ = -1;
+      fail("close");
+    }
+    fd_ = -1;
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail("rename");
+    committed_ = true;
+    // Make the rename itself durable; failure here is not worth an error.
+    std::string dir = std::filesystem::path(path_).parent_path().string();
+    if (dir.empty()) dir = ".";
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      (void)::fsync(dfd);
+      ::close(dfd);
+    }
+  }
+
+ private:
+  static constexpr size_t kBuf = size_t(1) << 20;
+  [[noreturn]] void fail(const char* op) {
+    throw Error(path_ + ": " + op + " of " + tmp_ + " failed (" + detail::errno_text(errno) + ")");
+  }
+  void flush() {
+    if (!buf_.empty()) raw_write(buf_.data(), buf_.size());
+    buf_.clear();
+  }
+  void raw_write(const void* p, size_t n) {
+    const auto* c = static_cast<const char*>(p);
+    while (n > 0) {
+      const ssize_t w = ::write(fd_, c, std::min<size_t>(n, size_t(1) << 30));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        fail("write");
+      }
+      c += w;
+      n -= size_t(w);
+    }
+  }
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+  uint64_t pos_ = 0;
+  std::vector<char> buf_;
+};
+
+}  // namespace loopus::io
