@@ -44,7 +44,7 @@ void register_tokenize(CLI::App& app) {
       size_t n = 0;
       while (std::getline(in, line)) {
         ++n;
-        if (line.empty() || line == "\r") continue;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         nlohmann::json obj;
         try {
           obj = nlohmann::json::parse(line);

@@ -7,13 +7,14 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/core/error.hpp"
+#include "loopus/tokenizer/bpe.hpp"
 #include "loopus/tokenizer/spm.hpp"
 #include "loopus/tokenizer/tokenizer.hpp"
 
 namespace loopus {
 
 /// The tokenizer stored in GGUF metadata (as io::open_gguf returns it).
-/// "llama" -> SpmTokenizer. Throws Error naming `path` when the file has no
+/// "llama" -> SpmTokenizer, "gpt2" -> BpeTokenizer (pre-tokenizer from tokenizer.ggml.pre). Throws Error naming `path` when the file has no
 /// tokenizer or one of an unsupported kind.
 inline std::unique_ptr<Tokenizer> load_tokenizer_from_gguf_meta(const nlohmann::json& meta,
                                                                 const std::string& path) {
@@ -23,11 +24,7 @@ inline std::unique_ptr<Tokenizer> load_tokenizer_from_gguf_meta(const nlohmann::
   if (!it->is_string()) throw Error(path + ": GGUF key 'tokenizer.ggml.model' is not a string");
   const std::string model = it->get<std::string>();
   if (model == "llama") return std::make_unique<SpmTokenizer>(SpmTokenizer::from_gguf_meta(meta, path));
-  if (model == "gpt2") {
-    // TODO(lead): wire BpeTokenizer (include/loopus/tokenizer/bpe.hpp):
-    //   return std::make_unique<BpeTokenizer>(BpeTokenizer::from_gguf_meta(meta, path));
-    throw Error(path + ": tokenizer.ggml.model 'gpt2' (byte-level BPE): gpt2 vocab not supported yet");
-  }
+  if (model == "gpt2") return std::make_unique<BpeTokenizer>(BpeTokenizer::from_gguf_meta(meta, path));
   throw Error(path + ": tokenizer.ggml.model '" + model + "' is not supported (expected \"llama\" or \"gpt2\")");
 }
 

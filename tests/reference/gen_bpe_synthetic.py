@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+# Prints HF `tokenizers` ids for the small synthetic tokenizer.json that tests/tokenizer/test_bpe.cpp builds.
+# SPDX-License-Identifier: MIT
+"""The C++ test builds the same JSON (byte alphabet ids 0..255 in byte order, a few merges and
+added tokens) and checks its ids against the table this script prints. Re-run after changing
+either side:  python3 tests/reference/gen_bpe_synthetic.py
+"""
+import json
+
+from tokenizers import Tokenizer
+
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+B2U = bytes_to_unicode()
+BYTE_TOK = [B2U[b] for b in range(256)]
+
+
+def enc(s):
+    return "".join(B2U[b] for b in s.encode("utf-8"))
+
+
+MERGES = [("a", "b"), ("ab", "c"), ("Ġ", "a"), ("Ġa", "b"), ("c", "d"), ("Ã", "©")]
+
+
+def base(pre_tokenizer, post_processor=None, normalizer=None):
+    vocab = {t: i for i, t in enumerate(BYTE_TOK)}
+    for a, b in MERGES:
+        vocab.setdefault(a + b, len(vocab))
+    added = [
+        {"id": 300, "content": "<s>", "special": True, "lstrip": False, "rstrip": False, "single_word": False, "normalized": False},
+        {"id": 301, "content": "</s>", "special": True, "lstrip": False, "rstrip": False, "single_word": False, "normalized": False},
+        {"id": 302, "content": "<sp>", "special": True, "lstrip": True, "rstrip": True, "single_word": False, "normalized": False},
+        {"id": 303, "content": "[X]", "special": False, "lstrip": False, "rstrip": False, "single_word": True, "normalized": False},
+        {"id": 304, "content": "\u00e9", "special": False, "lstrip": False, "rstrip": False, "single_word": False, "normalized": True},
+    ]
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": post_processor,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": [f"{a} {b}" for a, b in MERGES]},
+    }
+
+
+BL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
+BL_PREFIX = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+TEMPLATE = {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [262], "tokens": ["<s>"]},
+                               "</s>": {"id": "</s>", "ids": [263], "tokens": ["</s>"]}}}
+
+
+def split(behavior, invert=False):
+    return {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"String": " "}, "behavior": behavior, "invert": invert}, BL]}
+
+
+CONFIGS = {
+    "template_nfc": base({"type": "Sequence", "pretokenizers": [BL_PREFIX]}, TEMPLATE, {"type": "NFC"}),
+    "removed": base(split("Removed")),
+    "isolated": base(split("Isolated")),
+    "merged_prev": base(split("MergedWithPrevious")),
+    "merged_next": base(split("MergedWithNext")),
+    "contiguous": base(split("Contiguous")),
+    "removed_invert": base(split("Removed", True)),
+}
+TEXTS = ["abc ab  cd", "ab  <sp>  cd", "a[X]b a [X] b", "cafe\u0301 caf\u00e9", "<s>abc</s>", " abab", "x  ", ""]
+# Extra texts for the first config only, encoded with specials parsed and not parsed.
+EXTRA = ["\u00e9[X] _[X] -[X]- \u0663[X]", "a\u3000<sp>\u2003b", "<s><sp></s>", "ab<s"]
+
+
+def c_literal(text):
+    """A C++ string literal holding the UTF-8 bytes of text (\\x escapes, split so that a hex
+    escape never swallows the next character)."""
+    out, after_hex = ['"'], False
+    for b in text.encode("utf-8"):
+        c = chr(b)
+        if b >= 0x80 or b < 0x20:
+            out.append(f"\\x{b:02X}")
+            after_hex = True
+            continue
+        if after_hex and c in "0123456789abcdefABCDEF":
+            out.append('" "')
+        after_hex = False
+        out.append("\\" + c if c in '"\\' else c)
+    out.append('"')
+    return "".join(out)
+
+
+def row(name, text, add, parse, ids):
+    print(f'    {{"{name}", {c_literal(text)}, {str(add).lower()}, {str(parse).lower()}, '
+          f'{{{", ".join(map(str, ids))}}}}},')
+
+
+def main():
+    print("// generated by tests/reference/gen_bpe_synthetic.py: {config, text, add_special, parse_special, ids}")
+    for name, cfg in CONFIGS.items():
+        tok = Tokenizer.from_str(json.dumps(cfg))
+        for t in TEXTS:
+            for add in (False, True):
+                if name != "template_nfc" and add:
+                    continue
+                row(name, t, add, True, tok.encode(t, add_special_tokens=add).ids)
+        if name == "template_nfc":
+            for t in EXTRA:
+                for parse in (True, False):
+                    tok.encode_special_tokens = not parse
+                    row(name, t, False, parse, tok.encode(t, add_special_tokens=False).ids)
+            tok.encode_special_tokens = False
+
+
+if __name__ == "__main__":
+    main()
