@@ -1,0 +1,400 @@
+// Parity with the reference implementations: golden logits from HF transformers and the official LoopUS code.
+// SPDX-License-Identifier: MIT
+//
+// The goldens (tests/golden/{hf,loopus}/*.json) come from
+// tests/reference/gen_hf_golden.py and gen_loopus_golden.py; see
+// docs/loopus_parity.md. Each one names the `loopus synth` parameters of its
+// model. The test regenerates that model in-process, writes it as a Hugging
+// Face / LoopUS folder and as GGUF, loads each back and compares the logits.
+// A per-tensor fingerprint recorded by the generator first proves the weights
+// are the ones the golden was made from, so a changed synth reads as "regenerate
+// the goldens", not as a forward-pass bug.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <iomanip>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "loopus/io/load.hpp"
+#include "loopus/model/causal_lm.hpp"
+#include "loopus/model/load.hpp"
+#include "loopus/model/looped_io.hpp"
+#include "loopus/model/looped_model.hpp"
+#include "loopus/model/save.hpp"
+#include "loopus/model/synth.hpp"
+#include "loopus/ops/cpu/ops.hpp"
+#include "loopus/ops/reference/ops.hpp"
+#include "test_util.hpp"
+
+using namespace loopus;
+namespace fs = std::filesystem;
+
+// Context for a failure; with LOOPUS_PARITY_VERBOSE=1 also printed on success
+// (the measured errors, for CI logs and reports).
+#define LOOPUS_PARITY_NOTE(expr) \
+  INFO(expr);                    \
+  if (std::getenv("LOOPUS_PARITY_VERBOSE")) MESSAGE(expr)
+
+namespace {
+
+// ---- golden file plumbing ----
+
+std::vector<fs::path> golden_files(const std::string& sub) {
+  const fs::path dir = test::source_dir() / "tests" / "golden" / sub;
+  std::vector<fs::path> out;
+  if (fs::is_directory(dir))
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".json") out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(test::read_text(p)); }
+
+/// Decodes the generators' "base64 of little-endian float32" fields.
+std::vector<float> b64_f32(const std::string& s, const std::string& what) {
+  auto val = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::vector<uint8_t> bytes;
+  bytes.reserve(s.size() * 3 / 4);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : s) {
+    if (c == '=') break;
+    const int v = val(c);
+    if (v < 0) throw Error(what + ": invalid base64 character");
+    acc = (acc << 6) | uint32_t(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      bytes.push_back(uint8_t(acc >> bits));
+    }
+  }
+  if (bytes.size() % 4) throw Error(what + ": base64 payload is not a whole number of float32");
+  std::vector<float> out(bytes.size() / 4);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const uint32_t u = uint32_t(bytes[4 * i]) | uint32_t(bytes[4 * i + 1]) << 8 | uint32_t(bytes[4 * i + 2]) << 16 |
+                       uint32_t(bytes[4 * i + 3]) << 24;
+    std::memcpy(&out[i], &u, 4);
+  }
+  return out;
+}
+
+/// Golden logits with their declared shape checked.
+std::vector<float> golden_logits(const nlohmann::json& j, const std::string& key, const std::string& shape_key,
+                                 int64_t rows, int64_t cols) {
+  auto v = b64_f32(j.at(key).get<std::string>(), key);
+  REQUIRE_EQ(j.at(shape_key).at(0).get<int64_t>(), rows);
+  REQUIRE_EQ(j.at(shape_key).at(1).get<int64_t>(), cols);
+  REQUIRE_EQ(int64_t(v.size()), rows * cols);
+  return v;
+}
+
+float max_abs_diff(const float* a, const float* b, size_t n) {
+  float m = 0.f;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+int32_t argmax(const float* x, int64_t n) { return int32_t(std::max_element(x, x + n) - x); }
+
+std::string join(const std::vector<int>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return "[" + s + "]";
+}
+
+// ---- the model a golden was made from ----
+
+/// The SynthParams of `loopus synth` flags as recorded in the golden ("kv-heads": 2, ...).
+SynthParams synth_params(const nlohmann::json& s) {
+  SynthParams p;
+  const std::string arch = s.at("arch");
+  REQUIRE_MESSAGE((arch == "llama" || arch == "qwen3"), "unknown arch " << arch);
+  p.arch = arch == "qwen3" ? Arch::kQwen3 : Arch::kLlama;
+  p.dim = s.at("dim");
+  p.layers = s.at("layers");
+  p.heads = s.at("heads");
+  p.kv_heads = s.value("kv-heads", p.heads);
+  p.head_dim = s.value("head-dim", 0);
+  p.ff = s.at("ff");
+  p.vocab = s.at("vocab");
+  p.ctx = s.value("ctx", p.ctx);
+  p.rope_theta = s.value("rope-theta", p.rope_theta);
+  p.rms_eps = s.value("rms-eps", p.rms_eps);
+  const std::string dt = s.value("dtype", std::string("f32"));
+  p.dtype = dt == "bf16" ? DType::kBF16 : dt == "f16" ? DType::kF16 : DType::kF32;
+  p.tied = s.value("tied", false);
+  p.seed = s.at("seed").get<uint64_t>();
+  return p;
+}
+
+/// What `loopus synth --loopus` builds (tools/loopus/cmd_synth.cpp): the
+/// plain synth weights split into blocks, an official-init selective gate and
+/// a random q head, both drawn from one generator seeded with seed ^ a fixed
+/// constant. The weights fingerprint guards this copy against drift.
+std::shared_ptr<LoopedWeights> synth_looped(const nlohmann::json& s) {
+  const SynthParams p = synth_params(s);
+  auto w = synth_weights(p);
+  auto lw = recast(w, LayerSplit::from_specs(s.value("encoder-layers", std::string("none")),
+                                             s.value("decoder-layers", std::string("none")), w->hp.n_layer));
+  SplitMix64 rng(p.seed ^ 0x6c6f6f7075735eedull);
+  auto uni = [&] { return rng.uniform(); };
+  lw->gate = std::make_shared<SelectiveGateWeights>(SelectiveGateWeights::official_init(w->hp.n_embd, uni));
+  auto q = std::make_shared<ConfidenceHead>();
+  q->d = w->hp.n_embd;
+  for (int64_t i = 0; i < q->d; ++i) {
+    q->ln_w.push_back(float(0.5 + uni()));
+    q->ln_b.push_back(float(0.2 * (uni() - 0.5)));
+    q->w.push_back(float((uni() - 0.5) * 0.5));
+  }
+  q->b = 0.1f;
+  lw->q_head = q;
+  lw->defaults.n_loops = s.value("loops", 8);
+  return lw;
+}
+
+/// True when every tensor of the written safetensors matches the golden's
+/// fingerprint (dtype, shape, sum, sum of squares).
+bool fingerprint_matches(const fs::path& folder, const nlohmann::json& fp, double rtol) {
+  const io::TensorFile f = io::open_any(folder.string());
+  bool ok = int64_t(f.tensors.size()) == int64_t(fp.size());
+  CHECK_MESSAGE(ok, folder.string() << " has " << f.tensors.size() << " tensors, the golden's model had " << fp.size());
+  for (const auto& [name, rec] : fp.items()) {
+    const io::TensorRecord* r = f.find(name);
+    if (!r) {
+      FAIL_CHECK("tensor '" << name << "' of the golden's model is not in " << folder.string());
+      ok = false;
+      continue;
+    }
+    if (rec.at("dtype") != "float32" || r->dtype != DType::kF32) {
+      FAIL_CHECK("tensor '" << name << "': the parity goldens are f32 only");
+      ok = false;
+      continue;
+    }
+    std::vector<int64_t> shape = rec.at("shape");
+    const auto* x = static_cast<const float*>(r->data);
+    double sum = 0, sumsq = 0;
+    for (int64_t i = 0; i < r->numel(); ++i) {
+      sum += double(x[i]);
+      sumsq += double(x[i]) * double(x[i]);
+    }
+    const double es = rec.at("sum"), eq = rec.at("sumsq");
+    const bool same = shape == r->shape && std::abs(sum - es) <= rtol * (1.0 + std::abs(es)) + 1e-9 &&
+                      std::abs(sumsq - eq) <= rtol * (1.0 + eq) + 1e-9;
+    if (!same) {
+      FAIL_CHECK("tensor '" << name << "' differs from the model the golden was generated from (sum "
+                            << std::setprecision(17) << sum << " vs " << es
+                            << "): the synth generator changed; regenerate the goldens with "
+                               "tests/reference/gen_*_golden.py");
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+// ---- looped-model helpers ----
+
+LoopParams fixed(int n) { return LoopParams{HaltingParams::parse("fixed", n)}; }
+LoopParams threshold(float thr, int n) {
+  LoopParams lp;
+  lp.halting.rule = HaltRule::kThreshold;  // q > thr on the post-gate last state, as the official forward
+  lp.halting.threshold = thr;
+  lp.halting.max_loops = n;
+  return lp;
+}
+
+template <class Cache>
+LoopedModel<Cpu, SelectiveGate, Cache> looped(const std::shared_ptr<const LoopedWeights>& lw, LoopParams lp,
+                                              Cache cache = {}, int64_t n_batch = 512) {
+  return LoopedModel<Cpu, SelectiveGate, Cache>(lw, lp, ContextParams{.n_ctx = 64, .n_batch = n_batch},
+                                                SelectiveGate(lw->gate), cache);
+}
+
+/// Feeds the prompt, then each golden new id but the last (teacher forcing, so
+/// one flipped argmax does not derail the rest), like the official generate():
+/// one eval per official forward call. Returns per-call last-position logits
+/// [calls, V] and the loops each call ran.
+template <class Model>
+std::pair<std::vector<float>, std::vector<int>> replay(Model& m, const std::vector<int32_t>& prompt,
+                                                       const std::vector<int32_t>& new_ids) {
+  const int64_t V = m.n_vocab();
+  std::vector<float> out(new_ids.size() * size_t(V));
+  std::vector<int> depth;
+  m.eval(prompt, out.data());
+  depth.push_back(m.last_loops());
+  for (size_t k = 0; k + 1 < new_ids.size(); ++k) {
+    const int32_t id = new_ids[k];
+    m.eval(std::span<const int32_t>(&id, 1), out.data() + (k + 1) * size_t(V));
+    depth.push_back(m.last_loops());
+  }
+  return {out, depth};
+}
+
+constexpr float kTol = 1e-4f;
+
+}  // namespace
+
+TEST_CASE("[loopus] reference parity: CausalLM<Cpu> matches HF transformers logits (Llama and Qwen3)") {
+  const auto files = golden_files("hf");
+  REQUIRE_MESSAGE(!files.empty(), "no goldens in tests/golden/hf (run tests/reference/gen_hf_golden.py)");
+  for (const auto& path : files) {
+    CAPTURE(path.filename().string());
+    const auto g = read_json(path);
+    const SynthParams p = synth_params(g.at("synth"));
+    const std::vector<int32_t> ids = g.at("input_ids");
+    const int64_t T = int64_t(ids.size()), V = p.vocab;
+    const auto want = golden_logits(g, "logits_f32le_b64", "logits_shape", T, V);
+    const double tol = g.value("tolerance_max_abs", double(kTol));
+
+    auto w = synth_weights(p);
+    const fs::path dir = test::temp_dir("parity_hf_" + path.stem().string());
+    save_hf(*w, (dir / "hf").string());
+    save_gguf(*w, (dir / "model.gguf").string());
+    if (!fingerprint_matches(dir / "hf", g.at("weights_fingerprint"), g.value("weights_fingerprint_rtol", 1e-9)))
+      continue;
+
+    auto run = [&](std::shared_ptr<const ModelWeights> mw, auto backend_tag) {
+      using B = decltype(backend_tag);
+      CausalLM<B> lm(mw, {.n_ctx = 64, .n_batch = 64});
+      std::vector<float> got(size_t(T * V));
+      lm.eval(ids, got.data(), /*all_logits=*/true);
+      return max_abs_diff(got.data(), want.data(), got.size());
+    };
+    const float e_mem = run(w, Cpu{});
+    const float e_hf = run(load_weights((dir / "hf").string()), Cpu{});
+    const float e_gguf = run(load_weights((dir / "model.gguf").string()), Cpu{});
+    const float e_ref = run(load_weights((dir / "hf").string()), Reference{});
+    LOOPUS_PARITY_NOTE("max |logit - transformers|: in-memory " << e_mem << ", HF folder " << e_hf << ", GGUF "
+                                                                << e_gguf << ", Reference backend " << e_ref);
+    CHECK_LT(e_mem, tol);
+    CHECK_LT(e_hf, tol);
+    CHECK_LT(e_gguf, tol);
+    CHECK_LT(e_ref, tol);
+    fs::remove_all(dir);
+  }
+}
+
+TEST_CASE("[loopus] reference parity: LoopedModel<Cpu> matches the official LoopUS code (LDSForCausalLM)") {
+  const auto files = golden_files("loopus");
+  REQUIRE_MESSAGE(!files.empty(), "no goldens in tests/golden/loopus (run tests/reference/gen_loopus_golden.py)");
+  for (const auto& path : files) {
+    CAPTURE(path.filename().string());
+    const auto g = read_json(path);
+    const auto& s = g.at("synth");
+    const std::vector<int32_t> ids = g.at("input_ids");
+    const int64_t T = int64_t(ids.size()), V = s.at("vocab").get<int64_t>();
+    const double tol = g.value("tolerance_max_abs", double(kTol));
+
+    auto mem = synth_looped(s);
+    const fs::path dir = test::temp_dir("parity_lds_" + path.stem().string());
+    save_lds(*mem, (dir / "lds").string(), "loopus-synth");
+    save_looped_gguf(*mem, (dir / "model.gguf").string());
+    if (!fingerprint_matches(dir / "lds", g.at("weights_fingerprint"), g.value("weights_fingerprint_rtol", 1e-9)))
+      continue;
+
+    const std::vector<std::pair<std::string, std::shared_ptr<const LoopedWeights>>> sources = {
+        {"in-memory", mem},
+        {"LoopUS folder", load_looped((dir / "lds").string(), "", "")},
+        {"GGUF", load_looped((dir / "model.gguf").string(), "", "")},
+    };
+    for (const auto& source : sources) {
+      const std::string& src = source.first;  // (no structured bindings: clang 14 cannot capture them)
+      const std::shared_ptr<const LoopedWeights>& lw = source.second;
+      CAPTURE(src);
+      REQUIRE(lw->gate);
+      REQUIRE(lw->q_head);
+
+      // ---- no cache, fixed N: the whole sequence, all positions ----
+      for (const auto& e : g.at("nocache_fixed")) {
+        const int n = e.at("loops");
+        CAPTURE(n);
+        const auto want = golden_logits(e, "logits_f32le_b64", "logits_shape", T, V);
+        std::vector<float> got(size_t(T * V));
+        auto m = looped<NoCache>(lw, fixed(n));
+        m.eval(ids, got.data(), true);
+        const float e_nc = max_abs_diff(got.data(), want.data(), got.size());
+        auto pd = looped<PerDepthCache>(lw, fixed(n), {}, /*n_batch=*/5);  // chunked prefill, exact for fixed N
+        pd.eval(ids, got.data(), true);
+        const float e_pd = max_abs_diff(got.data(), want.data(), got.size());
+        LOOPUS_PARITY_NOTE("fixed N=" << n << ": NoCache " << e_nc << ", PerDepthCache (chunks of 5) " << e_pd);
+        CHECK_LT(e_nc, tol);
+        CHECK_LT(e_pd, tol);
+      }
+
+      // ---- no cache, threshold halting: one depth for the call, from the last token ----
+      {
+        const auto& e = g.at("nocache_threshold");
+        const float thr = e.at("q_threshold");
+        const auto want = golden_logits(e, "logits_f32le_b64", "logits_shape", T, V);
+        std::vector<float> got(size_t(T * V));
+        auto m = looped<NoCache>(lw, threshold(thr, e.at("max_loops")));
+        m.eval(ids, got.data(), true);
+        const float err = max_abs_diff(got.data(), want.data(), got.size());
+        LOOPUS_PARITY_NOTE("no-cache threshold " << thr << ": loops " << m.last_loops() << " (official "
+                                                 << e.at("depth") << "), max err " << err);
+        CHECK_EQ(m.last_loops(), e.at("depth").get<int>());
+        CHECK_LT(err, tol);
+      }
+
+      // ---- official generate(), cached, halting off ----
+      {
+        const auto& e = g.at("generate_fixed");
+        const std::vector<int32_t> prompt = e.at("prompt_ids"), new_ids = e.at("new_ids");
+        const int n = e.at("max_loops");
+        const auto want = golden_logits(e, "step_logits_f32le_b64", "step_logits_shape", int64_t(new_ids.size()), V);
+        auto pd = looped<PerDepthCache>(lw, fixed(n));
+        const std::vector<float> got = replay(pd, prompt, new_ids).first;
+        auto nc = looped<NoCache>(lw, fixed(n));
+        const std::vector<float> got_nc = replay(nc, prompt, new_ids).first;
+        const float e_pd = max_abs_diff(got.data(), want.data(), got.size());
+        const float e_nc = max_abs_diff(got_nc.data(), want.data(), got.size());
+        LOOPUS_PARITY_NOTE("generate, fixed N=" << n << ": PerDepthCache " << e_pd << ", NoCache " << e_nc);
+        CHECK_LT(e_pd, tol);
+        CHECK_LT(e_nc, tol);
+        for (size_t k = 0; k < new_ids.size(); ++k) CHECK_EQ(argmax(got.data() + k * size_t(V), V), new_ids[k]);
+      }
+
+      // ---- official generate() with q-threshold halting: deeper caches dropped on exit ----
+      {
+        const auto& e = g.at("generate_threshold");
+        const std::vector<int32_t> prompt = e.at("prompt_ids"), new_ids = e.at("new_ids");
+        const std::vector<int> depths = e.at("depths");
+        const float thr = e.at("q_threshold");
+        const int n = e.at("max_loops");
+        const auto want = golden_logits(e, "step_logits_f32le_b64", "step_logits_shape", int64_t(new_ids.size()), V);
+        auto pd = looped<PerDepthCache>(lw, threshold(thr, n), PerDepthCache{.exit_fill = ExitFill::kDrop});
+        const auto run = replay(pd, prompt, new_ids);
+        const std::vector<float>& got = run.first;
+        const std::vector<int>& depth = run.second;
+        const float err = max_abs_diff(got.data(), want.data(), got.size());
+        LOOPUS_PARITY_NOTE("generate, threshold " << thr << ", ExitFill::kDrop: loops per call " << join(depth)
+                                                  << " (official " << join(depths) << "), max err " << err);
+        CHECK_EQ(join(depth), join(depths));
+        CHECK_LT(err, tol);
+        for (size_t k = 0; k < new_ids.size(); ++k) CHECK_EQ(argmax(got.data() + k * size_t(V), V), new_ids[k]);
+        // The golden must exercise the drop rule: filling the deeper caches
+        // instead (kLatest) has to give different logits somewhere.
+        auto latest = looped<PerDepthCache>(lw, threshold(thr, n), PerDepthCache{.exit_fill = ExitFill::kLatest});
+        const std::vector<float> got_l = replay(latest, prompt, new_ids).first;
+        CHECK_GT(max_abs_diff(got_l.data(), want.data(), got.size()), 1e-3f);
+      }
+    }
+    fs::remove_all(dir);
+  }
+}
