@@ -63,6 +63,7 @@ struct WeightSet {
 };
 
 constexpr int64_t kColdBytes = 256ll << 20;
+constexpr auto kMs = benchmark::kMillisecond;
 
 template <class B, DType D>
 void BM_Matmul(benchmark::State& st) {
@@ -82,7 +83,8 @@ void BM_Matmul(benchmark::State& st) {
   if (T == 1)
     st.counters["GB/s"] = benchmark::Counter(n * double(ws.w[0].nbytes()) / 1e9, benchmark::Counter::kIsRate);
   else
-    st.counters["GFLOP/s"] = benchmark::Counter(n * 2.0 * double(T * rows * cols) / 1e9, benchmark::Counter::kIsRate);
+    st.counters["GFLOP/s"] =
+        benchmark::Counter(n * 2.0 * double(T * rows * cols) / 1e9, benchmark::Counter::kIsRate);
 }
 
 // stories110M: d 768, ff 2048, vocab 32000. Qwen3-0.6B: d 1024, q 2048, ff 3072, vocab 151936.
@@ -102,17 +104,19 @@ void small_t_shapes(benchmark::internal::Benchmark* b) {
   for (int64_t T : {2, 4, 8, 9, 16, 32}) b->Args({3072, 1024, T});
 }
 
-#define LOOPUS_MATMUL_BENCH(B, D, name)                                                                       \
-  BENCHMARK(BM_Matmul<B, D>)->Name(name "/decode")->Apply(decode_shapes)->UseRealTime()->Unit(benchmark::kMillisecond); \
-  BENCHMARK(BM_Matmul<B, D>)->Name(name "/prefill")->Apply(prefill_shapes)->UseRealTime()->Unit(benchmark::kMillisecond); \
-  BENCHMARK(BM_Matmul<B, D>)->Name(name "/smallT")->Apply(small_t_shapes)->UseRealTime()->Unit(benchmark::kMillisecond)
+#define LOOPUS_MATMUL_BENCH(B, D, name)                                                                      \
+  BENCHMARK(BM_Matmul<B, D>)->Name(name "/decode")->Apply(decode_shapes)->UseRealTime()->Unit(kMs);   \
+  BENCHMARK(BM_Matmul<B, D>)->Name(name "/prefill")->Apply(prefill_shapes)->UseRealTime()->Unit(kMs); \
+  BENCHMARK(BM_Matmul<B, D>)->Name(name "/smallT")->Apply(small_t_shapes)->UseRealTime()->Unit(kMs)
 
 LOOPUS_MATMUL_BENCH(Cpu, DType::kF32, "BM_Matmul_F32");
 LOOPUS_MATMUL_BENCH(Cpu, DType::kF16, "BM_Matmul_F16");
 LOOPUS_MATMUL_BENCH(Cpu, DType::kBF16, "BM_Matmul_BF16");
 // The oracle, small shapes only (it is scalar double-precision code).
-BENCHMARK(BM_Matmul<Reference, DType::kF32>)->Name("BM_Matmul_F32_Reference")->Args({768, 768, 1})->Args({768, 768, 64})->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Matmul<Reference, DType::kBF16>)->Name("BM_Matmul_BF16_Reference")->Args({768, 768, 1})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Matmul<Reference, DType::kF32>)->Name("BM_Matmul_F32_Reference")->Args({768, 768, 1})
+    ->Args({768, 768, 64})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Matmul<Reference, DType::kBF16>)->Name("BM_Matmul_BF16_Reference")->Args({768, 768, 1})
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
 
 /// Plain Eigen, the natural column-major way (Y = W·X), as the yardstick for prefill f32.
 void BM_EigenGemm_F32(benchmark::State& st) {
@@ -180,7 +184,8 @@ void BM_Attention(benchmark::State& st) {
   }
   const double n = double(st.iterations());
   if (T == 1)  // the K/V bytes a decode step must read
-    st.counters["GB/s"] = benchmark::Counter(n * 2.0 * double(n_ctx * n_kv * hd) * 4 / 1e9, benchmark::Counter::kIsRate);
+    st.counters["GB/s"] =
+        benchmark::Counter(n * 2.0 * double(n_ctx * n_kv * hd) * 4 / 1e9, benchmark::Counter::kIsRate);
   // QKᵀ and PV over the causal triangle (or the one row of a decode step)
   const double pairs = T == 1 ? double(n_ctx) : double(T) * double(T + 1) / 2;
   st.counters["GFLOP/s"] = benchmark::Counter(n * 4.0 * pairs * n_head * hd / 1e9, benchmark::Counter::kIsRate);
@@ -195,8 +200,10 @@ void attention_shapes(benchmark::internal::Benchmark* b) {
     b->Args({16, 8, 128, T, T});
   }
 }
-BENCHMARK(BM_Attention<Cpu>)->Name("BM_Attention")->Apply(attention_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Attention<Reference>)->Name("BM_Attention_Reference")->Args({12, 12, 64, 1, 512})->Args({16, 8, 128, 1, 512})->Args({12, 12, 64, 64, 64})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Attention<Cpu>)->Name("BM_Attention")->Apply(attention_shapes)->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Attention<Reference>)->Name("BM_Attention_Reference")->Args({12, 12, 64, 1, 512})
+    ->Args({16, 8, 128, 1, 512})->Args({12, 12, 64, 64, 64})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 template <class B>
 void BM_Elementwise(benchmark::State& st) {
@@ -214,8 +221,10 @@ void BM_Elementwise(benchmark::State& st) {
     benchmark::ClobberMemory();
   }
 }
-BENCHMARK(BM_Elementwise<Cpu>)->Name("BM_Norm_SwiGLU_Rope_Softmax")->Args({1, 3072})->Args({64, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_Elementwise<Reference>)->Name("BM_Norm_SwiGLU_Rope_Softmax_Reference")->Args({1, 3072})->Args({64, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Elementwise<Cpu>)->Name("BM_Norm_SwiGLU_Rope_Softmax")->Args({1, 3072})->Args({64, 3072})
+    ->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Elementwise<Reference>)->Name("BM_Norm_SwiGLU_Rope_Softmax_Reference")->Args({1, 3072})
+    ->Args({64, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 /// Memory-bandwidth floor: sum a 512 MiB buffer, one stream per OpenMP thread.
 void BM_MemBandwidth_Read(benchmark::State& st) {

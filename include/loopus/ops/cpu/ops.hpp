@@ -1,0 +1,704 @@
+// Ops<Cpu>: the optimised CPU kernels (SIMD + OpenMP, Eigen GEMM for prefill), same contract as Ops<Reference>.
+// SPDX-License-Identifier: MIT
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include <Eigen/Core>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "loopus/core/backend.hpp"
+#include "loopus/core/buffer.hpp"
+#include "loopus/core/error.hpp"
+#include "loopus/core/dtype.hpp"
+#include "loopus/core/tensor.hpp"
+#include "loopus/model/hparams.hpp"
+#include "loopus/ops/cpu/simd.hpp"
+
+// LOOPUS_OMP(omp ...): an OpenMP pragma that vanishes (without unknown-pragma
+// warnings) when the including target is built without OpenMP.
+#if !defined(LOOPUS_OMP)
+#if defined(_OPENMP)
+#define LOOPUS_OMP(...) _Pragma(#__VA_ARGS__)
+#else
+#define LOOPUS_OMP(...)
+#endif
+#endif
+
+namespace loopus::cpu {
+
+/// Tuning constants of Ops<Cpu>, measured on a 2-vCPU AMD EPYC VM (family 25,
+/// AVX2 exposed, no AVX-512) with bench/bench_ops.cpp.
+struct Tuning {
+  /// Below this many multiply-adds a kernel runs on the calling thread: waking
+  /// the OpenMP team costs a few microseconds, more than such a kernel takes.
+  static constexpr int64_t kParallelMinWork = 32 * 1024;
+  /// matmul with T at most this uses the row-streaming GEMV kernel (weights
+  /// read once, reused from cache across the T tokens); larger T goes to GEMM.
+  static constexpr int64_t kGemvMaxT = 16;
+  /// Rows per weight panel of the prefill GEMM (see matmul_gemm_panels).
+  static constexpr int64_t kPanelRows = 256;
+  /// attention with at least this many new tokens runs as blocked GEMMs
+  /// (attend_block), kAttnBlockT query tokens per block.
+  static constexpr int64_t kAttnBlockMinT = 16;
+  static constexpr int64_t kAttnBlockT = 32;
+};
+
+namespace detail {
+
+/// Scratch slots; one growing buffer per thread and slot, so no kernel
+/// allocates after warm-up and concurrent threads never share one.
+enum ScratchSlot : int {
+  kScratchPanel,
+  kScratchScores,
+  kScratchAcc,
+  kScratchRope,
+  kScratchGemmA,
+  kScratchGemmB,
+  kNumSlots
+};
+
+/// n floats of this thread's scratch slot (contents undefined). Grows only.
+inline float* scratch(ScratchSlot slot, size_t n) {
+  thread_local AlignedBuffer bufs[kNumSlots];
+  AlignedBuffer& b = bufs[slot];
+  const size_t bytes = std::max<size_t>(n, 16) * sizeof(float);
+  if (b.size() < bytes) b.resize(std::max(bytes, b.size() + b.size() / 2));
+  return b.as<float>();
+}
+
+inline int max_threads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+/// Hint that the cache line at p will be read soon (into L2; no fault if invalid).
+inline void prefetch_l2(const char* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 0, 2);
+#else
+  (void)p;
+#endif
+}
+
+// Weight element loaders: a vector of kLanes widened values, or one value.
+// kPrefetch: whether the GEMV software-prefetches the next block of rows.
+// Measured (AVX2, 1 thread, cold weights): +35-70% for f16/bf16, whose
+// 16-byte loads leave the hardware prefetcher behind on short rows; -5-25%
+// for f32, where the hardware already keeps up and the hints only cost.
+struct LoadF32 {
+  static constexpr bool kPrefetch = false;
+  using T = float;
+  static simd::VecF vec(const float* p) { return simd::VecF::load(p); }
+  static float one(float v) { return v; }
+};
+struct LoadF16 {
+  static constexpr bool kPrefetch = true;
+  using T = uint16_t;
+  static simd::VecF vec(const uint16_t* p) { return simd::VecF::load_f16(p); }
+  static float one(uint16_t v) { return f16_to_f32(v); }
+};
+struct LoadBF16 {
+  static constexpr bool kPrefetch = true;
+  using T = uint16_t;
+  static simd::VecF vec(const uint16_t* p) { return simd::VecF::load_bf16(p); }
+  static float one(uint16_t v) { return bf16_to_f32(v); }
+};
+
+/// out[r] = Σ_c w[r·ld + c] · x[c] for R rows at once, f32 accumulation.
+/// Several rows share each load of x, and two accumulators per row hide FMA latency.
+/// With `pf` set, each step also prefetches (into L2) as many bytes from pf
+/// onwards as it consumes from w: the GEMV passes the next block of rows, which
+/// is contiguous, so the prefetch stream runs exactly one block ahead (see
+/// L::kPrefetch for when that pays).
+template <class L, int R>
+inline void dot_rows(const typename L::T* w, int64_t ld, const float* x, int64_t n, float* out,
+                     const char* pf = nullptr) {
+  using simd::VecF;
+  constexpr int64_t W = simd::kLanes;
+  constexpr int64_t kStepBytes = R * 2 * W * int64_t(sizeof(typename L::T));
+  VecF a0[R], a1[R];
+  for (int r = 0; r < R; ++r) a0[r] = a1[r] = VecF::zero();
+  int64_t c = 0;
+  for (; c + 2 * W <= n; c += 2 * W) {
+    if (pf) {
+      for (int64_t b = 0; b < kStepBytes; b += 64) prefetch_l2(pf + b);
+      pf += kStepBytes;
+    }
+    const VecF x0 = VecF::load(x + c), x1 = VecF::load(x + c + W);
+    for (int r = 0; r < R; ++r) {
+      a0[r] = simd::fma(L::vec(w + r * ld + c), x0, a0[r]);
+      a1[r] = simd::fma(L::vec(w + r * ld + c + W), x1, a1[r]);
+    }
+  }
+  if (c + W <= n) {
+    const VecF x0 = VecF::load(x + c);
+    for (int r = 0; r < R; ++r) a0[r] = simd::fma(L::vec(w + r * ld + c), x0, a0[r]);
+    c += W;
+  }
+  for (int r = 0; r < R; ++r) {
+    float s = simd::hsum(a0[r] + a1[r]);
+    for (int64_t k = c; k < n; ++k) s += L::one(w[r * ld + k]) * x[k];
+    out[r] = s;
+  }
+}
+
+/// y[T, rows] = x[T, cols] · Wᵀ streaming W once: each block of kRows rows is
+/// multiplied with every token while it is still in L1/L2. Memory-bound for
+/// small T, so the only goals are full-width loads and all cores streaming.
+template <class L>
+inline void matmul_rows(const typename L::T* w, int64_t rows, int64_t cols, const float* x, int64_t T,
+                        float* y) {
+  constexpr int kRows = 4;
+  const int64_t nblk = (rows + kRows - 1) / kRows;
+  [[maybe_unused]] const bool par = rows * cols * T >= Tuning::kParallelMinWork && max_threads() > 1;
+  LOOPUS_OMP(omp parallel for schedule(static) if (par))
+  for (int64_t b = 0; b < nblk; ++b) {
+    const int64_t r0 = b * kRows;
+    const int64_t nr = std::min<int64_t>(kRows, rows - r0);
+    float out[kRows];
+    for (int64_t t = 0; t < T; ++t) {
+      if (nr == kRows) {
+        // Prefetch the next block while streaming this one, on the first token only.
+        const char* pf = L::kPrefetch && t == 0 && b + 1 < nblk
+                             ? reinterpret_cast<const char*>(w + (r0 + kRows) * cols)
+                             : nullptr;
+        dot_rows<L, kRows>(w + r0 * cols, cols, x + t * cols, cols, out, pf);
+      } else {
+        for (int64_t i = 0; i < nr; ++i) dot_rows<L, 1>(w + (r0 + i) * cols, cols, x + t * cols, cols, out + i);
+      }
+      for (int64_t i = 0; i < nr; ++i) y[t * rows + r0 + i] = out[i];
+    }
+  }
+}
+
+using RowMatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// Widens n elements to f32.
+template <class L>
+inline void widen(const typename L::T* src, int64_t n, float* dst) {
+  constexpr int64_t W = simd::kLanes;
+  int64_t i = 0;
+  for (; i + W <= n; i += W) L::vec(src + i).store(dst + i);
+  for (; i < n; ++i) dst[i] = L::one(src[i]);
+}
+
+/// C[M×N] = A[M×K] · op(B), everything row-major with leading dimensions;
+/// op(B) = Bᵀ for B stored [N×K] (kTransB), else B stored [K×N]. Single-threaded
+/// (callers parallelise around it). With Eigen 3.4 this drives Eigen's GEMM
+/// kernel directly, handing it packing buffers from per-thread scratch: the
+/// public product expression would malloc them on every call.
+template <bool kTransB>
+inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+                 int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+  for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.f);  // Eigen accumulates
+  if (K <= 0) return;
+  // Column-major view, as Eigen's kernel wants it: Cᵀ[N×M] += op(B)ᵀ[N×K] · Aᵀ[K×M].
+  struct ScratchBlocking : Eigen::internal::level3_blocking<float, float> {
+    ScratchBlocking(Eigen::Index rows, Eigen::Index cols, Eigen::Index depth) {
+      this->m_mc = rows;
+      this->m_nc = cols;
+      this->m_kc = depth;
+      Eigen::internal::computeProductBlockingSizes<float, float, 1>(this->m_kc, this->m_mc, this->m_nc,
+                                                                    Eigen::Index(1));
+      this->m_blockA = scratch(kScratchGemmA, size_t(this->m_mc * this->m_kc));
+      this->m_blockB = scratch(kScratchGemmB, size_t(this->m_kc * this->m_nc));
+    }
+  } blocking(N, M, K);
+  Eigen::internal::general_matrix_matrix_product<Eigen::Index, float, kTransB ? Eigen::RowMajor : Eigen::ColMajor,
+                                                 false, float, Eigen::ColMajor, false, Eigen::ColMajor,
+                                                 1>::run(N, M, K, B, ldb, A, lda, C, 1, ldc, 1.f, blocking);
+#else
+  using Stride = Eigen::OuterStride<>;
+  Eigen::Map<const RowMatF, 0, Stride> Am(A, M, K, Stride(lda));
+  Eigen::Map<RowMatF, 0, Stride> Cm(C, M, N, Stride(ldc));
+  if constexpr (kTransB) {
+    Cm.noalias() = Am * Eigen::Map<const RowMatF, 0, Stride>(B, N, K, Stride(ldb)).transpose();
+  } else {
+    Cm.noalias() = Am * Eigen::Map<const RowMatF, 0, Stride>(B, K, N, Stride(ldb));
+  }
+#endif
+}
+
+/// Prefill (T > kGemvMaxT): W is cut into panels of rows, one OpenMP task
+/// each; a task widens its panel into per-thread f32 scratch (f32 weights are
+/// used in place) and runs a single-threaded Eigen GEMM on it, writing the
+/// matching column block of y. Widening is O(rows·cols), negligible next to
+/// the O(T·rows·cols) GEMM. Panels of ~256 rows keep Eigen's re-packing of x
+/// (once per panel) cheap; their count is a multiple of the thread count so
+/// no thread idles on small matrices.
+template <class L>
+inline void matmul_gemm_panels(const typename L::T* w, int64_t rows, int64_t cols, const float* x, int64_t T,
+                               float* y) {
+  const int64_t nthr = rows * cols * T >= Tuning::kParallelMinWork ? max_threads() : 1;
+  int64_t npan = (rows + Tuning::kPanelRows - 1) / Tuning::kPanelRows;
+  npan = (npan + nthr - 1) / nthr * nthr;
+  const int64_t nb = std::max<int64_t>(1, (rows + npan - 1) / npan);
+  npan = (rows + nb - 1) / nb;
+  LOOPUS_OMP(omp parallel for schedule(static, 1) if (nthr > 1 && npan > 1))
+  for (int64_t p = 0; p < npan; ++p) {
+    const int64_t r0 = p * nb;
+    const int64_t m = std::min(nb, rows - r0);
+    const float* panel;
+    if constexpr (std::is_same_v<L, LoadF32>) {
+      panel = w + r0 * cols;
+    } else {
+      float* buf = scratch(kScratchPanel, size_t(m * cols));
+      widen<L>(w + r0 * cols, m * cols, buf);
+      panel = buf;
+    }
+    gemm<true>(T, m, cols, x, cols, panel, cols, y + r0, rows);
+  }
+}
+
+/// Prefill with f32 weights as one Eigen GEMM, Eigen doing its own OpenMP
+/// threading; not used by Ops<Cpu>, kept as the yardstick in bench/bench_ops.cpp.
+inline void matmul_gemm_f32(const float* w, int64_t rows, int64_t cols, const float* x, int64_t T, float* y) {
+  Eigen::Map<const RowMatF> X(x, T, cols), Wm(w, rows, cols);
+  Eigen::Map<RowMatF> Y(y, T, rows);
+  Y.noalias() = X * Wm.transpose();
+}
+
+/// y[i] = x[i] * s for n floats (vectorised, scalar tail).
+inline void scale_to(const float* x, float s, int64_t n, float* y) {
+  using simd::VecF;
+  constexpr int64_t W = simd::kLanes;
+  const VecF vs = VecF::set1(s);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) (VecF::load(x + i) * vs).store(y + i);
+  for (; i < n; ++i) y[i] = x[i] * s;
+}
+
+/// acc[i] += p · v[i] for n floats.
+inline void axpy(float p, const float* v, int64_t n, float* acc) {
+  using simd::VecF;
+  constexpr int64_t W = simd::kLanes;
+  const VecF vp = VecF::set1(p);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) simd::fma(vp, VecF::load(v + i), VecF::load(acc + i)).store(acc + i);
+  for (; i < n; ++i) acc[i] += p * v[i];
+}
+
+/// acc[i] += Σ_{u<4} p[u] · v_u[i]: one load/store of acc per four cache rows.
+inline void axpy4(const float* p, const float* v0, const float* v1, const float* v2, const float* v3, int64_t n,
+                  float* acc) {
+  using simd::VecF;
+  constexpr int64_t W = simd::kLanes;
+  const VecF p0 = VecF::set1(p[0]), p1 = VecF::set1(p[1]), p2 = VecF::set1(p[2]), p3 = VecF::set1(p[3]);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    VecF a = VecF::load(acc + i);
+    a = simd::fma(p0, VecF::load(v0 + i), a);
+    a = simd::fma(p1, VecF::load(v1 + i), a);
+    a = simd::fma(p2, VecF::load(v2 + i), a);
+    a = simd::fma(p3, VecF::load(v3 + i), a);
+    a.store(acc + i);
+  }
+  for (; i < n; ++i) acc[i] += p[0] * v0[i] + p[1] * v1[i] + p[2] * v2[i] + p[3] * v3[i];
+}
+
+/// In place x[i] = exp(x[i] - m) for n floats; returns their sum (in double,
+/// from f32 partial sums over short blocks, so long rows lose no accuracy).
+inline double exp_shift_sum(float* x, int64_t n, float m) {
+  using simd::VecF;
+  constexpr int64_t W = simd::kLanes;
+  constexpr int64_t kBlock = 64 * W;
+  const VecF vm = VecF::set1(m);
+  double z = 0.0;
+  int64_t i = 0;
+  while (i + W <= n) {
+    VecF s = VecF::zero();
+    const int64_t stop = std::min(n - W + 1, i + kBlock);
+    for (; i < stop; i += W) {
+      const VecF e = simd::exp(VecF::load(x + i) - vm);
+      e.store(x + i);
+      s = s + e;
+    }
+    z += simd::hsum_double(s);
+  }
+  for (; i < n; ++i) z += (x[i] = std::exp(x[i] - m));
+  return z;
+}
+
+/// Max of n floats (n ≥ 1); NaN propagates.
+inline float max_of(const float* x, int64_t n) {
+  using simd::VecF;
+  constexpr int64_t W = simd::kLanes;
+  float m = x[0];
+  int64_t i = 0;
+  if (n >= W) {
+    VecF vm = VecF::load(x);
+    for (i = W; i + W <= n; i += W) vm = simd::max(VecF::load(x + i), vm);
+    m = simd::hmax(vm);
+  }
+  for (; i < n; ++i) m = std::isnan(x[i]) || x[i] > m ? x[i] : m;
+  return m;
+}
+
+inline int thread_num() {
+#if defined(_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/// Attention of one query token (all heads) over cache rows [kv_begin, end),
+/// sweeping the cache in row order: every K and V row is read once, whole
+/// (n_kv·hd floats, contiguous), for all heads together. Reading one head's
+/// slice down the rows instead would stride by a row (usually ≥ a 4 KiB page)
+/// and miss the TLB and the hardware prefetcher on every row. Threads split
+/// the rows; partial P·V sums are reduced at the end.
+/// q: [n_head, hd]; out: [n_head, hd].
+inline void attend_token(const float* q, const float* k, const float* v, int64_t kv_begin, int64_t end, int n_head,
+                         int n_kv, int hd, float scale, float* out) {
+  const int64_t n = end - kv_begin;
+  if (n <= 0) {  // nothing visible (caller broke kv_begin ≤ pos0): defined output, no crash
+    std::fill(out, out + int64_t(n_head) * hd, 0.f);
+    return;
+  }
+  const int group = n_head / n_kv;
+  const int64_t ld = int64_t(n_kv) * hd;
+  const int64_t hsz = int64_t(n_head) * hd;
+  const int nthr_max = max_threads();
+  // Shared (calling thread's) scratch: scores [n_head, n], per-thread partial outputs, 1/z.
+  float* sc = scratch(kScratchScores, size_t(n_head * n));
+  float* part = scratch(kScratchAcc, size_t(nthr_max * hsz));
+  float* invz = scratch(kScratchRope, size_t(n_head));
+  const int64_t nb = (n + 3) / 4;  // blocks of four rows
+  [[maybe_unused]] const bool par = nthr_max > 1 && hsz * n >= Tuning::kParallelMinWork;
+  LOOPUS_OMP(omp parallel if (par))
+  {
+    // 1. Scores, four rows at a time: dot_rows shares each load of q over them.
+    LOOPUS_OMP(omp for schedule(static))
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t j = b * 4;
+      const int64_t rows = std::min<int64_t>(4, n - j);
+      const float* kr = k + (kv_begin + j) * ld;
+      for (int h = 0; h < n_head; ++h) {
+        const float* kh = kr + int64_t(h / group) * hd;
+        if (rows == 4) {
+          dot_rows<LoadF32, 4>(kh, ld, q + int64_t(h) * hd, hd, sc + h * n + j);
+        } else {
+          for (int64_t r = 0; r < rows; ++r)
+            dot_rows<LoadF32, 1>(kh + r * ld, ld, q + int64_t(h) * hd, hd, sc + h * n + j + r);
+        }
+      }
+    }
+    // 2. Stable softmax numerators per head (normalisation folded into step 4).
+    LOOPUS_OMP(omp for schedule(static))
+    for (int h = 0; h < n_head; ++h) {
+      float* s = sc + h * n;
+      scale_to(s, scale, n, s);
+      invz[h] = float(1.0 / exp_shift_sum(s, n, max_of(s, n)));
+    }
+    // 3. Partial P·V over this thread's share of the rows, into its own slice of `part`.
+    LOOPUS_OMP(omp for schedule(static))
+    for (int t = 0; t < nthr_max; ++t) std::fill(part + t * hsz, part + (t + 1) * hsz, 0.f);
+    float* acc = part + thread_num() * hsz;
+    LOOPUS_OMP(omp for schedule(static))
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t j = b * 4;
+      const int64_t rows = std::min<int64_t>(4, n - j);
+      const float* vr = v + (kv_begin + j) * ld;
+      for (int h = 0; h < n_head; ++h) {
+        const float* vh = vr + int64_t(h / group) * hd;
+        const float* p = sc + h * n + j;
+        if (rows == 4) {
+          axpy4(p, vh, vh + ld, vh + 2 * ld, vh + 3 * ld, hd, acc + h * hd);
+        } else {
+          for (int64_t r = 0; r < rows; ++r) axpy(p[r], vh + r * ld, hd, acc + h * hd);
+        }
+      }
+    }
+    // 4. out = Σ_threads partial / z.
+    LOOPUS_OMP(omp for schedule(static))
+    for (int h = 0; h < n_head; ++h) {
+      float* o = out + int64_t(h) * hd;
+      scale_to(part + h * hd, invz[h], hd, o);
+      for (int t = 1; t < nthr_max; ++t) {
+        const float* pt = part + t * hsz + h * hd;
+        for (int i = 0; i < hd; ++i) o[i] += pt[i] * invz[h];
+      }
+    }
+  }
+}
+
+/// Prefill attention for a block of nt consecutive query tokens (first at
+/// position p0) and the `group` heads sharing one K/V head, as three dense
+/// steps so Eigen's GEMM does the arithmetic: S = Q·Kᵀ over every row the
+/// block's last token sees, causal mask + stable softmax per row, O = P·V.
+/// q points at (token 0, first head of the group); tokens are q_ld floats
+/// apart. Rows masked for earlier tokens of the block cost < nt/2 extra
+/// columns per row.
+inline void attend_block(const float* q, int64_t q_ld, int64_t nt, int group, const float* k, const float* v,
+                         int64_t ld, int64_t kv_begin, int64_t p0, int hd, float scale, float* out) {
+  const int64_t n = p0 + nt - kv_begin;  // columns seen by the last token
+  const int64_t m = nt * group;          // rows: (token, head) pairs
+  float* qs = scratch(kScratchAcc, size_t(m * hd));
+  float* sc = scratch(kScratchScores, size_t(m * n));
+  // Gather the block's query rows (a group's heads are adjacent within a token).
+  for (int64_t t = 0; t < nt; ++t) std::memcpy(qs + t * group * hd, q + t * q_ld, size_t(group) * hd * sizeof(float));
+  gemm<true>(m, n, hd, qs, hd, k + kv_begin * ld, ld, sc, n);  // S = Q·Kᵀ
+  for (int64_t t = 0; t < nt; ++t) {
+    const int64_t visible = p0 + t + 1 - kv_begin;
+    for (int g = 0; g < group; ++g) {
+      float* row = sc + (t * group + g) * n;
+      scale_to(row, scale, visible, row);
+      const float inv_z = float(1.0 / exp_shift_sum(row, visible, max_of(row, visible)));
+      scale_to(row, inv_z, visible, row);
+      std::fill(row + visible, row + n, 0.f);
+    }
+  }
+  // One GEMM for the whole block (reusing the query scratch), then scatter:
+  // row (t, g) belongs at out + t * q_ld + g * hd.
+  gemm<false>(m, hd, n, sc, n, v + kv_begin * ld, ld, qs, hd);  // O = P·V
+  for (int64_t t = 0; t < nt; ++t) std::memcpy(out + t * q_ld, qs + t * group * hd, size_t(group) * hd * sizeof(float));
+}
+
+}  // namespace detail
+}  // namespace loopus::cpu
+
+namespace loopus {
+
+/// The optimised CPU backend: same functions, shapes and semantics as
+/// Ops<Reference> (see there), f32 accumulation, results within float rounding
+/// of the reference. Kernels are OpenMP-parallel above small sizes, and none
+/// allocates after warm-up (per-thread scratch grows monotonically, and Eigen's
+/// GEMM gets its packing buffers from it too).
+template <>
+struct Ops<Cpu> {
+  /// y[T, W.rows] = x[T, W.cols] · Wᵀ; W is f32, f16 or bf16. x and y must not overlap.
+  static void matmul(const Weight& W, const float* x, int64_t T, float* y) {
+    using namespace cpu::detail;
+    namespace simd = cpu::simd;
+    if (T <= 0 || W.rows <= 0) return;
+    const bool gemv = T <= cpu::Tuning::kGemvMaxT;
+    switch (W.dtype) {
+      case DType::kF32: {
+        const float* w = W.f32();
+        if (gemv) matmul_rows<LoadF32>(w, W.rows, W.cols, x, T, y);
+        else matmul_gemm_panels<LoadF32>(w, W.rows, W.cols, x, T, y);
+        return;
+      }
+      case DType::kF16: {
+        const auto* w = static_cast<const uint16_t*>(W.data);
+        if (gemv) matmul_rows<LoadF16>(w, W.rows, W.cols, x, T, y);
+        else matmul_gemm_panels<LoadF16>(w, W.rows, W.cols, x, T, y);
+        return;
+      }
+      case DType::kBF16: {
+        const auto* w = static_cast<const uint16_t*>(W.data);
+        if (gemv) matmul_rows<LoadBF16>(w, W.rows, W.cols, x, T, y);
+        else matmul_gemm_panels<LoadBF16>(w, W.rows, W.cols, x, T, y);
+        return;
+      }
+      default:
+        // Quantized weights are dequantized on load; reaching here is a loader bug.
+        LOOPUS_ASSERT(!"Ops<Cpu>::matmul: weight dtype must be f32, f16 or bf16");
+        std::fill(y, y + T * W.rows, 0.f);
+        return;
+    }
+  }
+
+  /// y[T, d] = x / rms(x) * g, per row; y may alias x.
+  static void rmsnorm(const float* x, const Weight& g, int64_t T, int64_t d, float eps, float* y) {
+    using namespace cpu::detail;
+    namespace simd = cpu::simd;
+    using simd::VecF;
+    constexpr int64_t kW = simd::kLanes;
+    // Widen a non-f32 gain once per call into scratch (d floats).
+    const float* gf = g.f32();
+    if (g.dtype != DType::kF32) {
+      float* tmp = scratch(kScratchRope, size_t(d));
+      if (g.dtype == DType::kF16) widen<LoadF16>(static_cast<const uint16_t*>(g.data), d, tmp);
+      else widen<LoadBF16>(static_cast<const uint16_t*>(g.data), d, tmp);
+      gf = tmp;
+    }
+    [[maybe_unused]] const bool par = T > 1 && T * d >= cpu::Tuning::kParallelMinWork;
+    LOOPUS_OMP(omp parallel for schedule(static) if (par))
+    for (int64_t t = 0; t < T; ++t) {
+      const float* xr = x + t * d;
+      float* yr = y + t * d;
+      VecF s0 = VecF::zero(), s1 = VecF::zero();
+      int64_t i = 0;
+      for (; i + 2 * kW <= d; i += 2 * kW) {
+        const VecF a = VecF::load(xr + i), b = VecF::load(xr + i + kW);
+        s0 = simd::fma(a, a, s0);
+        s1 = simd::fma(b, b, s1);
+      }
+      double ss = simd::hsum_double(s0 + s1);
+      for (; i < d; ++i) ss += double(xr[i]) * xr[i];
+      const float inv = float(1.0 / std::sqrt(ss / double(d) + double(eps)));
+      const VecF vinv = VecF::set1(inv);
+      i = 0;
+      for (; i + kW <= d; i += kW) (VecF::load(xr + i) * vinv * VecF::load(gf + i)).store(yr + i);
+      for (; i < d; ++i) yr[i] = xr[i] * inv * gf[i];
+    }
+  }
+
+  /// Rotates x[T, n_head, head_dim] in place; token t is at position pos0 + t.
+  /// Angles are formed in double exactly as the reference does (no global
+  /// tables, so theta and n_rot may change per call), then rotation is in f32.
+  static void rope(float* x, int64_t T, int n_head, int head_dim, int n_rot, int64_t pos0, float theta,
+                   RopeStyle style) {
+    using namespace cpu::detail;
+    namespace simd = cpu::simd;
+    using simd::VecF;
+    constexpr int kW = simd::kLanes;
+    const int half = n_rot / 2;
+    if (half <= 0 || T <= 0) return;
+    [[maybe_unused]] const bool par = T > 1 && T * n_head * int64_t(n_rot) >= cpu::Tuning::kParallelMinWork;
+    LOOPUS_OMP(omp parallel for schedule(static) if (par))
+    for (int64_t t = 0; t < T; ++t) {
+      float* cs = scratch(kScratchRope, size_t(2 * half));  // cos[half], sin[half]
+      float* sn = cs + half;
+      for (int i = 0; i < half; ++i) {
+        const double freq = std::pow(double(theta), -2.0 * i / n_rot);
+        const double ang = double(pos0 + t) * freq;
+        cs[i] = float(std::cos(ang));
+        sn[i] = float(std::sin(ang));
+      }
+      for (int h = 0; h < n_head; ++h) {
+        float* v = x + (t * n_head + h) * int64_t(head_dim);
+        if (style == RopeStyle::kHalf) {
+          float* a = v;
+          float* b = v + half;
+          int i = 0;
+          for (; i + kW <= half; i += kW) {
+            const VecF x0 = VecF::load(a + i), x1 = VecF::load(b + i);
+            const VecF c = VecF::load(cs + i), s = VecF::load(sn + i);
+            simd::fnma(x1, s, x0 * c).store(a + i);
+            simd::fma(x0, s, x1 * c).store(b + i);
+          }
+          for (; i < half; ++i) {
+            const float x0 = a[i], x1 = b[i];
+            a[i] = x0 * cs[i] - x1 * sn[i];
+            b[i] = x0 * sn[i] + x1 * cs[i];
+          }
+        } else {
+          // Pairs are adjacent; short loop, the compiler vectorises it well enough.
+          for (int i = 0; i < half; ++i) {
+            const float x0 = v[2 * i], x1 = v[2 * i + 1];
+            v[2 * i] = x0 * cs[i] - x1 * sn[i];
+            v[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+          }
+        }
+      }
+    }
+  }
+
+  /// Causal grouped-query attention, as Ops<Reference>::attention: q [T, n_head, hd],
+  /// cache rows [n_ctx, n_kv, hd] holding the new rows; token t sees rows
+  /// kv_begin .. pos0 + t; out [T, n_head * hd]. Requires kv_begin ≤ pos0.
+  static void attention(const float* q, const float* k, const float* v, int64_t T, int64_t pos0, int64_t kv_begin,
+                        int n_head, int n_kv, int hd, float* out) {
+    using namespace cpu::detail;
+    namespace simd = cpu::simd;
+    LOOPUS_ASSERT(n_kv > 0 && n_head % n_kv == 0 && kv_begin >= 0 && kv_begin <= pos0);
+    if (T <= 0 || pos0 < 0 || n_kv <= 0 || n_head % n_kv != 0) return;
+    kv_begin = std::clamp<int64_t>(kv_begin, 0, pos0);  // asserts off: stay inside the written rows
+    const int group = n_head / n_kv;
+    const float scale = float(1.0 / std::sqrt(double(hd)));
+    const int64_t ld = int64_t(n_kv) * hd;
+    [[maybe_unused]] const int nthr = max_threads();
+    if (T >= cpu::Tuning::kAttnBlockMinT) {
+      // Prefill: one work item = a K/V head × a block of query tokens, done with GEMMs.
+      const int64_t bt = cpu::Tuning::kAttnBlockT;
+      const int64_t nblk = (T + bt - 1) / bt;
+      const int64_t items = nblk * n_kv;
+      LOOPUS_OMP(omp parallel for schedule(dynamic, 1) if (nthr > 1 && items > 1))
+      for (int64_t it = 0; it < items; ++it) {
+        // Last blocks first: they see the most rows, so the tail of the schedule is short.
+        const int64_t blk = nblk - 1 - it / n_kv;
+        const int kh = int(it % n_kv);
+        const int64_t t0 = blk * bt, nt = std::min(bt, T - t0);
+        const int64_t off = (t0 * n_head + int64_t(kh) * group) * hd;
+        attend_block(q + off, int64_t(n_head) * hd, nt, group, k + int64_t(kh) * hd, v + int64_t(kh) * hd, ld,
+                     kv_begin, pos0 + t0, hd, scale, out + off);
+      }
+      return;
+    }
+    // Decode / short chunks: token by token, each sweeping the cache in row order.
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t off = t * n_head * int64_t(hd);
+      attend_token(q + off, k, v, kv_begin, pos0 + t + 1, n_head, n_kv, hd, scale, out + off);
+    }
+  }
+
+  /// out[n] = silu(gate) * up
+  static void swiglu(const float* gate, const float* up, int64_t n, float* out) {
+    using namespace cpu::detail;
+    namespace simd = cpu::simd;
+    using simd::VecF;
+    constexpr int64_t kW = simd::kLanes;
+    constexpr int64_t kChunk = 4096;
+    const int64_t nchunk = (n + kChunk - 1) / kChunk;
+    [[maybe_unused]] const bool par = nchunk > 1 && n >= cpu::Tuning::kParallelMinWork;
+    LOOPUS_OMP(omp parallel for schedule(static) if (par))
+    for (int64_t ch = 0; ch < nchunk; ++ch) {
+      const int64_t lo = ch * kChunk, hi = std::min(n, lo + kChunk);
+      const VecF one = VecF::set1(1.f), zero = VecF::zero();
+      int64_t i = lo;
+      for (; i + kW <= hi; i += kW) {
+        const VecF g = VecF::load(gate + i);
+        const VecF e = simd::exp(zero - g);
+        (g * VecF::load(up + i) / (one + e)).store(out + i);
+      }
+      for (; i < hi; ++i) out[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+    }
+  }
+
+  /// y += x
+  static void add(float* y, const float* x, int64_t n) {
+    namespace simd = cpu::simd;
+    using simd::VecF;
+    constexpr int64_t kW = simd::kLanes;
+    int64_t i = 0;
+    for (; i + kW <= n; i += kW) (VecF::load(y + i) + VecF::load(x + i)).store(y + i);
+    for (; i < n; ++i) y[i] += x[i];
+  }
+
+  /// out[T, E.cols] = rows ids[t] of E (widened to f32). Ids must be in [0, E.rows)
+  /// (checked by LOOPUS_ASSERT; with asserts off an out-of-range id gives a zero row).
+  static void embed(const Weight& E, const int32_t* ids, int64_t T, float* out) {
+    using namespace cpu::detail;
+    namespace simd = cpu::simd;
+    for (int64_t t = 0; t < T; ++t) {
+      float* o = out + t * E.cols;
+      LOOPUS_ASSERT(ids[t] >= 0 && ids[t] < E.rows);
+      if (ids[t] < 0 || ids[t] >= E.rows) {  // release builds: a zero row rather than a wild read
+        std::fill(o, o + E.cols, 0.f);
+        continue;
+      }
+      const int64_t off = int64_t(ids[t]) * E.cols;
+      switch (E.dtype) {
+        case DType::kF32: std::memcpy(o, E.f32() + off, size_t(E.cols) * sizeof(float)); break;
+        case DType::kF16: widen<LoadF16>(static_cast<const uint16_t*>(E.data) + off, E.cols, o); break;
+        case DType::kBF16: widen<LoadBF16>(static_cast<const uint16_t*>(E.data) + off, E.cols, o); break;
+        default: std::fill(o, o + E.cols, 0.f); break;
+      }
+    }
+  }
+
+  /// In-place softmax over n values (max subtracted first; sum kept in double).
+  static void softmax(float* x, int64_t n) {
+    using namespace cpu::detail;
+    namespace simd = cpu::simd;
+    if (n <= 0) return;
+    const double z = exp_shift_sum(x, n, max_of(x, n));
+    scale_to(x, float(1.0 / z), n, x);
+  }
+};
+
+}  // namespace loopus
