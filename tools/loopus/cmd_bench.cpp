@@ -100,7 +100,7 @@ void register_bench(CLI::App& app) {
   a->loop.add_to(*sub, /*per_run=*/false);  // bench takes lists of --loops and --cache
   sub->add_option("--loops", a->loops_list, "comma-separated loop counts B (default 1,8)");
   sub->add_option("-n,--n-gen", a->n_list, "comma-separated numbers of generated tokens (default 64,256)");
-  sub->add_option("--cache", a->cache_list, "comma-separated cache policies: per-depth, shared, none");
+  sub->add_option("--cache", a->cache_list, "comma-separated cache policies: per-depth, shared, none, plain (the original model, no loop)");
   sub->add_option("-p,--n-prompt", a->n_prompt, "prompt tokens prefilled before generation")->check(CLI::Range(1, 1 << 20));
   sub->add_option("-r,--reps", a->reps, "repetitions (the median is reported)")->check(CLI::Range(1, 100));
   sub->add_flag("--plain", a->plain, "also measure the plain (non-looped) model");
@@ -139,7 +139,8 @@ void register_bench(CLI::App& app) {
     for (int n : ns) {
       ContextParams cp;
       cp.n_ctx = a->n_prompt + n + 1;
-      if (a->plain) {
+      const bool plain = a->plain || std::find(caches.begin(), caches.end(), "plain") != caches.end();
+      if (plain) {
         CausalLM<Cpu> lm(m.plain, cp);
         Row r = measure(lm, a->n_prompt, n, a->reps);
         r.cache = "plain";
@@ -150,6 +151,7 @@ void register_bench(CLI::App& app) {
       }
       for (int B : loops)
         for (const auto& c : caches) {
+          if (c == "plain") continue;
           LoopRunSpec spec = la.spec;
           spec.loops = B;
           spec.cache = c;

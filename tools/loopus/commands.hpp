@@ -11,8 +11,9 @@ void register_generate(CLI::App&);
 void register_tokenize(CLI::App&);
 void register_synth(CLI::App&);
 void register_bench(CLI::App&);
+void register_adapt(CLI::App&);
 void register_perplexity(CLI::App&);
 inline std::vector<Register> all_commands() {
-  return {register_info, register_generate, register_tokenize, register_synth, register_bench, register_perplexity};
+  return {register_info, register_generate, register_tokenize, register_synth, register_bench, register_perplexity, register_adapt};
 }
 }  // namespace loopus::cli

@@ -505,7 +505,7 @@ class GgufWriter {
       off = (off + r.nbytes + alignment_ - 1) / alignment_ * alignment_;
     }
     w.pad_to(alignment_);
-    const uint64_t data_start = w.pos();
+    [[maybe_unused]] const uint64_t data_start = w.pos();
     for (size_t i = 0; i < tensors_.size(); ++i) {
       LOOPUS_ASSERT(w.pos() == data_start + offsets[i]);
       w.write(tensors_[i].data, tensors_[i].nbytes);

@@ -27,6 +27,7 @@ class CausalLM {
     const HParams& hp = tf_.hp();
     cache_.allocate(hp.n_layer, cp.n_ctx, hp.kv_dim());
     x_.reshape({tf_.max_tokens(), hp.n_embd});
+    tf_.reserve_context(cp.n_ctx);
   }
 
   void reset() { n_past_ = 0; }

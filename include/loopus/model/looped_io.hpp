@@ -240,10 +240,10 @@ inline nlohmann::json lds_config(const LoopedWeights& lw, const std::string& bas
           {"reasoning_layer_indices", lw.split.reasoning},
           {"decoder_layer_indices", lw.split.decoder},
           {"N", lw.defaults.n_loops},
-          {"q_threshold", lw.defaults.q_threshold},
+          {"q_threshold", detail::short_float(lw.defaults.q_threshold)},
           {"q_eval_interval", lw.defaults.q_eval_interval},
           {"halting_strategy", lw.defaults.halting_strategy},
-          {"convergence_epsilon", lw.defaults.convergence_epsilon},
+          {"convergence_epsilon", detail::short_float(lw.defaults.convergence_epsilon)},
           {"lma_window", 0},
           {"lma_heads", 8}};
 }

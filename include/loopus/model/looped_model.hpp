@@ -86,6 +86,7 @@ class LoopedModel {
     }
     if constexpr (Cache::kRecompute) history_.reserve(size_t(cp_.n_ctx));
     gate_.reserve(Tmax, d);
+    tf_.reserve_context(cp_.n_ctx);
   }
 
   void reset() {

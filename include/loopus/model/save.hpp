@@ -1,6 +1,8 @@
 // Writing ModelWeights as Hugging Face safetensors folders or GGUF files (converting RoPE row order).
 // SPDX-License-Identifier: MIT
 #pragma once
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -85,6 +87,17 @@ inline std::vector<io::TensorRecord> named_records(const ModelWeights& w, const 
   return out;
 }
 
+/// A float as the shortest decimal that reads back to the same float, so
+/// config.json says 1e-05, not 9.999999747378752e-06.
+inline double short_float(float f) {
+  char buf[32];
+  for (int prec = 6; prec <= 9; ++prec) {
+    std::snprintf(buf, sizeof buf, "%.*g", prec, double(f));
+    if (std::strtof(buf, nullptr) == f) break;
+  }
+  return std::strtod(buf, nullptr);
+}
+
 inline std::string dtype_torch_name(const std::string& d) {
   return d == "bf16" ? "bfloat16" : d == "f16" ? "float16" : "float32";
 }
@@ -104,8 +117,8 @@ inline nlohmann::json hf_config(const HParams& hp, const std::string& dtype = "f
       {"intermediate_size", hp.n_ff},
       {"vocab_size", hp.n_vocab},
       {"max_position_embeddings", hp.n_ctx_train},
-      {"rms_norm_eps", hp.rms_eps},
-      {"rope_theta", hp.rope_theta},
+      {"rms_norm_eps", detail::short_float(hp.rms_eps)},
+      {"rope_theta", detail::short_float(hp.rope_theta)},
       {"tie_word_embeddings", hp.tied_output},
       {"hidden_act", "silu"},
       {"attention_bias", false},

@@ -34,6 +34,13 @@ class Transformer {
     tmp_.reshape({max_t_, widest});
   }
 
+  /// Lets the backend size its per-thread scratch for a context of n_ctx
+  /// tokens up front (backends without the hook need nothing).
+  void reserve_context(int64_t n_ctx) {
+    if constexpr (requires { Kernels::reserve_context(n_ctx, 1, 1); })
+      Kernels::reserve_context(n_ctx, w_->hp.n_head, w_->hp.head_dim);
+  }
+
   const ModelWeights& weights() const { return *w_; }
   const HParams& hp() const { return w_->hp; }
   int64_t max_tokens() const { return max_t_; }

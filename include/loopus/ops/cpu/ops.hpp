@@ -601,6 +601,15 @@ struct Ops<Cpu> {
   /// Causal grouped-query attention, as Ops<Reference>::attention: q [T, n_head, hd],
   /// cache rows [n_ctx, n_kv, hd] holding the new rows; token t sees rows
   /// kv_begin .. pos0 + t; out [T, n_head * hd]. Requires kv_begin ≤ pos0.
+  /// Optional hook (models call it when present): grow this thread's decode
+  /// attention scratch for contexts up to n_ctx once, so decoding never
+  /// allocates as the context fills.
+  static void reserve_context(int64_t n_ctx, int n_head, int hd) {
+    using namespace cpu::detail;
+    scratch(kScratchScores, size_t(n_head) * size_t(std::max<int64_t>(n_ctx, 1)));
+    scratch(kScratchAcc, size_t(max_threads()) * size_t(n_head) * size_t(hd));
+  }
+
   static void attention(const float* q, const float* k, const float* v, int64_t T, int64_t pos0, int64_t kv_begin,
                         int n_head, int n_kv, int hd, float* out) {
     using namespace cpu::detail;

@@ -1,0 +1,237 @@
+// Adapter: the LoopUS adaptation loop (batches, accumulation, AdamW, schedule), exact-resume checkpoints, held-out perplexity.
+// SPDX-License-Identifier: MIT
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "loopus/core/error.hpp"
+#include "loopus/model/synth.hpp"
+#include "loopus/train/checkpoint.hpp"
+#include "loopus/train/data.hpp"
+#include "loopus/train/loopus_step.hpp"
+#include "loopus/train/optim.hpp"
+
+namespace loopus::train {
+
+/// Everything that decides a run (a resume must use the same values).
+struct AdaptConfig {
+  int64_t batch = 8;        ///< sequences per batch
+  int64_t seq_len = 256;    ///< tokens per sequence
+  int64_t accum = 1;        ///< micro-steps (supervised steps; batches with no_loop) per optimizer update
+  int64_t max_tokens = 0;   ///< training budget in tokens (rounded up to whole batches) ...
+  int64_t max_steps = 0;    ///< ... or in batches
+  double lr = 5e-5;         ///< peak learning rate (official: 5e-5)
+  double min_lr_ratio = 0;  ///< final lr = lr · this (HF cosine: 0)
+  double warmup = 0.02;     ///< warm-up, as a fraction of the token budget
+  AdamWConfig adam;
+  StepConfig step;
+  bool no_loop = false;     ///< the control: plain fine-tune of the same parameters
+  uint64_t seed = 0;        ///< data order and supervised-step sampling
+
+  int64_t tokens_per_batch() const { return batch * seq_len; }
+  int64_t total_steps() const {
+    if (max_steps > 0) return max_steps;
+    return (max_tokens + tokens_per_batch() - 1) / tokens_per_batch();
+  }
+  void check() const {
+    if (batch < 1) throw Error("--batch must be >= 1");
+    if (seq_len < 2) throw Error("--seq-len must be >= 2");
+    if (accum < 1) throw Error("--accum must be >= 1");
+    if ((max_tokens > 0) == (max_steps > 0)) throw Error("give exactly one of --tokens and --steps (> 0)");
+    if (!(lr > 0)) throw Error("--lr must be > 0");
+    if (!(warmup >= 0 && warmup < 1)) throw Error("--warmup must be a fraction in [0, 1)");
+    step.check();
+  }
+  /// The values a resume checks against the checkpoint.
+  nlohmann::json json() const {
+    return {{"batch", batch},       {"seq_len", seq_len},         {"accum", accum},
+            {"max_tokens", max_tokens}, {"max_steps", max_steps}, {"lr", lr},
+            {"min_lr_ratio", min_lr_ratio}, {"warmup", warmup},   {"weight_decay", adam.weight_decay},
+            {"decay_all", adam.decay_all}, {"clip", adam.clip},   {"beta1", adam.beta1},
+            {"beta2", adam.beta2},     {"eps", adam.eps},            {"n_steps", step.n_steps},
+            {"n_supervision", step.n_supervision}, {"n_apply", step.n_apply}, {"beta", step.beta},
+            {"no_loop", no_loop},      {"seed", seed}};
+  }
+};
+
+/// What one batch did.
+struct BatchRecord {
+  int64_t step = 0;        ///< 1-based batch number
+  int64_t tokens = 0;      ///< tokens consumed after this batch
+  double lr = 0;           ///< lr of the last optimizer update in this batch (0: none)
+  double grad_norm = 0;    ///< its gradient norm before clipping
+  int updates = 0;         ///< optimizer updates in this batch
+  std::vector<StepLosses> micro;  ///< one per supervised step (one for a plain step)
+};
+
+/// Runs the adaptation of a TrainModel on packed data, one batch per step().
+/// Holds the optimizer, the schedule, the data order and the sampling RNG; its
+/// whole state goes into a checkpoint, so a resumed run continues bit for bit
+/// (with one thread: multi-threaded reductions in the GEMMs may reorder sums).
+template <class S>
+class Adapter {
+ public:
+  Adapter(TrainModel<S>& m, const PackedData& train, AdaptConfig cfg)
+      : m_(m), cfg_((cfg.check(), cfg)), tr_(m, cfg.batch, cfg.seq_len, cfg.step), opt_(m, cfg.adam),
+        batcher_(train, cfg.batch, cfg.seed), rng_(cfg.seed ^ 0x5afe5eedc0ffeeull) {
+    sched_.lr = cfg_.lr;
+    sched_.min_ratio = cfg_.min_lr_ratio;
+    sched_.total_tokens = double(cfg_.total_steps() * cfg_.tokens_per_batch());
+    sched_.warmup_tokens = cfg_.warmup * sched_.total_tokens;
+    ids_.resize(size_t(cfg_.tokens_per_batch()));
+    m_.zero_grad();
+  }
+  Adapter(const Adapter&) = delete;
+  Adapter& operator=(const Adapter&) = delete;
+
+  const AdaptConfig& config() const { return cfg_; }
+  const LrSchedule& schedule() const { return sched_; }
+  LoopusTrainer<S>& trainer() { return tr_; }
+  int64_t steps_done() const { return step_; }
+  int64_t tokens_done() const { return tokens_; }
+  int64_t updates() const { return opt_.steps(); }
+  bool done() const { return step_ >= cfg_.total_steps(); }
+
+  /// One batch: random deep supervision (or a plain step with no_loop), with an
+  /// optimizer update after every accum-th micro-step.
+  BatchRecord step() {
+    BatchRecord rec;
+    const int64_t BT = cfg_.tokens_per_batch();
+    const double tok0 = double(tokens_);
+    batcher_.next(ids_.data());
+    const double scale = 1.0 / double(cfg_.accum);
+    auto after_micro = [&](const StepLosses& L, double tok) {
+      rec.micro.push_back(L);
+      if (++micro_ % cfg_.accum == 0) {
+        rec.lr = sched_.at(tok);
+        rec.grad_norm = opt_.step(rec.lr);
+        ++rec.updates;
+      }
+    };
+    if (cfg_.no_loop) {
+      after_micro(tr_.plain_step(ids_.data(), nullptr, scale), tok0 + double(BT));
+    } else {
+      const auto sup = LoopusTrainer<S>::sample_supervised(rng_, cfg_.step.n_steps, cfg_.step.n_supervision);
+      int k = 0;
+      tr_.train_batch(ids_.data(), nullptr, sup, scale, [&](const StepLosses& L) {
+        ++k;
+        after_micro(L, tok0 + double(BT) * k / double(cfg_.step.n_supervision));
+      });
+    }
+    tokens_ += BT;
+    rec.step = ++step_;
+    rec.tokens = tokens_;
+    return rec;
+  }
+
+  /// Applies gradients still pending from an incomplete accumulation (at the end of a run).
+  double flush() {
+    if (micro_ % cfg_.accum == 0) return 0;
+    micro_ = (micro_ / cfg_.accum + 1) * cfg_.accum;
+    return opt_.step(sched_.at(double(tokens_)));
+  }
+
+  /// Writes the full training state (trained tensors, their gradients and
+  /// AdamW moments, counters, RNG, data position) atomically to path.
+  void save(const std::string& path, const nlohmann::json& extra = {}) {
+    nlohmann::json st = {{"format", "loopus-train"},
+                         {"version", 1},
+                         {"config", cfg_.json()},
+                         {"step", step_},
+                         {"micro", micro_},
+                         {"tokens", tokens_},
+                         {"adam_steps", opt_.steps()},
+                         {"rng", rng_.s},
+                         {"data_epoch", batcher_.state().epoch},
+                         {"data_pos", batcher_.state().pos},
+                         {"scalar_bytes", sizeof(S)},
+                         {"extra", extra}};
+    std::vector<CheckpointBlob> blobs;
+    for (auto& s : opt_.state()) {
+      const Param<S>& p = *s.p;
+      const uint64_t n = uint64_t(p.numel()) * sizeof(S);
+      blobs.push_back({p.name, p.w.data(), n});
+      blobs.push_back({p.name + "#grad", p.g.data(), n});
+      blobs.push_back({p.name + "#m", s.m.data(), n});
+      blobs.push_back({p.name + "#v", s.v.data(), n});
+    }
+    write_checkpoint(path, st, blobs);
+  }
+
+  /// Restores a state written by save() with the same configuration. Returns its "extra".
+  nlohmann::json load(const std::string& path) {
+    const auto c = LoadedCheckpoint::read(path);
+    const auto& st = c.state();
+    if (st.value("format", "") != "loopus-train" || st.value("version", 0) != 1)
+      throw Error(path + ": not a loopus-train v1 state");
+    if (st.value("scalar_bytes", 0) != int(sizeof(S))) throw Error(path + ": saved with another scalar type");
+    const auto want = cfg_.json();
+    for (auto& [k, v] : want.items()) {
+      const auto it = st["config"].find(k);
+      if (it == st["config"].end() || *it != v)
+        throw Error(path + ": the run was started with " + k + " = " +
+                    (it == st["config"].end() ? std::string("(unset)") : it->dump()) + ", now " + v.dump() +
+                    "; resume needs the same settings");
+    }
+    for (auto& s : opt_.state()) {
+      Param<S>& p = *s.p;
+      const uint64_t n = uint64_t(p.numel()) * sizeof(S);
+      c.copy(p.name, p.w.data(), n);
+      c.copy(p.name + "#grad", p.g.data(), n);
+      c.copy(p.name + "#m", s.m.data(), n);
+      c.copy(p.name + "#v", s.v.data(), n);
+    }
+    step_ = st.at("step").get<int64_t>();
+    micro_ = st.at("micro").get<int64_t>();
+    tokens_ = st.at("tokens").get<int64_t>();
+    opt_.set_steps(st.at("adam_steps").get<int64_t>());
+    rng_.s = st.at("rng").get<uint64_t>();
+    batcher_.set_state({st.at("data_epoch").get<int64_t>(), st.at("data_pos").get<int64_t>()});
+    return st.value("extra", nlohmann::json::object());
+  }
+
+ private:
+  TrainModel<S>& m_;
+  AdaptConfig cfg_;
+  LoopusTrainer<S> tr_;
+  AdamW<S> opt_;
+  Batcher batcher_;
+  SplitMix64 rng_;
+  LrSchedule sched_;
+  std::vector<int32_t> ids_;
+  int64_t step_ = 0, micro_ = 0, tokens_ = 0;
+};
+
+/// Held-out perplexity exp(mean token cross-entropy) over the packed
+/// sequences of `data` (at most max_seqs of them when > 0), evaluated in
+/// batches of `batch`. loops = 0: the plain model (reasoning layers once, no
+/// gate: the original, non-looped network); loops >= 1: E, then `loops` gated
+/// applications of the block, then D (the looped model with a fixed B, no early exit).
+template <class S>
+double perplexity(TrainModel<S>& m, const PackedData& data, int64_t batch, int loops, int64_t max_seqs = 0) {
+  int64_t n = data.size();
+  if (max_seqs > 0) n = std::min(n, max_seqs);
+  if (n == 0) throw Error("perplexity: no held-out sequence of " + std::to_string(data.seq_len()) + " tokens");
+  const int64_t B = std::min(batch, n), T = data.seq_len();
+  LoopusTrainer<S> ev(m, B, T, StepConfig{}, /*training=*/false);
+  std::vector<int32_t> ids(size_t(B * T)), labels(size_t(B * T));
+  double sum = 0;
+  int64_t counted = 0;
+  for (int64_t s0 = 0; s0 < n; s0 += B) {
+    for (int64_t b = 0; b < B; ++b) {
+      const bool real = s0 + b < n;
+      const int32_t* src = data.seq(real ? s0 + b : 0);
+      std::copy(src, src + T, ids.begin() + b * T);
+      for (int64_t t = 0; t < T; ++t) labels[size_t(b * T + t)] = real ? src[t] : -100;  // padding rows count nothing
+    }
+    sum += ev.eval_batch(ids.data(), labels.data(), loops > 0 ? loops : 1, loops > 0, &counted);
+  }
+  return std::exp(sum / double(counted));
+}
+
+}  // namespace loopus::train

@@ -1,0 +1,338 @@
+// TrainModel: master copies of a looped model's tensors, their gradients, and the way back to LoopedWeights.
+// SPDX-License-Identifier: MIT
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "loopus/core/error.hpp"
+#include "loopus/model/looped_io.hpp"
+#include "loopus/model/looped_weights.hpp"
+#include "loopus/model/synth.hpp"
+#include "loopus/ops/cpu/ops.hpp"
+#include "loopus/train/kernels.hpp"
+
+namespace loopus::train {
+
+/// Which parts of a looped model receive gradients. The default is the
+/// official one (method spec section 5): reasoning layers, gate, q head,
+/// decoder layers, final norm and lm_head; the encoder and the embeddings stay frozen.
+struct TrainSelect {
+  bool reasoning = true, gate = true, q_head = true, decoder = true, norm = true, lm_head = true;
+
+  /// Comma list of reasoning, gate, q_head, decoder, norm, lm_head, or "all" (= the default).
+  static TrainSelect parse(const std::string& list) {
+    TrainSelect s{false, false, false, false, false, false};
+    std::string item;
+    auto take = [&](const std::string& raw) {
+      std::string t;
+      for (char c : raw)
+        if (c != ' ') t += c;
+      if (t.empty()) return;
+      if (t == "all") s = TrainSelect{};
+      else if (t == "reasoning") s.reasoning = true;
+      else if (t == "gate") s.gate = true;
+      else if (t == "q_head" || t == "q-head") s.q_head = true;
+      else if (t == "decoder") s.decoder = true;
+      else if (t == "norm") s.norm = true;
+      else if (t == "lm_head" || t == "lm-head") s.lm_head = true;
+      else if (t == "encoder" || t == "embeddings")
+        throw Error("--train '" + list + "': the " + t + " stays frozen (the method runs it without gradients)");
+      else
+        throw Error("--train '" + list + "': unknown part '" + t +
+                    "' (expected reasoning, gate, q_head, decoder, norm, lm_head or all)");
+    };
+    size_t start = 0;
+    for (size_t i = 0; i <= list.size(); ++i)
+      if (i == list.size() || list[i] == ',') {
+        take(list.substr(start, i - start));
+        start = i + 1;
+      }
+    return s;
+  }
+  std::string text() const {
+    std::string o;
+    auto add = [&](bool on, const char* n) {
+      if (on) o += (o.empty() ? "" : ",") + std::string(n);
+    };
+    add(reasoning, "reasoning");
+    add(gate, "gate");
+    add(q_head, "q_head");
+    add(decoder, "decoder");
+    add(norm, "norm");
+    add(lm_head, "lm_head");
+    return o.empty() ? "none" : o;
+  }
+};
+
+/// One tensor of the model: its value (the f32 master for S = float) and,
+/// when trainable, its gradient. Matrices are [rows, cols] = [out, in].
+template <class S>
+struct Param {
+  std::string name;   ///< LoopUS ("lds") checkpoint name, e.g. reasoning.layers.0.self_attn.q_proj.weight
+  int64_t rows = 0, cols = 0;
+  Buf<S> w, g;        ///< g is empty when frozen
+  bool trainable = false;
+  bool decay = false;  ///< AdamW weight decay applies (Linear weights only, by default)
+  int64_t numel() const { return rows * cols; }
+};
+
+/// One transformer layer's parameters (q_norm/k_norm null unless Qwen3).
+template <class S>
+struct LayerP {
+  Param<S>*attn_norm = nullptr, *wq = nullptr, *wk = nullptr, *wv = nullptr, *wo = nullptr;
+  Param<S>*q_norm = nullptr, *k_norm = nullptr;
+  Param<S>*ffn_norm = nullptr, *w_gate = nullptr, *w_up = nullptr, *w_down = nullptr;
+  bool trainable = false;
+};
+/// reasoning.gate: A_log [d], delta_proj.weight [d, r], .bias [d], dt_input_proj.weight [r, d].
+template <class S>
+struct GateP {
+  Param<S>*A_log = nullptr, *delta_w = nullptr, *delta_b = nullptr, *in_w = nullptr;
+  int64_t r = 0;
+};
+/// q_head: LayerNorm (weight, bias [d], eps 1e-5) then Linear(d, 1) (weight [1, d], bias [1]).
+template <class S>
+struct QHeadP {
+  Param<S>*ln_w = nullptr, *ln_b = nullptr, *w = nullptr, *b = nullptr;
+  double eps = 1e-5;
+};
+
+/// A looped model held as S arrays for training. Every layer (the frozen
+/// encoder too) is copied, widened from its stored dtype; the token embedding
+/// stays in the source model (frozen, read through Ops<Cpu>::embed or Weight::at).
+/// A tied source head becomes its own trainable copy of the embedding, as the
+/// official format stores decoder.lm_head.weight separately.
+template <class S>
+class TrainModel {
+ public:
+  /// init_seed seeds a fresh gate (official init) and q head (PyTorch default
+  /// init) when the source has none.
+  TrainModel(std::shared_ptr<const LoopedWeights> src, TrainSelect sel, uint64_t init_seed = 0)
+      : src_(std::move(src)), sel_(sel) {
+    const ModelWeights& w = *src_->base;
+    hp_ = w.hp;
+    const LayerSplit& s = src_->split;
+    if (s.n_layer() != hp_.n_layer || s.reasoning.empty())
+      throw Error("TrainModel: layer split " + s.text() + " does not cover the model's " +
+                  std::to_string(hp_.n_layer) + " layers");
+    const NameScheme names = loopus::detail::lds_names(s);
+    layers_.resize(size_t(hp_.n_layer));
+    for (int l = 0; l < hp_.n_layer; ++l) {
+      const bool enc = std::find(s.encoder.begin(), s.encoder.end(), l) != s.encoder.end();
+      const bool dec = std::find(s.decoder.begin(), s.decoder.end(), l) != s.decoder.end();
+      const bool train = enc ? false : dec ? sel.decoder : sel.reasoning;
+      const LayerWeights& L = w.layers[size_t(l)];
+      const std::string p = names.layer_prefix(l);
+      LayerP<S>& P = layers_[size_t(l)];
+      P.trainable = train;
+      P.attn_norm = &add(p + names.attn_norm, L.attn_norm, train, false);
+      P.wq = &add(p + names.wq, L.wq, train, true);
+      P.wk = &add(p + names.wk, L.wk, train, true);
+      P.wv = &add(p + names.wv, L.wv, train, true);
+      P.wo = &add(p + names.wo, L.wo, train, true);
+      if (hp_.qk_norm) {
+        P.q_norm = &add(p + names.q_norm, L.q_norm, train, false);
+        P.k_norm = &add(p + names.k_norm, L.k_norm, train, false);
+      }
+      P.ffn_norm = &add(p + names.ffn_norm, L.ffn_norm, train, false);
+      P.w_gate = &add(p + names.w_gate, L.w_gate, train, true);
+      P.w_up = &add(p + names.w_up, L.w_up, train, true);
+      P.w_down = &add(p + names.w_down, L.w_down, train, true);
+    }
+    out_norm_ = &add("decoder.norm.weight", w.out_norm, sel.norm, false);
+    lm_head_ = &add("decoder.lm_head.weight", w.output, sel.lm_head, true);
+
+    const int64_t d = hp_.n_embd;
+    SplitMix64 rng(init_seed ^ 0x747261696e5eedull);
+    auto uni = [&] { return rng.uniform(); };
+    std::shared_ptr<const SelectiveGateWeights> gw = src_->gate;
+    if (!gw) gw = std::make_shared<SelectiveGateWeights>(SelectiveGateWeights::official_init(d, uni));
+    gw->check("reasoning.gate");
+    gate_.r = gw->r;
+    gate_.A_log = &add_vec("reasoning.gate.A_log", gw->A_log.data(), 1, d, sel.gate, false);
+    gate_.delta_w = &add_vec("reasoning.gate.delta_proj.weight", gw->delta_w.data(), d, gw->r, sel.gate, true);
+    gate_.delta_b = &add_vec("reasoning.gate.delta_proj.bias", gw->delta_b.data(), 1, d, sel.gate, false);
+    gate_.in_w = &add_vec("reasoning.gate.dt_input_proj.weight", gw->in_w.data(), gw->r, d, sel.gate, true);
+
+    std::shared_ptr<const ConfidenceHead> qh = src_->q_head;
+    if (!qh) {  // torch defaults: LayerNorm (1, 0), Linear U(+-1/sqrt(d)) for weight and bias
+      auto h = std::make_shared<ConfidenceHead>();
+      h->d = d;
+      h->ln_w.assign(size_t(d), 1.f);
+      h->ln_b.assign(size_t(d), 0.f);
+      const double bound = 1.0 / std::sqrt(double(d));
+      for (int64_t i = 0; i < d; ++i) h->w.push_back(float((2 * uni() - 1) * bound));
+      h->b = float((2 * uni() - 1) * bound);
+      qh = h;
+    }
+    qh->check("q_head");
+    q_.eps = qh->eps;
+    q_.ln_w = &add_vec("q_head.0.weight", qh->ln_w.data(), 1, d, sel.q_head, false);
+    q_.ln_b = &add_vec("q_head.0.bias", qh->ln_b.data(), 1, d, sel.q_head, false);
+    q_.w = &add_vec("q_head.1.weight", qh->w.data(), 1, d, sel.q_head, true);
+    q_.b = &add_vec("q_head.1.bias", &qh->b, 1, 1, sel.q_head, false);
+    hp_.tied_output = false;
+  }
+  TrainModel(const TrainModel&) = delete;
+  TrainModel& operator=(const TrainModel&) = delete;
+
+  const HParams& hp() const { return hp_; }
+  const LayerSplit& split() const { return src_->split; }
+  const TrainSelect& select() const { return sel_; }
+  const LoopedWeights& source() const { return *src_; }
+  std::deque<Param<S>>& params() { return params_; }
+  const std::deque<Param<S>>& params() const { return params_; }
+  const LayerP<S>& layer(int l) const { return layers_[size_t(l)]; }
+  const GateP<S>& gate() const { return gate_; }
+  const QHeadP<S>& q_head() const { return q_; }
+  Param<S>& out_norm() const { return *out_norm_; }
+  Param<S>& lm_head() const { return *lm_head_; }
+  Param<S>* find(const std::string& name) {
+    for (auto& p : params_)
+      if (p.name == name) return &p;
+    return nullptr;
+  }
+
+  /// Number of trainable scalars.
+  int64_t n_trainable() const {
+    int64_t n = 0;
+    for (const auto& p : params_)
+      if (p.trainable) n += p.numel();
+    return n;
+  }
+  void zero_grad() {
+    for (auto& p : params_)
+      if (p.trainable) p.g.zero();
+  }
+
+  /// out[N, d] = the frozen token embedding rows of ids.
+  void embed(const int32_t* ids, int64_t N, S* out) const {
+    const Weight& E = src_->base->tok_embd;
+    for (int64_t t = 0; t < N; ++t)
+      if (ids[t] < 0 || ids[t] >= E.rows)
+        throw Error("token id " + std::to_string(ids[t]) + " outside the vocabulary (0.." +
+                    std::to_string(E.rows - 1) + ")");
+    if constexpr (std::is_same_v<S, float>) {
+      Ops<Cpu>::embed(E, ids, N, out);
+    } else {
+      for (int64_t t = 0; t < N; ++t)
+        for (int64_t c = 0; c < E.cols; ++c) out[t * E.cols + c] = S(E.at(ids[t], c));
+    }
+  }
+
+  /// The model as LoopedWeights for every inference path (LoopedModel,
+  /// save_lds, save_looped_gguf). With S = float and copy = false the layer,
+  /// norm and head Weights are f32 views of the master tensors: they see later
+  /// updates and are valid while this TrainModel lives. The gate and q head are
+  /// copies taken now (their weight types own their storage). copy = true (or
+  /// S = double) gives a model owning f32 copies of everything trained.
+  std::shared_ptr<LoopedWeights> export_looped(bool copy = false) const {
+    struct Holder {
+      std::shared_ptr<const ModelWeights> base;
+      ModelWeights w;
+    };
+    auto holder = std::make_shared<Holder>();
+    holder->base = src_->base;
+    ModelWeights& w = holder->w;
+    w.hp = hp_;
+    w.path = src_->base->path;
+    w.tok_embd = src_->base->tok_embd;
+    const bool own = copy || !std::is_same_v<S, float>;
+    auto view = [&](const Param<S>* p) -> Weight {
+      if (!p) return {};
+      if (!own) return Weight{p->w.data(), DType::kF32, p->rows, p->cols};
+      AlignedBuffer b(size_t(p->numel()) * sizeof(float));
+      for (int64_t i = 0; i < p->numel(); ++i) b.as<float>()[i] = float(p->w[i]);
+      w.owned.push_back(std::move(b));
+      return Weight{w.owned.back().data(), DType::kF32, p->rows, p->cols};
+    };
+    w.layers.resize(layers_.size());
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      const LayerP<S>& P = layers_[l];
+      LayerWeights& L = w.layers[l];
+      L.attn_norm = view(P.attn_norm);
+      L.wq = view(P.wq);
+      L.wk = view(P.wk);
+      L.wv = view(P.wv);
+      L.wo = view(P.wo);
+      L.q_norm = view(P.q_norm);
+      L.k_norm = view(P.k_norm);
+      L.ffn_norm = view(P.ffn_norm);
+      L.w_gate = view(P.w_gate);
+      L.w_up = view(P.w_up);
+      L.w_down = view(P.w_down);
+    }
+    w.out_norm = view(out_norm_);
+    w.output = view(lm_head_);
+    auto out = std::make_shared<LoopedWeights>();
+    out->base = std::shared_ptr<const ModelWeights>(holder, &holder->w);
+    out->split = src_->split;
+    out->defaults = src_->defaults;
+    auto vec = [](const Param<S>* p) {
+      std::vector<float> v(static_cast<size_t>(p->numel()));
+      for (int64_t i = 0; i < p->numel(); ++i) v[size_t(i)] = float(p->w[i]);
+      return v;
+    };
+    auto g = std::make_shared<SelectiveGateWeights>();
+    g->d = hp_.n_embd;
+    g->r = gate_.r;
+    g->A_log = vec(gate_.A_log);
+    g->delta_w = vec(gate_.delta_w);
+    g->delta_b = vec(gate_.delta_b);
+    g->in_w = vec(gate_.in_w);
+    out->gate = g;
+    auto q = std::make_shared<ConfidenceHead>();
+    q->d = hp_.n_embd;
+    q->eps = float(q_.eps);
+    q->ln_w = vec(q_.ln_w);
+    q->ln_b = vec(q_.ln_b);
+    q->w = vec(q_.w);
+    q->b = float(q_.b->w[0]);
+    out->q_head = q;
+    return out;
+  }
+
+ private:
+  Param<S>& add(const std::string& name, const Weight& src, bool train, bool decay) {
+    if (src.empty()) throw Error("TrainModel: tensor '" + name + "' is missing from the source model");
+    if (src.dtype != DType::kF32 && src.dtype != DType::kF16 && src.dtype != DType::kBF16)
+      throw Error("TrainModel: tensor '" + name + "' has dtype " + std::string(dtype_name(src.dtype)) +
+                  " (expected f32, f16 or bf16)");
+    Param<S>& p = new_param(name, src.rows, src.cols, train, decay);
+    for (int64_t r = 0; r < src.rows; ++r)
+      for (int64_t c = 0; c < src.cols; ++c) p.w[r * src.cols + c] = S(src.at(r, c));
+    return p;
+  }
+  Param<S>& add_vec(const std::string& name, const float* v, int64_t rows, int64_t cols, bool train, bool decay) {
+    Param<S>& p = new_param(name, rows, cols, train, decay);
+    for (int64_t i = 0; i < rows * cols; ++i) p.w[i] = S(v[i]);
+    return p;
+  }
+  Param<S>& new_param(const std::string& name, int64_t rows, int64_t cols, bool train, bool decay) {
+    Param<S>& p = params_.emplace_back();
+    p.name = name;
+    p.rows = rows;
+    p.cols = cols;
+    p.trainable = train;
+    p.decay = decay;
+    p.w.resize(rows * cols);
+    if (train) p.g.resize(rows * cols);
+    return p;
+  }
+
+  std::shared_ptr<const LoopedWeights> src_;
+  TrainSelect sel_;
+  HParams hp_;
+  std::deque<Param<S>> params_;
+  std::vector<LayerP<S>> layers_;
+  Param<S>*out_norm_ = nullptr, *lm_head_ = nullptr;
+  GateP<S> gate_;
+  QHeadP<S> q_;
+};
+
+}  // namespace loopus::train

@@ -1,0 +1,78 @@
+// Helpers of the training tests: tiny LoopUS models (as `loopus synth --loopus` builds them) and finite differences.
+// SPDX-License-Identifier: MIT
+#pragma once
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "loopus/model/looped_weights.hpp"
+#include "loopus/model/synth.hpp"
+#include "loopus/train/kernels.hpp"
+
+namespace loopus::test {
+
+/// The LoopUS checkpoint `loopus synth --loopus` writes for these parameters:
+/// synth_weights, then an official-init gate and a random q head drawn from
+/// SplitMix64(seed ^ 0x6c6f6f7075735eed) in the same order as tools/loopus/cmd_synth.cpp.
+inline std::shared_ptr<LoopedWeights> synth_loopus(const SynthParams& p, const std::string& enc,
+                                                   const std::string& dec) {
+  auto w = synth_weights(p);
+  auto lw = recast(w, LayerSplit::from_specs(enc, dec, w->hp.n_layer));
+  SplitMix64 rng(p.seed ^ 0x6c6f6f7075735eedull);
+  auto uni = [&] { return rng.uniform(); };
+  lw->gate = std::make_shared<SelectiveGateWeights>(SelectiveGateWeights::official_init(w->hp.n_embd, uni));
+  auto q = std::make_shared<ConfidenceHead>();
+  q->d = w->hp.n_embd;
+  for (int64_t i = 0; i < q->d; ++i) {
+    q->ln_w.push_back(float(0.5 + uni()));
+    q->ln_b.push_back(float(0.2 * (uni() - 0.5)));
+    q->w.push_back(float((uni() - 0.5) * 0.5));
+  }
+  q->b = 0.1f;
+  lw->q_head = q;
+  return lw;
+}
+
+/// Deterministic pseudo-random doubles in [lo, hi).
+inline std::vector<double> rand_vec(size_t n, uint64_t seed, double lo = -1, double hi = 1) {
+  SplitMix64 r(seed);
+  std::vector<double> v(n);
+  for (auto& x : v) x = lo + (hi - lo) * r.uniform();
+  return v;
+}
+
+/// Relative error ||a − b|| / max(||a||, ||b||) (0 when both vanish).
+inline double rel_err(const std::vector<double>& a, const std::vector<double>& b) {
+  double num = 0, na = 0, nb = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    na += a[i] * a[i];
+    nb += b[i] * b[i];
+  }
+  const double den = std::sqrt(std::max(na, nb));
+  return den == 0 ? 0 : std::sqrt(num) / den;
+}
+
+/// Central differences of loss() with respect to x[idx] for every idx (all when empty).
+inline std::vector<double> numeric_grad(double* x, size_t n, const std::function<double()>& loss,
+                                        const std::vector<size_t>& idx = {}, double eps = 1e-6) {
+  std::vector<double> g;
+  auto one = [&](size_t i) {
+    const double keep = x[i];
+    x[i] = keep + eps;
+    const double lp = loss();
+    x[i] = keep - eps;
+    const double lm = loss();
+    x[i] = keep;
+    g.push_back((lp - lm) / (2 * eps));
+  };
+  if (idx.empty())
+    for (size_t i = 0; i < n; ++i) one(i);
+  else
+    for (size_t i : idx) one(i);
+  return g;
+}
+
+}  // namespace loopus::test
