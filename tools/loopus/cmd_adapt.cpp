@@ -322,6 +322,8 @@ void register_adapt(CLI::App& app) {
       ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--warmup", a->cfg.warmup, "linear warm-up as a fraction of the token budget (default 0.02)")
       ->check(CLI::Range(0.0, 0.99));
+  sub->add_option("--gate-lr-mult", a->cfg.gate_lr_mult,
+                  "learning rate of the selective gate relative to --lr (default 1: one group, as the official run)");
   sub->add_option("--weight-decay", a->cfg.adam.weight_decay, "AdamW decoupled weight decay (default 0.01)");
   sub->add_flag("--decay-all", a->cfg.adam.decay_all, "decay norms, biases and A_log too (the official run does)");
   sub->add_option("--clip", a->cfg.adam.clip, "global gradient-norm clip (default 0 = off, as the official run)");

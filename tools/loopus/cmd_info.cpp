@@ -8,21 +8,24 @@
 namespace loopus::cli {
 
 void register_info(CLI::App& app) {
-  auto* sub = app.add_subcommand("info", "print a model's architecture, layer count, dims, vocab, dtype and parameter count");
+  auto* sub = app.add_subcommand("info", "print a model's architecture, layer count, dims, vocab, dtype and parameter count; for a looped model "
+      "(a LoopUS checkpoint, or loop options given) also the split, gate, halting and KV cache bytes per token");
   struct Args {
     ModelArgs model;
+    LoopArgs loop;
     bool json = false;
   };
   auto a = std::make_shared<Args>();
   a->model.add_to(*sub);
+  a->loop.add_to(*sub);
   sub->add_flag("--json", a->json, "print one JSON object instead of text");
   sub->callback([a] {
-    auto m = open_model(a->model);
-    const ModelWeights& w = *m.weights;
+    auto m = open_runnable(a->model, a->loop, /*need_tokenizer=*/false);
+    const ModelWeights& w = *m.plain;
     const HParams& hp = w.hp;
     nlohmann::json j = {
         {"path", w.path},
-        {"format", model_format(*m.file)},
+        {"format", m.format},
         {"arch", hp.arch_name()},
         {"n_layer", hp.n_layer},
         {"n_embd", hp.n_embd},
@@ -42,6 +45,26 @@ void register_info(CLI::App& app) {
         {"weight_bytes_per_token", w.bytes_per_token()},
         {"kv_bytes_per_token", size_t(hp.n_layer) * size_t(hp.kv_dim()) * 2 * sizeof(float)},
     };
+    if (m.looped) {  // the recast: split, gate, halting, and KV cache per token for each cache policy
+      const LoopedWeights& lw = *m.looped;
+      const LoopRunSpec& sp = a->loop.spec;
+      const size_t row = size_t(hp.kv_dim()) * 2 * sizeof(float);
+      const size_t nE = lw.split.encoder.size(), nM = lw.split.reasoning.size(), nD = lw.split.decoder.size();
+      const std::string gate = sp.gate == "auto" ? (lw.gate ? "selective" : "none") : sp.gate;
+      j["split"] = {{"encoder", LayerSplit::range_text(lw.split.encoder)},
+                    {"reasoning", LayerSplit::range_text(lw.split.reasoning)},
+                    {"decoder", LayerSplit::range_text(lw.split.decoder)}};
+      j["loops"] = sp.loops;
+      j["gate"] = gate + (gate == "selective" && !lw.gate ? " (fresh, official init)" : "");
+      if (lw.gate) j["gate_rank"] = lw.gate->r;
+      j["q_head"] = bool(lw.q_head);
+      j["halting"] = sp.halting(lw).text();
+      j["kv_bytes_per_token_per_depth_cache"] = (nE + nM * size_t(sp.loops) + nD) * row;
+      j["kv_bytes_per_token_shared_cache"] = (nE + nM + nD) * row;
+      j["checkpoint_defaults"] = {{"N", lw.defaults.n_loops},
+                                  {"q_threshold", lw.defaults.q_threshold},
+                                  {"halting_strategy", lw.defaults.halting_strategy}};
+    }
     if (a->json) {
       std::printf("%s\n", j.dump(2).c_str());
       return;

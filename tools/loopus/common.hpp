@@ -125,11 +125,6 @@ struct LoopArgs {
   }
 };
 
-struct OpenedModel {
-  std::shared_ptr<const io::TensorFile> file;
-  std::shared_ptr<const ModelWeights> weights;
-};
-
 /// A model opened for running: plain, or looped (a LoopUS checkpoint, or a
 /// plain model recast because loop options were given), plus its tokenizer.
 struct RunnableModel {
@@ -161,14 +156,6 @@ inline RunnableModel open_runnable(const ModelArgs& a, const LoopArgs& loop, boo
                                                         loop.dec.empty() ? "none" : loop.dec, r.plain->hp.n_layer));
   }
   return r;
-}
-
-inline OpenedModel open_model(const ModelArgs& a) {
-  OpenedModel m;
-  const auto opt = a.load_options();
-  m.file = std::make_shared<const io::TensorFile>(io::open_any(a.model, opt.mode));
-  m.weights = load_weights(m.file, opt);
-  return m;
 }
 
 }  // namespace loopus::cli
