@@ -31,6 +31,7 @@
 #include "loopus/model/looped_model.hpp"
 #include "loopus/model/save.hpp"
 #include "loopus/model/synth.hpp"
+#include "loopus/model/synth_looped.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/ops/reference/ops.hpp"
 #include "test_util.hpp"
@@ -144,27 +145,14 @@ SynthParams synth_params(const nlohmann::json& s) {
   return p;
 }
 
-/// What `loopus synth --loopus` builds (tools/loopus/cmd_synth.cpp): the
-/// plain synth weights split into blocks, an official-init selective gate and
-/// a random q head, both drawn from one generator seeded with seed ^ a fixed
-/// constant. The weights fingerprint guards this copy against drift.
+/// What `loopus synth --loopus` builds: the plain synth weights split into
+/// blocks plus synth_loop_parts(). The weights fingerprint guards against drift.
 std::shared_ptr<LoopedWeights> synth_looped(const nlohmann::json& s) {
   const SynthParams p = synth_params(s);
   auto w = synth_weights(p);
   auto lw = recast(w, LayerSplit::from_specs(s.value("encoder-layers", std::string("none")),
                                              s.value("decoder-layers", std::string("none")), w->hp.n_layer));
-  SplitMix64 rng(p.seed ^ 0x6c6f6f7075735eedull);
-  auto uni = [&] { return rng.uniform(); };
-  lw->gate = std::make_shared<SelectiveGateWeights>(SelectiveGateWeights::official_init(w->hp.n_embd, uni));
-  auto q = std::make_shared<ConfidenceHead>();
-  q->d = w->hp.n_embd;
-  for (int64_t i = 0; i < q->d; ++i) {
-    q->ln_w.push_back(float(0.5 + uni()));
-    q->ln_b.push_back(float(0.2 * (uni() - 0.5)));
-    q->w.push_back(float((uni() - 0.5) * 0.5));
-  }
-  q->b = 0.1f;
-  lw->q_head = q;
+  synth_loop_parts(*lw, p.seed);
   lw->defaults.n_loops = s.value("loops", 8);
   return lw;
 }

@@ -8,6 +8,7 @@
 #include "loopus/model/looped_io.hpp"
 #include "loopus/model/save.hpp"
 #include "loopus/model/synth.hpp"
+#include "loopus/model/synth_looped.hpp"
 
 namespace loopus::cli {
 
@@ -52,18 +53,7 @@ void register_synth(CLI::App& app) {
     if (a->loopus) {
       auto lw = recast(w, LayerSplit::from_specs(a->enc.empty() ? "none" : a->enc, a->dec.empty() ? "none" : a->dec,
                                                  w->hp.n_layer));
-      SplitMix64 rng(a->p.seed ^ 0x6c6f6f7075735eedull);
-      auto uni = [&] { return rng.uniform(); };
-      lw->gate = std::make_shared<SelectiveGateWeights>(SelectiveGateWeights::official_init(w->hp.n_embd, uni));
-      auto q = std::make_shared<ConfidenceHead>();
-      q->d = w->hp.n_embd;
-      for (int64_t i = 0; i < q->d; ++i) {
-        q->ln_w.push_back(float(0.5 + uni()));
-        q->ln_b.push_back(float(0.2 * (uni() - 0.5)));
-        q->w.push_back(float((uni() - 0.5) * 0.5));
-      }
-      q->b = 0.1f;
-      lw->q_head = q;
+      synth_loop_parts(*lw, a->p.seed);
       lw->defaults.n_loops = a->n_loops;
       if (gguf) save_looped_gguf(*lw, a->out);
       else save_lds(*lw, a->out, "loopus-synth");

@@ -254,7 +254,7 @@ inline io::TensorRecord f32_record(const std::string& name, const std::vector<fl
 }
 /// Gate and q-head tensors (f32) under the given names.
 inline void loop_records(const LoopedWeights& lw, const char* const gate[4], const char* const q[4],
-                         std::vector<io::TensorRecord>& out, std::vector<float>& qbias, bool gguf) {
+                         std::vector<io::TensorRecord>& out, std::vector<float>& qbias) {
   if (lw.gate) {
     const auto& g = *lw.gate;
     out.push_back(f32_record(gate[0], g.A_log, {g.d}));
@@ -267,7 +267,7 @@ inline void loop_records(const LoopedWeights& lw, const char* const gate[4], con
     qbias = {h.b};
     out.push_back(f32_record(q[0], h.ln_w, {h.d}));
     out.push_back(f32_record(q[1], h.ln_b, {h.d}));
-    out.push_back(f32_record(q[2], h.w, gguf ? std::vector<int64_t>{1, h.d} : std::vector<int64_t>{1, h.d}));
+    out.push_back(f32_record(q[2], h.w, {1, h.d}));
     out.push_back(f32_record(q[3], qbias, {1}));
   }
 }
@@ -284,7 +284,7 @@ inline void save_lds(const LoopedWeights& lw, const std::string& dir, const std:
   recs.push_back(detail::record("decoder.norm.weight", w.out_norm, true));
   recs.push_back(detail::record("decoder.lm_head.weight", w.output));
   std::vector<float> qbias;
-  detail::loop_records(lw, detail::kLdsGate, detail::kLdsQ, recs, qbias, false);
+  detail::loop_records(lw, detail::kLdsGate, detail::kLdsQ, recs, qbias);
   io::write_safetensors((fs::path(dir) / "model.safetensors").string(), recs, {{"format", "pt"}});
   io::AtomicFileWriter cw((fs::path(dir) / "config.json").string());
   const std::string text = lds_config(lw, base_name).dump(2) + "\n";
@@ -298,17 +298,7 @@ inline void save_looped_gguf(const LoopedWeights& lw, const std::string& path, c
   const ModelWeights& w = *lw.base;
   io::GgufWriter g;
   gguf_set_hparams(g, w.hp, std::filesystem::path(path).stem().string());
-  bool has_vocab = false;
-  if (vocab_meta.is_object())
-    for (auto& [k, v] : vocab_meta.items())
-      if (k.rfind("tokenizer.", 0) == 0) {
-        if (k == "tokenizer.ggml.scores") g.set(k, v, io::GgufType::kF32);
-        else if (k == "tokenizer.ggml.token_type") g.set(k, v, io::GgufType::kI32);
-        else if (k.find("_id") != std::string::npos && v.is_number_integer()) g.set(k, v, io::GgufType::kU32);
-        else g.set_json(k, v);
-        has_vocab = true;
-      }
-  if (!has_vocab) gguf_set_placeholder_vocab(g, w.hp.n_vocab);
+  gguf_set_vocab(g, vocab_meta, w.hp.n_vocab);
   auto ints = [](const std::vector<int>& v) { return std::vector<int32_t>(v.begin(), v.end()); };
   g.set_arr_i32("loopus.encoder_layers", ints(lw.split.encoder));
   g.set_arr_i32("loopus.reasoning_layers", ints(lw.split.reasoning));
@@ -322,7 +312,7 @@ inline void save_looped_gguf(const LoopedWeights& lw, const std::string& path, c
   std::vector<AlignedBuffer> keep;
   auto recs = detail::named_records(w, NameScheme::gguf(), want, keep);
   std::vector<float> qbias;
-  detail::loop_records(lw, detail::kGgufGate, detail::kGgufQ, recs, qbias, true);
+  detail::loop_records(lw, detail::kGgufGate, detail::kGgufQ, recs, qbias);
   for (const auto& r : recs) g.add_tensor(r);
   g.write(path);
 }

@@ -190,12 +190,10 @@ inline void gguf_set_placeholder_vocab(io::GgufWriter& g, int n_vocab) {
   g.set_u32("tokenizer.ggml.unknown_token_id", 0);
 }
 
-/// Writes a GGUF that llama.cpp loads: llama Q/K rows in its interleaved
-/// order, qwen3 in rotate-half (NEOX) order. The vocabulary is copied from
-/// `vocab_meta` (tokenizer.* keys) when given, else a placeholder.
-inline void save_gguf(const ModelWeights& w, const std::string& path, const nlohmann::json& vocab_meta = {}) {
-  io::GgufWriter g;
-  gguf_set_hparams(g, w.hp, std::filesystem::path(path).stem().string());
+/// Copies the tokenizer.* keys of `vocab_meta` (GGUF metadata as io::open_gguf
+/// returns it) with the types llama.cpp expects; a placeholder vocabulary when
+/// there are none.
+inline void gguf_set_vocab(io::GgufWriter& g, const nlohmann::json& vocab_meta, int n_vocab) {
   bool has_vocab = false;
   if (vocab_meta.is_object())
     for (auto& [k, v] : vocab_meta.items())
@@ -206,7 +204,16 @@ inline void save_gguf(const ModelWeights& w, const std::string& path, const nloh
         else g.set_json(k, v);
         has_vocab = true;
       }
-  if (!has_vocab) gguf_set_placeholder_vocab(g, w.hp.n_vocab);
+  if (!has_vocab) gguf_set_placeholder_vocab(g, n_vocab);
+}
+
+/// Writes a GGUF that llama.cpp loads: llama Q/K rows in its interleaved
+/// order, qwen3 in rotate-half (NEOX) order. The vocabulary is copied from
+/// `vocab_meta` (tokenizer.* keys) when given, else a placeholder.
+inline void save_gguf(const ModelWeights& w, const std::string& path, const nlohmann::json& vocab_meta = {}) {
+  io::GgufWriter g;
+  gguf_set_hparams(g, w.hp, std::filesystem::path(path).stem().string());
+  gguf_set_vocab(g, vocab_meta, w.hp.n_vocab);
   const RopeStyle want = w.hp.arch == Arch::kQwen3 ? RopeStyle::kHalf : RopeStyle::kInterleaved;
   std::vector<AlignedBuffer> keep;
   for (const auto& r : detail::named_records(w, NameScheme::gguf(), want, keep)) g.add_tensor(r);
