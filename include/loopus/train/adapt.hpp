@@ -28,6 +28,7 @@ struct AdaptConfig {
   double lr = 5e-5;         ///< peak learning rate (official: 5e-5)
   double min_lr_ratio = 0;  ///< final lr = lr · this (HF cosine: 0)
   double warmup = 0.02;     ///< warm-up, as a fraction of the token budget
+  double gate_lr_mult = 1;  ///< the gate's learning rate relative to lr (1: one group, as the official run)
   AdamWConfig adam;
   StepConfig step;
   bool no_loop = false;     ///< the control: plain fine-tune of the same parameters
@@ -45,6 +46,7 @@ struct AdaptConfig {
     if ((max_tokens > 0) == (max_steps > 0)) throw Error("give exactly one of --tokens and --steps (> 0)");
     if (!(lr > 0)) throw Error("--lr must be > 0");
     if (!(warmup >= 0 && warmup < 1)) throw Error("--warmup must be a fraction in [0, 1)");
+    if (!(gate_lr_mult > 0)) throw Error("--gate-lr-mult must be > 0");
     step.check();
   }
   /// The values a resume checks against the checkpoint.
@@ -55,7 +57,7 @@ struct AdaptConfig {
             {"decay_all", adam.decay_all}, {"clip", adam.clip},   {"beta1", adam.beta1},
             {"beta2", adam.beta2},     {"eps", adam.eps},            {"n_steps", step.n_steps},
             {"n_supervision", step.n_supervision}, {"n_apply", step.n_apply}, {"beta", step.beta},
-            {"no_loop", no_loop},      {"seed", seed}};
+            {"no_loop", no_loop},      {"seed", seed},                {"gate_lr_mult", gate_lr_mult}};
   }
 };
 
@@ -84,6 +86,7 @@ class Adapter {
     sched_.total_tokens = double(cfg_.total_steps() * cfg_.tokens_per_batch());
     sched_.warmup_tokens = cfg_.warmup * sched_.total_tokens;
     ids_.resize(size_t(cfg_.tokens_per_batch()));
+    m_.set_gate_lr_mult(cfg_.gate_lr_mult);
     m_.zero_grad();
   }
   Adapter(const Adapter&) = delete;

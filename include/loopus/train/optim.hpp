@@ -79,13 +79,14 @@ class AdamW {
     const double bc1 = 1.0 - std::pow(cfg_.beta1, double(t_));
     const double bc2 = 1.0 - std::pow(cfg_.beta2, double(t_));
     const S b1 = S(cfg_.beta1), b2 = S(cfg_.beta2), one = S(1);
-    const S step_size = S(lr / bc1);
     const S bc2_sqrt = S(std::sqrt(bc2));
     const S eps = S(cfg_.eps);
     for (auto& s : state_) {
       Param<S>& p = *s.p;
+      const double plr = lr * p.lr_mult;  // parameter-group learning rate
+      const S step_size = S(plr / bc1);
       const bool decay = cfg_.weight_decay > 0 && (cfg_.decay_all || p.decay);
-      const S keep = S(1.0 - lr * cfg_.weight_decay);
+      const S keep = S(1.0 - plr * cfg_.weight_decay);
       S* w = p.w.data();
       S* g = p.g.data();
       S* m = s.m.data();

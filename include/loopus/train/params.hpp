@@ -78,6 +78,7 @@ struct Param {
   Buf<S> w, g;        ///< g is empty when frozen
   bool trainable = false;
   bool decay = false;  ///< AdamW weight decay applies (Linear weights only, by default)
+  double lr_mult = 1;  ///< this tensor's learning rate is the schedule's times this (a parameter group)
   int64_t numel() const { return rows * cols; }
 };
 
@@ -196,6 +197,11 @@ class TrainModel {
     for (auto& p : params_)
       if (p.name == name) return &p;
     return nullptr;
+  }
+
+  /// Scales the learning rate of the gate's four tensors (a parameter group).
+  void set_gate_lr_mult(double m) {
+    for (Param<S>* p : {gate_.A_log, gate_.delta_w, gate_.delta_b, gate_.in_w}) p->lr_mult = m;
   }
 
   /// Number of trainable scalars.
