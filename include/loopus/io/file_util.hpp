@@ -199,6 +199,23 @@ inline void realign_tensors(TensorFile& tf) {
   tf.buffers.push_back(std::move(buf));
 }
 
+/// Brings bytes [start, start + len) of `f` into memory owned by `tf`: a
+/// read-only mapping (kMmap) or one aligned buffer (kRead). Null when len is 0.
+inline const unsigned char* load_region(InputFile& f, TensorFile& tf, LoadMode mode, uint64_t start, uint64_t len) {
+  if (len == 0) return nullptr;
+  if (mode == LoadMode::kMmap) {
+    auto m = f.map();
+    const auto* base = static_cast<const unsigned char*>(m.get()) + start;
+    tf.mappings.push_back(std::move(m));
+    return base;
+  }
+  AlignedBuffer buf{static_cast<size_t>(len)};
+  f.read_at(buf.data(), len, start, "tensor data");
+  const auto* base = reinterpret_cast<const unsigned char*>(buf.data());
+  tf.buffers.push_back(std::move(buf));
+  return base;
+}
+
 }  // namespace detail
 
 /// Writes a file under a temporary name (`path + ".tmp.<pid>"`) and renames it

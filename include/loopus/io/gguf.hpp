@@ -320,19 +320,7 @@ inline TensorFile open_gguf(const std::string& path, LoadMode mode = LoadMode::k
     data_len = std::max(data_len, end);
   }
 
-  const unsigned char* base = nullptr;
-  if (data_len > 0) {
-    if (mode == LoadMode::kMmap) {
-      auto m = f.map();
-      base = static_cast<const unsigned char*>(m.get()) + data_start;
-      tf.mappings.push_back(std::move(m));
-    } else {
-      AlignedBuffer buf{static_cast<size_t>(data_len)};
-      f.read_at(buf.data(), data_len, data_start, "tensor data");
-      base = reinterpret_cast<const unsigned char*>(buf.data());
-      tf.buffers.push_back(std::move(buf));
-    }
-  }
+  const unsigned char* base = detail::load_region(f, tf, mode, data_start, data_len);
   for (auto& ti : infos) {
     TensorRecord r;
     r.name = std::move(ti.name);

@@ -169,19 +169,7 @@ inline nlohmann::json load_safetensors_file(TensorFile& tf, const std::string& p
   for (auto& it : items)  // names clash across shards: say which file added the second one
     if (tf.find(it.r.name)) throw Error(path + ": tensor '" + it.r.name + "' also appears in an earlier shard");
 
-  const unsigned char* base = nullptr;
-  if (data_len > 0) {
-    if (mode == LoadMode::kMmap) {
-      auto m = f.map();
-      base = static_cast<const unsigned char*>(m.get()) + data_start;
-      tf.mappings.push_back(std::move(m));
-    } else {
-      AlignedBuffer buf{static_cast<size_t>(data_len)};
-      f.read_at(buf.data(), data_len, data_start, "tensor data");
-      base = reinterpret_cast<const unsigned char*>(buf.data());
-      tf.buffers.push_back(std::move(buf));
-    }
-  }
+  const unsigned char* base = load_region(f, tf, mode, data_start, data_len);
   for (auto& it : items) {
     it.r.data = base ? base + it.begin : nullptr;
     tf.add(std::move(it.r));
