@@ -117,6 +117,20 @@ TEST_CASE("[loopus] train adapt: AdamW follows torch.optim.AdamW; decay only on 
                                    return s.p->name == "decoder.norm.weight";
                                  }) - o2.state().begin())].m.data();
   CHECK_EQ(mom[0], doctest::Approx(0.1 * 3.0 / (5.0 + 1e-6)));
+  // a parameter group: the gate's learning rate is scaled (first Adam step moves by lr·mult·sign(g))
+  TrainModel<double> m3(lw, TrainSelect{});
+  m3.set_gate_lr_mult(10);
+  AdamWConfig c3;
+  c3.weight_decay = 0;
+  AdamW<double> o3(m3, c3);
+  Param<double>* gb = m3.find("reasoning.gate.delta_proj.bias");
+  Param<double>* nw = m3.find("decoder.norm.weight");
+  const double b0 = gb->w[0], n0 = nw->w[0];
+  gb->g[0] = 0.5;
+  nw->g[0] = 0.5;
+  o3.step(1e-3);
+  CHECK_EQ(gb->w[0] - b0, doctest::Approx(-1e-2).epsilon(1e-6));
+  CHECK_EQ(nw->w[0] - n0, doctest::Approx(-1e-3).epsilon(1e-6));
 }
 
 TEST_CASE("[loopus] train adapt: token-driven warm-up + cosine schedule") {

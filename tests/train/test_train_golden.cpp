@@ -43,7 +43,9 @@ void check_case(const std::string& name, const nlohmann::json& c, const nlohmann
   auto lw = test::synth_loopus(synth_params(s), s.at("encoder-layers"), s.at("decoder-layers"));
   TrainModel<S> m(lw, TrainSelect{});
   // same weights as the checkpoint the reference read
-  for (auto& [tname, fp] : c.at("fingerprint").items()) {
+  for (const auto& item : c.at("fingerprint").items()) {  // (clang 14 cannot capture structured bindings)
+    const std::string tname = item.key();
+    const auto& fp = item.value();
     CAPTURE(tname);
     Param<S>* p = m.find(tname);
     REQUIRE(p);
@@ -86,7 +88,9 @@ void check_case(const std::string& name, const nlohmann::json& c, const nlohmann
   CHECK_EQ(std::sqrt(hn), doctest::Approx(num(c.at("h_new_norm"))).epsilon(tol));
   int n = 0;
   double worst = 0;
-  for (auto& [pname, gr] : c.at("grads").items()) {
+  for (const auto& item : c.at("grads").items()) {
+    const std::string pname = item.key();
+    const auto& gr = item.value();
     CAPTURE(pname);
     Param<S>* p = m.find(pname);
     REQUIRE(p);
@@ -120,8 +124,8 @@ TEST_CASE("[loopus] train golden: one supervised step matches the PyTorch float6
   const auto path = test::source_dir() / "tests/golden/train/step.json";
   const auto j = nlohmann::json::parse(test::read_text(path));
   REQUIRE_EQ(j.at("cases").size(), 2u);
-  for (auto& [name, c] : j.at("cases").items()) {
-    check_case<double>(name, c, j, 1e-9);
-    check_case<float>(name, c, j, 1e-4);
+  for (const auto& item : j.at("cases").items()) {
+    check_case<double>(item.key(), item.value(), j, 1e-9);
+    check_case<float>(item.key(), item.value(), j, 1e-4);
   }
 }

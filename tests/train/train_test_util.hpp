@@ -9,29 +9,18 @@
 
 #include "loopus/model/looped_weights.hpp"
 #include "loopus/model/synth.hpp"
+#include "loopus/model/synth_looped.hpp"
 #include "loopus/train/kernels.hpp"
 
 namespace loopus::test {
 
 /// The LoopUS checkpoint `loopus synth --loopus` writes for these parameters:
-/// synth_weights, then an official-init gate and a random q head drawn from
-/// SplitMix64(seed ^ 0x6c6f6f7075735eed) in the same order as tools/loopus/cmd_synth.cpp.
+/// synth_weights, recast, then synth_loop_parts (official-init gate, random q head).
 inline std::shared_ptr<LoopedWeights> synth_loopus(const SynthParams& p, const std::string& enc,
                                                    const std::string& dec) {
   auto w = synth_weights(p);
   auto lw = recast(w, LayerSplit::from_specs(enc, dec, w->hp.n_layer));
-  SplitMix64 rng(p.seed ^ 0x6c6f6f7075735eedull);
-  auto uni = [&] { return rng.uniform(); };
-  lw->gate = std::make_shared<SelectiveGateWeights>(SelectiveGateWeights::official_init(w->hp.n_embd, uni));
-  auto q = std::make_shared<ConfidenceHead>();
-  q->d = w->hp.n_embd;
-  for (int64_t i = 0; i < q->d; ++i) {
-    q->ln_w.push_back(float(0.5 + uni()));
-    q->ln_b.push_back(float(0.2 * (uni() - 0.5)));
-    q->w.push_back(float((uni() - 0.5) * 0.5));
-  }
-  q->b = 0.1f;
-  lw->q_head = q;
+  synth_loop_parts(*lw, p.seed);
   return lw;
 }
 

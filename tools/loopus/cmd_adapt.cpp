@@ -16,6 +16,7 @@
 #include "loopus/model/looped_io.hpp"
 #include "loopus/model/looped_model.hpp"
 #include "loopus/ops/cpu/ops.hpp"
+#include "loopus/policies/gate/no_gate.hpp"
 #include "loopus/train/adapt.hpp"
 
 namespace loopus::cli {
@@ -92,14 +93,16 @@ void trim_log(const fs::path& p, int64_t max_step) {
 }
 
 /// Held-out perplexity of the saved folder through the inference path
-/// (LoopedModel, no KV cache reuse across sequences, fixed loop count).
-double inference_ppl(const std::string& dir, const train::PackedData& val, int64_t nseq, int loops) {
-  auto lw = load_looped(dir, "", "");
+/// (LoopedModel, fresh caches per sequence, a fixed number of loops; with
+/// plain = true one loop without gate, i.e. the non-looped network).
+template <class Gate>
+double inference_ppl_with(std::shared_ptr<const LoopedWeights> lw, Gate gate, const train::PackedData& val, int64_t nseq,
+                          int loops) {
   const int64_t T = val.seq_len();
   const int V = lw->base->hp.n_vocab;
   LoopParams lp;
   lp.halting.max_loops = loops;
-  LoopedModel<Cpu, SelectiveGate, PerDepthCache> lm(lw, lp, ContextParams{T, T}, SelectiveGate(lw->gate));
+  LoopedModel<Cpu, Gate, PerDepthCache> lm(lw, lp, ContextParams{T, T}, std::move(gate));
   std::vector<float> logits(static_cast<size_t>(T * V));
   double sum = 0;
   int64_t n = 0;
@@ -117,6 +120,11 @@ double inference_ppl(const std::string& dir, const train::PackedData& val, int64
     }
   }
   return std::exp(sum / double(n));
+}
+double inference_ppl(const std::string& dir, const train::PackedData& val, int64_t nseq, int loops, bool plain) {
+  auto lw = load_looped(dir, "", "");
+  if (plain) return inference_ppl_with(lw, NoGate{}, val, nseq, 1);
+  return inference_ppl_with(lw, SelectiveGate(lw->gate), val, nseq, loops);
 }
 
 void run_adapt(AdaptArgs& a) {
@@ -225,15 +233,17 @@ void run_adapt(AdaptArgs& a) {
   save();
 
   // ---- evaluate
+  // The --no-loop control is a plain model: looping it (with its untrained gate) means nothing.
   nlohmann::json by_loops = nlohmann::json::object();
-  for (int B : loops_list) by_loops[std::to_string(B)] = train::perplexity(m, val_data, eval_b, B, a.eval_max_seqs);
+  if (!a.cfg.no_loop)
+    for (int B : loops_list) by_loops[std::to_string(B)] = train::perplexity(m, val_data, eval_b, B, a.eval_max_seqs);
   const double plain_ppl = train::perplexity(m, val_data, eval_b, 0, a.eval_max_seqs);
   const int64_t check_seqs = std::min<int64_t>(8, val_data.size());
-  const int check_loops = loops_list.back();
+  const int check_loops = a.cfg.no_loop ? 1 : loops_list.back();
   train::PackedData check_data(std::vector<int32_t>(val_data.seq(0), val_data.seq(0) + check_seqs * a.cfg.seq_len),
                                a.cfg.seq_len);
-  const double check_train = train::perplexity(m, check_data, eval_b, check_loops);
-  const double check_infer = inference_ppl(out.string(), check_data, check_seqs, check_loops);
+  const double check_train = train::perplexity(m, check_data, eval_b, a.cfg.no_loop ? 0 : check_loops);
+  const double check_infer = inference_ppl(out.string(), check_data, check_seqs, check_loops, a.cfg.no_loop);
 
   // a model file that carries the vocabulary, so `loopus generate` needs no flags
   std::string gen_model = out.string();
@@ -276,11 +286,12 @@ void run_adapt(AdaptArgs& a) {
       {"adapted_ppl_by_loops", by_loops},
       {"adapted_ppl_plain", plain_ppl},
       {"last_step", {{"step", last.step}, {"lr", last.lr}, {"grad_norm", last.grad_norm}, {"losses", losses_json(L)}}},
-      {"inference_check",
+      {"inference_check",  // the saved folder reloaded and run by LoopedModel vs the training path
        {{"loops", check_loops}, {"sequences", check_seqs}, {"ppl_training_path", check_train},
         {"ppl_saved_model_looped_model", check_infer}}},
       {"config", a.cfg.json()},
-      {"generate", "loopus generate -m " + gen_model + (gen_model == out.string() ? " --tokenizer FILE" : "")},
+      {"generate", "loopus generate -m " + gen_model + (gen_model == out.string() ? " --tokenizer FILE" : "") +
+                       (a.cfg.no_loop ? " --gate none --loops 1" : "")},
   };
   io::AtomicFileWriter sw((out / "summary.json").string());
   const std::string text = summary.dump(2) + "\n";
