@@ -1,19 +1,44 @@
 #!/usr/bin/env bash
-# The demo: the real stories260K model, run plain, then recast as a looped model
-# (encoder 0..0, reasoning 1..3 looped, decoder 4..4) with early exit and
-# per-token loop counts, then the KV-cache benchmark of the looped model.
+# The demo (about 3 minutes on 2 cores after the build): the real stories260K
+# model run plain; recast as a looped model (encoder 0..0, reasoning 1..3
+# looped, decoder 4..4) with a selective gate and a confidence head, adapted by
+# random deep supervision on TinyStories; held-out perplexity before and after;
+# generation with adaptive early exit; the loop KV cache benchmark.
+# Output goes to build/demo (LOOPUS_DEMO_OUT to change it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh --target loopus_cli
 DATA="${LOOPUS_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 M="$DATA/models/stories260K/stories260K.gguf"
+TEXT="$DATA/text/tinystories/tinystories_validation_first1000.txt"
+OUT="${LOOPUS_DEMO_OUT:-build/demo}"
 L=build/bin/loopus
-echo "== loopus info"
+[ -f "$M" ] || { echo "demo: $M not found (set LOOPUS_DATA_DIR to the shared data folder)" >&2; exit 1; }
+mkdir -p "$OUT"
+
+echo "== 1. the pretrained model"
 $L info -m "$M"
-echo; echo "== plain greedy generation (matches llama2.c / the golden ids)"
-$L generate -m "$M" -p "Once upon a time" -n 64 --temp 0
-echo; echo "== recast: encoder 0..0, reasoning 1..3 x up to 8 loops, decoder 4..4, convergence early exit; [n] = loops used"
-$L generate -m "$M" -p "Once upon a time" -n 64 --temp 0 --encoder-layers 0..0 --decoder-layers 4..4 \
+echo; echo "-- greedy generation (the same ids as llama.cpp and llama2.c)"
+$L generate -m "$M" -p "Once upon a time" -n 48 --temp 0
+
+echo; echo "== 2. recast without training: reasoning block x 8 loops, fixed 0.5 gate, convergence exit; [n] = loops used"
+$L generate -m "$M" -p "Once upon a time" -n 48 --temp 0 --encoder-layers 0..0 --decoder-layers 4..4 \
   --loops 8 --gate mix:0.5 --halt conv:3 --show-loops
-echo; echo "== looped decode speed with and without the loop-aware KV cache"
-$L bench -m "$M" --encoder-layers 0..0 --decoder-layers 4..4 --gate mix:0.5 --loops 8 -n 64,256 --cache per-depth,shared,none
+
+echo; echo "== 3. adapt: random deep supervision, selective gate + confidence head, on the first 80 % of"
+echo "   $TEXT (held out: the last 20 %); one line per batch with tokens/s and ETA"
+$L adapt -m "$M" --encoder-layers 0..0 --decoder-layers 4..4 --data "$TEXT" --val-percent 20 \
+  --seq-len 128 --batch 4 --tokens 100000 --lr 3e-4 --n-steps 2 --n-supervision 2 --n-apply 4 \
+  --gate-lr-mult 100 --eval-loops 1,4,8 -t 1 --out "$OUT/adapted" >"$OUT/adapt_summary.json"
+sed -n 's/^ *"\(original_ppl\|tokens\|seconds\|tokens_per_s\)": \([^,]*\),\?$/   \1: \2/p' "$OUT/adapt_summary.json"
+echo "   adapted held-out perplexity by loop count:"
+sed -n '/"adapted_ppl_by_loops"/,/}/p' "$OUT/adapt_summary.json" | sed -n 's/^ *"\([0-9]*\)": \([0-9.]*\),\?$/     B = \1: \2/p'
+echo "   (full summary: $OUT/adapt_summary.json; training log: $OUT/adapted/log.jsonl)"
+
+echo; echo "== 4. the adapted model with adaptive early exit: stop when the confidence head says q >= 0.5"
+$L generate -m "$OUT/adapted" -p "Once upon a time" -n 48 --temp 0 --loops 8 --halt q:0.5 --show-loops
+
+echo; echo "== 5. looped decode speed with and without the loop-aware KV cache (B = 8, fixed loops)"
+$L bench -m "$OUT/adapted" --loops 8 -n 64,256 --cache per-depth,shared,none --halt fixed \
+  --csv "$OUT/kv_cache.csv" --svg "$OUT/kv_cache.svg"
+echo "   plot: $OUT/kv_cache.svg"

@@ -80,7 +80,9 @@ inline std::unique_ptr<Tokenizer> open_tokenizer(const io::TensorFile& f, const 
   if (f.format == "safetensors") {
     fs::path dir = fs::is_directory(f.path) ? fs::path(f.path) : fs::path(f.path).parent_path();
     if (fs::exists(dir / "tokenizer.json")) return open_tokenizer_file((dir / "tokenizer.json").string());
-    throw Error(f.path + ": no tokenizer.json beside the model; pass --tokenizer FILE");
+    // `loopus adapt` from a GGUF source writes DIR/model.gguf with the vocabulary next to the safetensors
+    if (fs::exists(dir / "model.gguf")) return open_tokenizer_file((dir / "model.gguf").string());
+    throw Error(f.path + ": no tokenizer.json (or model.gguf) beside the model; pass --tokenizer FILE");
   }
   throw Error(f.path + ": llama2.c checkpoints carry no vocabulary; pass --tokenizer tokenizer.bin");
 }
