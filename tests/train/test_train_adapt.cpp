@@ -28,24 +28,8 @@ using namespace loopus::train;
 
 namespace {
 
-SynthParams tiny(uint64_t seed, int vocab = 32) {
-  SynthParams sp;
-  sp.dim = 16;
-  sp.layers = 4;
-  sp.heads = 4;
-  sp.kv_heads = 2;
-  sp.ff = 24;
-  sp.vocab = vocab;
-  sp.seed = seed;
-  return sp;
-}
-
-std::vector<int32_t> random_ids(int64_t n, int vocab, uint64_t seed) {
-  SplitMix64 r(seed);
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (auto& x : v) x = int32_t(r.next() % uint64_t(vocab));
-  return v;
-}
+SynthParams tiny(uint64_t seed, int vocab = 32) { return test::tiny_params(seed, Arch::kLlama, vocab); }
+using test::random_ids;
 
 /// Runs `steps` batches of a fresh adapter (resuming from `from` when given,
 /// saving to `to` when given) and returns every trained value, bit for bit.

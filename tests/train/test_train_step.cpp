@@ -22,26 +22,8 @@ using loopus::test::rel_err;
 
 namespace {
 
-SynthParams tiny(Arch arch, uint64_t seed) {
-  SynthParams sp;
-  sp.arch = arch;
-  sp.dim = 16;
-  sp.layers = 4;
-  sp.heads = 4;
-  sp.kv_heads = 2;
-  sp.head_dim = arch == Arch::kQwen3 ? 6 : 0;
-  sp.ff = 24;
-  sp.vocab = 32;
-  sp.seed = seed;
-  return sp;
-}
-
-std::vector<int32_t> ids_for(int64_t n, int vocab, uint64_t seed) {
-  SplitMix64 r(seed);
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  for (auto& x : ids) x = int32_t(r.next() % uint64_t(vocab));
-  return ids;
-}
+SynthParams tiny(Arch arch, uint64_t seed) { return test::tiny_params(seed, arch); }
+std::vector<int32_t> ids_for(int64_t n, int vocab, uint64_t seed) { return test::random_ids(n, vocab, seed); }
 
 /// Up to k distinct sampled indices of a tensor of n elements (all when n <= k).
 std::vector<size_t> sample_idx(int64_t n, int k, uint64_t seed) {

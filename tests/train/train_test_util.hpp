@@ -24,6 +24,30 @@ inline std::shared_ptr<LoopedWeights> synth_loopus(const SynthParams& p, const s
   return lw;
 }
 
+/// The tiny model shape of the training tests (4 layers, dim 16, GQA 4/2);
+/// Qwen3 gets head_dim 6 so it differs from dim / heads.
+inline SynthParams tiny_params(uint64_t seed, Arch arch = Arch::kLlama, int vocab = 32) {
+  SynthParams sp;
+  sp.arch = arch;
+  sp.dim = 16;
+  sp.layers = 4;
+  sp.heads = 4;
+  sp.kv_heads = 2;
+  sp.head_dim = arch == Arch::kQwen3 ? 6 : 0;
+  sp.ff = 24;
+  sp.vocab = vocab;
+  sp.seed = seed;
+  return sp;
+}
+
+/// n deterministic token ids in [0, vocab).
+inline std::vector<int32_t> random_ids(int64_t n, int vocab, uint64_t seed) {
+  SplitMix64 r(seed);
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (auto& x : v) x = int32_t(r.next() % uint64_t(vocab));
+  return v;
+}
+
 /// Deterministic pseudo-random doubles in [lo, hi).
 inline std::vector<double> rand_vec(size_t n, uint64_t seed, double lo = -1, double hi = 1) {
   SplitMix64 r(seed);

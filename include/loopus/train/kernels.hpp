@@ -64,20 +64,9 @@ using CSMatMap = Eigen::Map<const RowMat<S>, 0, Eigen::OuterStride<>>;
 /// threads than with 1. Only GEMMs and attention (one region per call) fork.
 inline constexpr int64_t kSerialWork = int64_t(1) << 22;
 
-inline int thread_id() {
-#if defined(_OPENMP)
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-inline int max_threads() {
-#if defined(_OPENMP)
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
+// OpenMP thread queries shared with the inference kernels.
+using cpu::detail::max_threads;
+inline int thread_id() { return cpu::detail::thread_num(); }
 
 // ---------------------------------------------------------------- linear
 
@@ -230,8 +219,10 @@ void rope(S* x, int64_t N, int64_t T, int n_head, int head_dim, int n_rot, RopeS
 inline constexpr int64_t kAttnBlock = 64;
 
 /// Scratch elements attention_fwd / attention_bwd need (per call, all threads).
+/// One thread's share: two score blocks (P, dP) and seven [T, hd] head panels.
+inline int64_t attention_scratch_per_thread(int64_t T, int hd) { return 2 * kAttnBlock * T + 7 * T * int64_t(hd); }
 inline int64_t attention_scratch(int64_t T, int hd, int threads) {
-  return int64_t(threads) * (2 * kAttnBlock * T + 7 * T * int64_t(hd));
+  return int64_t(threads) * attention_scratch_per_thread(T, hd);
 }
 
 /// In place row[j] = exp(row[j] − m) for j < n; returns Σ (vectorised for f32).
@@ -279,7 +270,7 @@ void attention_fwd(const S* q, const S* k, const S* v, int64_t B, int64_t T, int
   const S scale = S(1.0 / std::sqrt(double(hd)));
   const int64_t qld = int64_t(H) * hd, kld = int64_t(KV) * hd;
   const int64_t items = B * KV;
-  const int64_t per_thread = 2 * kAttnBlock * T + 7 * T * int64_t(hd);
+  const int64_t per_thread = attention_scratch_per_thread(T, hd);
   LOOPUS_OMP(omp parallel for schedule(dynamic, 1) if (items > 1 && T * T * hd * H >= 32768))
   for (int64_t it = 0; it < items; ++it) {
     const int64_t b = it / KV;
@@ -326,7 +317,7 @@ void attention_bwd(const S* q, const S* k, const S* v, const S* out, const S* ls
   const S scale = S(1.0 / std::sqrt(double(hd)));
   const int64_t qld = int64_t(H) * hd, kld = int64_t(KV) * hd;
   const int64_t items = B * KV;
-  const int64_t per_thread = 2 * kAttnBlock * T + 7 * T * int64_t(hd);
+  const int64_t per_thread = attention_scratch_per_thread(T, hd);
   LOOPUS_OMP(omp parallel for schedule(dynamic, 1) if (items > 1 && T * T * hd * H >= 32768))
   for (int64_t it = 0; it < items; ++it) {
     const int64_t b = it / KV;
