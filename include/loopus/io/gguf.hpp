@@ -278,7 +278,8 @@ inline TensorFile open_gguf(const std::string& path, LoadMode mode = LoadMode::k
     int64_t numel = 1;
     std::string dims_text;
     for (uint32_t d = 0; d < n_dims; ++d) {
-      dims_text += (d ? "," : "") + std::to_string(ne[d]);
+      if (d) dims_text += ',';
+      dims_text += std::to_string(ne[d]);
       if (ne[d] > uint64_t(std::numeric_limits<int64_t>::max()) ||
           __builtin_mul_overflow(numel, int64_t(ne[d]), &numel))
         throw Error(path + ": " + tn + " has dimensions overflowing int64 (ne = " + dims_text + ")");
