@@ -6,12 +6,12 @@
 #
 # Environment: LOOPUS (default build/bin/loopus), THREADS (default "1 2"),
 # REPS (default 3), IDLE_WAIT (seconds to wait for idle cores, default 300).
-# For every (model, threads) pair the script waits until both cores are at
-# least 85 % idle over 3 s, then runs the two engines back to back, swapping
-# which goes first on every pair. llama.cpp runs with -lm none (weights read
-# into memory, no mmap), as loopus does by default. loopus reports the median
-# of REPS repetitions, llama-bench the mean (both printed with their spread
-# where the tool gives one).
+# For every (model, threads) pair the script waits until the cores are at
+# least 85 % idle over 3 s (at most IDLE_WAIT s; the idle share it saw is in
+# the output), then runs the two engines back to back, swapping which goes
+# first on every pair. llama.cpp runs with -lm none (weights read into
+# memory, no mmap), as loopus does by default. loopus reports the median of
+# REPS repetitions, llama-bench the mean.
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,14p' "$0"; exit 2; }
 : "${LLAMA_BENCH:?set LLAMA_BENCH to the llama-bench binary}"
