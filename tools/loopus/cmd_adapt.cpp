@@ -35,6 +35,7 @@ struct AdaptArgs {
   bool eos = false;
   AdaptConfig cfg;
   std::string train_parts = "all";
+  std::string gate_init;  ///< empty: the checkpoint's gate, else official
   bool resume = false;
   int64_t ckpt_every = 25;
   std::string eval_loops = "1,4,8";
@@ -150,6 +151,13 @@ void run_adapt(AdaptArgs& a) {
     if (a.enc.empty() || a.dec.empty())
       throw Error("adapting a plain model needs --encoder-layers and --decoder-layers (e.g. 0..0 and 4..4)");
     lw = recast(rm.plain, LayerSplit::from_specs(a.enc, a.dec, rm.plain->hp.n_layer));
+  }
+  if (!a.gate_init.empty()) {
+    auto w = std::make_shared<LoopedWeights>(*lw);
+    SplitMix64 rng(a.cfg.seed ^ 0x67617465696e6974ull);
+    w->gate = std::make_shared<SelectiveGateWeights>(
+        SelectiveGateWeights::from_spec(a.gate_init, w->base->hp.n_embd, [&] { return rng.uniform(); }));
+    lw = w;
   }
   const HParams& hp = lw->base->hp;
   if (rm.tok->n_vocab() > hp.n_vocab)
@@ -290,6 +298,7 @@ void run_adapt(AdaptArgs& a) {
        {{"loops", check_loops}, {"sequences", check_seqs}, {"ppl_training_path", check_train},
         {"ppl_saved_model_looped_model", check_infer}}},
       {"config", a.cfg.json()},
+      {"gate_init", a.gate_init.empty() ? (rm.looped && rm.looped->gate ? "checkpoint" : "official") : a.gate_init},
       {"generate", "loopus generate -m " + gen_model + (gen_model == out.string() ? " --tokenizer FILE" : "") +
                        (a.cfg.no_loop ? " --gate none --loops 1" : "")},
   };
@@ -335,6 +344,9 @@ void register_adapt(CLI::App& app) {
       ->check(CLI::Range(0.0, 0.99));
   sub->add_option("--gate-lr-mult", a->cfg.gate_lr_mult,
                   "learning rate of the selective gate relative to --lr (default 1: one group, as the official run)");
+  sub->add_option("--gate-init", a->gate_init,
+                  "start the selective gate from: official (S4D-real A, log-uniform dt), open (a ~ 1: loop 1 is the "
+                  "plain block), mix:ALPHA (a = ALPHA everywhere); default: the checkpoint's gate, else official");
   sub->add_option("--weight-decay", a->cfg.adam.weight_decay, "AdamW decoupled weight decay (default 0.01)");
   sub->add_flag("--decay-all", a->cfg.adam.decay_all, "decay norms, biases and A_log too (the official run does)");
   sub->add_option("--clip", a->cfg.adam.clip, "global gradient-norm clip (default 0 = off, as the official run)");

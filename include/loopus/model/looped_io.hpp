@@ -139,7 +139,7 @@ inline std::shared_ptr<const io::TensorFile> normalise_lds_names(io::TensorFile&
   out->mappings = std::move(f.mappings);
   for (auto& r : f.tensors) {
     std::string n = r.name;
-    for (size_t p; (p = n.find(".module.")) != std::string::npos;) n.replace(p, 8, ".");
+    for (size_t p; (p = n.find(".module.")) != std::string::npos;) n.erase(p + 1, 7);  // ".module." -> "."
     if (n.rfind("module.", 0) == 0) n = n.substr(7);
     if (n.rfind("plateau.", 0) == 0) n = "reasoning." + n.substr(8);
     r.name = n;

@@ -1,9 +1,11 @@
 // SelectiveGate: the LoopUS Mamba-style per-token, per-channel gate between loop iterations.
 // SPDX-License-Identifier: MIT
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -49,6 +51,50 @@ struct SelectiveGateWeights {
     g.in_w.resize(size_t(g.r * d));
     for (auto& v : g.in_w) v = float((2 * uniform() - 1) * ib);
     return g;
+  }
+
+  /// Official init with A_log = log(eps) for every channel, so a = exp(-delta * eps)
+  /// is about 1 everywhere: loop 1 is the plain block (h <- p) until the gate learns.
+  template <class Uniform>
+  static SelectiveGateWeights open_init(int64_t d, Uniform&& uniform, double eps = 1e-2) {
+    SelectiveGateWeights g = official_init(d, uniform);
+    for (auto& v : g.A_log) v = float(std::log(eps));
+    return g;
+  }
+
+  /// A gate that starts at a = alpha on every token and channel, whatever p - h:
+  /// A_log = 0, delta_proj.weight = 0, delta_proj.bias = softplus^-1(-ln alpha);
+  /// dt_input_proj as in the official init. Training then makes it input-dependent.
+  /// alpha = 1/B turns B loops into B small steps along the block's update.
+  template <class Uniform>
+  static SelectiveGateWeights constant_init(int64_t d, double alpha, Uniform&& uniform) {
+    if (!(alpha > 0 && alpha < 1)) throw Error("gate init mix:ALPHA needs 0 < alpha < 1, got " + std::to_string(alpha));
+    SelectiveGateWeights g = official_init(d, uniform);
+    const double y = -std::log(alpha);                      // the softplus value that gives a = alpha
+    const float b = float(y + std::log(-std::expm1(-y)));  // softplus^-1(y)
+    std::fill(g.A_log.begin(), g.A_log.end(), 0.f);
+    std::fill(g.delta_w.begin(), g.delta_w.end(), 0.f);
+    std::fill(g.delta_b.begin(), g.delta_b.end(), b);
+    return g;
+  }
+
+  /// A fresh gate from a spec: official | open | mix:ALPHA (see above).
+  template <class Uniform>
+  static SelectiveGateWeights from_spec(const std::string& spec, int64_t d, Uniform&& uniform) {
+    if (spec == "official") return official_init(d, uniform);
+    if (spec == "open") return open_init(d, uniform);
+    if (spec.rfind("mix:", 0) == 0) {
+      size_t used = 0;
+      double alpha = 0;
+      try {
+        alpha = std::stod(spec.substr(4), &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != spec.size() - 4) throw Error("gate init '" + spec + "': expected mix:ALPHA with a number");
+      return constant_init(d, alpha, uniform);
+    }
+    throw Error("gate init must be official, open or mix:ALPHA, got '" + spec + "'");
   }
 
   void check(const std::string& where) const {
