@@ -189,6 +189,60 @@ TEST_CASE("[loopus] train adapt: documents, BOS per document, split by lines, pa
   CHECK_THROWS_WITH_AS(Batcher(pd, 11, 0), doctest::Contains("--batch 11"), Error);
 }
 
+TEST_CASE("[loopus] train adapt: padded layout, one document per sequence (the official --pad)") {
+  // documents of 1 (skipped: nothing to predict), 5, 12 (truncated to 8) and 8 tokens
+  std::vector<int32_t> stream;
+  std::vector<int64_t> starts;
+  for (int n : {1, 5, 12, 8}) {
+    starts.push_back(int64_t(stream.size()));
+    for (int i = 0; i < n; ++i) stream.push_back(int32_t(100 * n + i));
+  }
+  const auto pd = PackedData::padded(stream, starts, 8, -7);
+  REQUIRE_EQ(pd.size(), 3);
+  CHECK(pd.padded());
+  CHECK_EQ(pd.valid(0), 5);
+  CHECK_EQ(pd.valid(1), 8);
+  CHECK_EQ(pd.valid(2), 8);
+  CHECK_EQ(pd.tokens(), 21);
+  CHECK_EQ(std::vector<int32_t>(pd.seq(0), pd.seq(0) + 8), std::vector<int32_t>{500, 501, 502, 503, 504, -7, -7, -7});
+  CHECK_EQ(std::vector<int32_t>(pd.seq(1), pd.seq(1) + 8),
+           std::vector<int32_t>{1200, 1201, 1202, 1203, 1204, 1205, 1206, 1207});
+  std::vector<int32_t> lab(8);
+  pd.labels(0, lab.data());
+  CHECK_EQ(lab, std::vector<int32_t>{500, 501, 502, 503, 504, -100, -100, -100});
+  const auto h = pd.head(2);
+  CHECK_EQ(h.size(), 2);
+  CHECK_EQ(h.valid(0), 5);
+  // the batcher hands out labels with the ids; packed data gets labels = ids
+  Batcher bt(pd, 3, 1);
+  std::vector<int32_t> x(24), y(24);
+  bt.next(x.data(), y.data());
+  for (size_t i = 0; i < 24; ++i) CHECK(y[i] == (x[i] == -7 ? -100 : x[i]));
+  PackedData pk(random_ids(35, 50, 2), 10);
+  CHECK_FALSE(pk.padded());
+  CHECK_EQ(pk.tokens(), 30);
+  Batcher bp(pk, 2, 1);
+  std::vector<int32_t> u(20), v(20);
+  bp.next(u.data(), v.data());
+  CHECK_EQ(u, v);
+  // the run's config must say pad for padded data, and match seq_len
+  auto lw = test::synth_loopus(test::tiny_params(3), "0..0", "3..3");
+  TrainModel<float> m(lw, TrainSelect{});
+  AdaptConfig cfg;
+  cfg.batch = 2;
+  cfg.seq_len = 8;
+  cfg.max_steps = 1;
+  const auto small = PackedData::padded(random_ids(30, 32, 4), {0, 6, 13, 20, 27}, 8, 0);  // ids in the vocabulary
+  CHECK_THROWS_WITH_AS(Adapter<float>(m, small, cfg), doctest::Contains("padded"), Error);
+  cfg.pad = true;
+  cfg.seq_len = 10;
+  CHECK_THROWS_WITH_AS(Adapter<float>(m, small, cfg), doctest::Contains("sequences of 8"), Error);
+  cfg.seq_len = 8;
+  Adapter<float> ad(m, small, cfg);
+  const auto rec = ad.step();
+  CHECK(std::isfinite(rec.micro.back().loss));
+}
+
 TEST_CASE("[loopus] train adapt: N steps straight == N/2 + resume + N/2, bit for bit (one thread)") {
   const int threads = omp_get_max_threads();
   omp_set_num_threads(1);

@@ -248,3 +248,61 @@ TEST_CASE("[loopus] train step: a tied base gets its own lm_head; activation mem
   CHECK_EQ(micro, 8);
   CHECK_LE(mallinfo2().uordblks, before);  // nothing retained per step
 }
+
+TEST_CASE("[loopus] train step: right padding changes nothing (losses, q target, every gradient; f64)") {
+  // One 10-token document alone (T = 10) vs the same document padded to T = 16
+  // with labels -100: causal attention keeps padding out of the valid rows, the
+  // CE and token accuracy skip it, and the q head reads the last valid token.
+  auto sp = tiny(Arch::kLlama, 77);
+  auto lw = test::synth_loopus(sp, "0..0", "3..3");
+  const auto doc = ids_for(10, sp.vocab, 12);
+  auto run = [&](int64_t T, bool plain) {
+    TrainModel<double> m(lw, TrainSelect{});
+    StepConfig cfg;
+    cfg.n_steps = 2;
+    cfg.n_supervision = 1;
+    LoopusTrainer<double> tr(m, 1, T, cfg);
+    std::vector<int32_t> ids(size_t(T), 5), labels(size_t(T), -100);  // padding id 5: any id will do
+    for (size_t t = 0; t < doc.size(); ++t) ids[t] = labels[t] = doc[t];
+    m.zero_grad();
+    StepLosses L;
+    if (plain) {
+      L = tr.plain_step(ids.data(), labels.data());
+    } else {
+      const int sup[] = {1};
+      tr.train_batch(ids.data(), labels.data(), sup, 1.0, [&](const StepLosses& x) { L = x; });
+    }
+    std::vector<std::vector<double>> g;
+    for (auto& p : m.params())
+      if (p.trainable) g.emplace_back(p.g.data(), p.g.data() + p.g.size());
+    return std::make_pair(L, g);
+  };
+  for (bool plain : {false, true}) {
+    CAPTURE(plain);
+    const auto [a, ga] = run(10, plain);
+    const auto [b, gb] = run(16, plain);
+    CHECK_EQ(a.tokens, 9);
+    CHECK_EQ(b.tokens, 9);
+    CHECK_EQ(b.lm, doctest::Approx(a.lm).epsilon(1e-13));
+    CHECK_EQ(b.prev, doctest::Approx(a.prev).epsilon(1e-13));
+    CHECK_EQ(b.q, doctest::Approx(a.q).epsilon(1e-13));
+    CHECK_EQ(b.token_acc, a.token_acc);
+    REQUIRE(ga.size() == gb.size());
+    for (size_t i = 0; i < ga.size(); ++i) CHECK_LT(rel_err(ga[i], gb[i]), 1e-12);
+  }
+  // and the q head does read the last valid token: with it at T - 1 instead, the q loss differs
+  TrainModel<double> m(lw, TrainSelect{});
+  StepConfig cfg;
+  cfg.n_steps = 1;
+  cfg.n_supervision = 1;
+  LoopusTrainer<double> tr(m, 1, 16, cfg);
+  std::vector<int32_t> ids(16, 5), lab_valid(16, -100);
+  for (size_t t = 0; t < doc.size(); ++t) ids[t] = lab_valid[t] = doc[t];
+  std::vector<int32_t> lab_last = lab_valid;
+  lab_last[15] = 5;  // now position 15 is "valid": q reads there
+  const int sup[] = {0};
+  StepLosses x, y;
+  tr.train_batch(ids.data(), lab_valid.data(), sup, 1.0, [&](const StepLosses& L) { x = L; });
+  tr.train_batch(ids.data(), lab_last.data(), sup, 1.0, [&](const StepLosses& L) { y = L; });
+  CHECK(x.q_prob != doctest::Approx(y.q_prob).epsilon(1e-9));
+}

@@ -110,8 +110,9 @@ double inference_ppl_with(std::shared_ptr<const LoopedWeights> lw, Gate gate, co
   for (int64_t s = 0; s < nseq; ++s) {
     lm.reset();
     const int32_t* ids = val.seq(s);
-    lm.eval(std::span<const int32_t>(ids, size_t(T)), logits.data(), true);
-    for (int64_t t = 0; t + 1 < T; ++t) {
+    const int64_t n_valid = val.valid(s);  // padding after it is neither fed nor scored
+    lm.eval(std::span<const int32_t>(ids, size_t(n_valid)), logits.data(), true);
+    for (int64_t t = 0; t + 1 < n_valid; ++t) {
       const float* row = logits.data() + t * V;
       double m = row[0], z = 0;
       for (int j = 1; j < V; ++j) m = std::max(m, double(row[j]));
@@ -164,7 +165,15 @@ void run_adapt(AdaptArgs& a) {
     throw Error("the tokenizer has " + std::to_string(rm.tok->n_vocab()) + " tokens but the model only " +
                 std::to_string(hp.n_vocab));
   auto corpus = train::load_corpus(a.data, a.val, a.val_percent, *rm.tok, train::parse_doc_split(a.docs), a.eos);
-  train::PackedData train_data(std::move(corpus.train), a.cfg.seq_len), val_data(std::move(corpus.val), a.cfg.seq_len);
+  train::PackedData train_data, val_data;
+  if (a.cfg.pad) {
+    const int32_t pad_id = rm.tok->eos_id() >= 0 ? rm.tok->eos_id() : 0;  // any id: padding has no label
+    train_data = train::PackedData::padded(corpus.train, corpus.train_starts, a.cfg.seq_len, pad_id);
+    val_data = train::PackedData::padded(corpus.val, corpus.val_starts, a.cfg.seq_len, pad_id);
+  } else {
+    train_data = train::PackedData(std::move(corpus.train), a.cfg.seq_len);
+    val_data = train::PackedData(std::move(corpus.val), a.cfg.seq_len);
+  }
   if (val_data.size() == 0)
     throw Error("no held-out sequence of " + std::to_string(a.cfg.seq_len) + " tokens: pass --val FILE or a larger --val-percent");
   train::TrainSelect sel = train::TrainSelect::parse(a.train_parts);
@@ -174,10 +183,11 @@ void run_adapt(AdaptArgs& a) {
   const auto loops_list = parse_int_list(a.eval_loops, "--eval-loops");
 
   std::fprintf(stderr,
-               "adapt: %s (%s, split %s) | train %lld tokens (%lld docs, %lld sequences of %lld) | held-out %lld "
+               "adapt: %s (%s, split %s) | train %lld tokens (%lld docs, %lld %s sequences of %lld) | held-out %lld "
                "tokens (%lld sequences) | training %lld params (%s)%s\n",
                a.model.model.c_str(), hp.arch_name().c_str(), lw->split.text().c_str(),
                (long long)train_data.tokens(), (long long)corpus.train_docs, (long long)train_data.size(),
+               a.cfg.pad ? "padded" : "packed",
                (long long)a.cfg.seq_len, (long long)val_data.tokens(), (long long)val_data.size(),
                (long long)m.n_trainable(), sel.text().c_str(), a.cfg.no_loop ? " | --no-loop (plain fine-tune)" : "");
 
@@ -248,8 +258,7 @@ void run_adapt(AdaptArgs& a) {
   const double plain_ppl = train::perplexity(m, val_data, eval_b, 0, a.eval_max_seqs);
   const int64_t check_seqs = std::min<int64_t>(8, val_data.size());
   const int check_loops = a.cfg.no_loop ? 1 : loops_list.back();
-  train::PackedData check_data(std::vector<int32_t>(val_data.seq(0), val_data.seq(0) + check_seqs * a.cfg.seq_len),
-                               a.cfg.seq_len);
+  const train::PackedData check_data = val_data.head(check_seqs);
   const double check_train = train::perplexity(m, check_data, eval_b, a.cfg.no_loop ? 0 : check_loops);
   const double check_infer = inference_ppl(out.string(), check_data, check_seqs, check_loops, a.cfg.no_loop);
 
@@ -288,8 +297,7 @@ void run_adapt(AdaptArgs& a) {
       {"tokens_per_s", double(ad.tokens_done()) / train_seconds},
       {"threads", train::kern::max_threads()},
       {"train_tokens_available", train_data.tokens()},
-      {"heldout_tokens", std::min(val_data.size(), a.eval_max_seqs > 0 ? a.eval_max_seqs : val_data.size()) *
-                             a.cfg.seq_len},
+      {"heldout_tokens", val_data.head(a.eval_max_seqs > 0 ? a.eval_max_seqs : val_data.size()).tokens()},
       {"original_ppl", original_ppl},
       {"adapted_ppl_by_loops", by_loops},
       {"adapted_ppl_plain", plain_ppl},
@@ -328,6 +336,9 @@ void register_adapt(CLI::App& app) {
   sub->add_option("--docs", a->docs, "plain text documents: blank (blocks between blank lines, default) or line")
       ->check(CLI::IsMember({"blank", "line"}));
   sub->add_flag("--eos", a->eos, "append EOS to every document (BOS always starts one)");
+  sub->add_flag("--pad", a->cfg.pad,
+                "one document per sequence, truncated and right-padded to --seq-len (the official layout; the "
+                "budget counts positions, padding included) instead of packing documents back to back");
   sub->add_option("--out", a->out, "output folder: LoopUS checkpoint + train_state.bin + log.jsonl + summary.json")
       ->required();
   sub->add_option("--seq-len", a->cfg.seq_len, "tokens per packed training sequence (default 256)")->check(CLI::Range(2, 1 << 20));

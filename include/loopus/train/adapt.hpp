@@ -32,6 +32,7 @@ struct AdaptConfig {
   AdamWConfig adam;
   StepConfig step;
   bool no_loop = false;     ///< the control: plain fine-tune of the same parameters
+  bool pad = false;         ///< one document per sequence, right-padded (else packed); the data must match
   uint64_t seed = 0;        ///< data order and supervised-step sampling
 
   int64_t tokens_per_batch() const { return batch * seq_len; }
@@ -57,7 +58,8 @@ struct AdaptConfig {
             {"decay_all", adam.decay_all}, {"clip", adam.clip},   {"beta1", adam.beta1},
             {"beta2", adam.beta2},     {"eps", adam.eps},            {"n_steps", step.n_steps},
             {"n_supervision", step.n_supervision}, {"n_apply", step.n_apply}, {"beta", step.beta},
-            {"no_loop", no_loop},      {"seed", seed},                {"gate_lr_mult", gate_lr_mult}};
+            {"no_loop", no_loop},      {"seed", seed},                {"gate_lr_mult", gate_lr_mult},
+            {"pad", pad}};
   }
 };
 
@@ -79,19 +81,26 @@ template <class S>
 class Adapter {
  public:
   Adapter(TrainModel<S>& m, const PackedData& train, AdaptConfig cfg)
-      : m_(m), cfg_((cfg.check(), cfg)), tr_(m, cfg.batch, cfg.seq_len, cfg.step), opt_(m, cfg.adam),
+      : m_(m), cfg_((cfg.check(), check_layout(train, cfg), cfg)), tr_(m, cfg.batch, cfg.seq_len, cfg.step), opt_(m, cfg.adam),
         batcher_(train, cfg.batch, cfg.seed), rng_(cfg.seed ^ 0x5afe5eedc0ffeeull) {
     sched_.lr = cfg_.lr;
     sched_.min_ratio = cfg_.min_lr_ratio;
     sched_.total_tokens = double(cfg_.total_steps() * cfg_.tokens_per_batch());
     sched_.warmup_tokens = cfg_.warmup * sched_.total_tokens;
     ids_.resize(size_t(cfg_.tokens_per_batch()));
+    labels_.resize(ids_.size());
     m_.set_gate_lr_mult(cfg_.gate_lr_mult);
     m_.zero_grad();
   }
   Adapter(const Adapter&) = delete;
   Adapter& operator=(const Adapter&) = delete;
 
+  static void check_layout(const PackedData& d, const AdaptConfig& c) {
+    if (d.seq_len() != c.seq_len)
+      throw Error("the training data has sequences of " + std::to_string(d.seq_len()) + " tokens, the run " +
+                  std::to_string(c.seq_len));
+    if (d.padded() && !c.pad) throw Error("padded training data, but the run's config says packed (pad = false)");
+  }
   const AdaptConfig& config() const { return cfg_; }
   const LrSchedule& schedule() const { return sched_; }
   LoopusTrainer<S>& trainer() { return tr_; }
@@ -106,7 +115,7 @@ class Adapter {
     BatchRecord rec;
     const int64_t BT = cfg_.tokens_per_batch();
     const double tok0 = double(tokens_);
-    batcher_.next(ids_.data());
+    batcher_.next(ids_.data(), labels_.data());
     const double scale = 1.0 / double(cfg_.accum);
     auto after_micro = [&](const StepLosses& L, double tok) {
       rec.micro.push_back(L);
@@ -117,11 +126,11 @@ class Adapter {
       }
     };
     if (cfg_.no_loop) {
-      after_micro(tr_.plain_step(ids_.data(), nullptr, scale), tok0 + double(BT));
+      after_micro(tr_.plain_step(ids_.data(), labels_.data(), scale), tok0 + double(BT));
     } else {
       const auto sup = LoopusTrainer<S>::sample_supervised(rng_, cfg_.step.n_steps, cfg_.step.n_supervision);
       int k = 0;
-      tr_.train_batch(ids_.data(), nullptr, sup, scale, [&](const StepLosses& L) {
+      tr_.train_batch(ids_.data(), labels_.data(), sup, scale, [&](const StepLosses& L) {
         ++k;
         after_micro(L, tok0 + double(BT) * k / double(cfg_.step.n_supervision));
       });
@@ -173,12 +182,13 @@ class Adapter {
     if (st.value("format", "") != "loopus-train" || st.value("version", 0) != 1)
       throw Error(path + ": not a loopus-train v1 state");
     if (st.value("scalar_bytes", 0) != int(sizeof(S))) throw Error(path + ": saved with another scalar type");
-    const auto want = cfg_.json();
+    const auto want = cfg_.json(), defaults = AdaptConfig{}.json();
     for (auto& [k, v] : want.items()) {
+      // A setting newer than the file (absent there) was at its default when the run started.
       const auto it = st["config"].find(k);
-      if (it == st["config"].end() || *it != v)
-        throw Error(path + ": the run was started with " + k + " = " +
-                    (it == st["config"].end() ? std::string("(unset)") : it->dump()) + ", now " + v.dump() +
+      const nlohmann::json had = it != st["config"].end() ? *it : defaults[k];
+      if (had != v)
+        throw Error(path + ": the run was started with " + k + " = " + had.dump() + ", now " + v.dump() +
                     "; resume needs the same settings");
     }
     for (auto& s : opt_.state()) {
@@ -206,12 +216,12 @@ class Adapter {
   Batcher batcher_;
   SplitMix64 rng_;
   LrSchedule sched_;
-  std::vector<int32_t> ids_;
+  std::vector<int32_t> ids_, labels_;
   int64_t step_ = 0, micro_ = 0, tokens_ = 0;
 };
 
-/// Held-out perplexity exp(mean token cross-entropy) over the packed
-/// sequences of `data` (at most max_seqs of them when > 0), evaluated in
+/// Held-out perplexity exp(mean token cross-entropy) over the sequences of
+/// `data` (padding excluded) (at most max_seqs of them when > 0), evaluated in
 /// batches of `batch`. loops = 0: the plain model (reasoning layers once, no
 /// gate: the original, non-looped network); loops >= 1: E, then `loops` gated
 /// applications of the block, then D (the looped model with a fixed B, no early exit).
@@ -230,7 +240,8 @@ double perplexity(TrainModel<S>& m, const PackedData& data, int64_t batch, int l
       const bool real = s0 + b < n;
       const int32_t* src = data.seq(real ? s0 + b : 0);
       std::copy(src, src + T, ids.begin() + b * T);
-      for (int64_t t = 0; t < T; ++t) labels[size_t(b * T + t)] = real ? src[t] : -100;  // padding rows count nothing
+      if (real) data.labels(s0 + b, labels.data() + b * T);
+      else std::fill(labels.begin() + b * T, labels.begin() + (b + 1) * T, -100);  // filler rows count nothing
     }
     sum += ev.eval_batch(ids.data(), labels.data(), loops > 0 ? loops : 1, loops > 0, &counted);
   }

@@ -87,6 +87,7 @@ class LoopusTrainer {
     row_loss_.resize(N);
     targets_.resize(size_t(N));
     argmax_.resize(size_t(N));
+    last_.assign(size_t(D_.B), D_.T - 1);
   }
   LoopusTrainer(const LoopusTrainer&) = delete;
   LoopusTrainer& operator=(const LoopusTrainer&) = delete;
@@ -120,11 +121,16 @@ class LoopusTrainer {
   /// Sets the targets of the batch: row b·T + t predicts labels[b·T + t + 1]
   /// (the last row of each sequence, and labels < 0, are ignored: the shifted
   /// token-mean cross-entropy with ignore_index −100).
+  /// Also sets each sequence's last valid position, which the q head reads: the
+  /// last t with a label (the official mask.sum() - 1 under right padding).
   void set_labels(const int32_t* labels) {
     const int64_t B = D_.B, T = D_.T;
-    for (int64_t b = 0; b < B; ++b)
+    for (int64_t b = 0; b < B; ++b) {
+      last_[size_t(b)] = T - 1;
+      while (last_[size_t(b)] > 0 && labels[b * T + last_[size_t(b)]] < 0) --last_[size_t(b)];
       for (int64_t t = 0; t < T; ++t)
         targets_[size_t(b * T + t)] = t + 1 < T ? std::max<int32_t>(labels[b * T + t + 1], -1) : -1;
+    }
   }
 
   /// h[N, d] = encoder(embed(ids)), without gradients.
@@ -178,10 +184,10 @@ class LoopusTrainer {
       std::memcpy(nxt_.data(), cur_.data(), bytes);
       for (int j = 0; j < nM_; ++j)
         layer_fwd(m_.layer(m_.split().reasoning[size_t(j)]), D_, ws_, nxt_.data(), tapes_[size_t(a * nM_ + j)]);
-      if (a + 1 == cfg_.n_apply) {  // q head on the pre-gate delta p − h at the last token (training path)
+      if (a + 1 == cfg_.n_apply) {  // q head on the pre-gate delta p − h at the last valid token (training path)
         for (int64_t b = 0; b < B; ++b)
           for (int64_t i = 0; i < d; ++i) {
-            const int64_t row = (b * T + T - 1) * d + i;
+            const int64_t row = (b * T + last_[size_t(b)]) * d + i;
             pooled_[b * d + i] = nxt_[row] - cur_[row];
           }
         qhead_fwd(m_.q_head(), D_, pooled_.data(), qtape_);
@@ -242,7 +248,7 @@ class LoopusTrainer {
         qhead_bwd(m_.q_head(), D_, ws_, qtape_, dlogit_.data(), dpooled_.data());
         for (int64_t b = 0; b < B; ++b)
           for (int64_t i = 0; i < d; ++i) {
-            const int64_t row = (b * T + T - 1) * d + i;
+            const int64_t row = (b * T + last_[size_t(b)]) * d + i;
             dp_[row] += dpooled_[b * d + i];
             dh_in_[row] -= dpooled_[b * d + i];
           }
@@ -349,6 +355,7 @@ class LoopusTrainer {
   Buf<S> h_old_, cur_, nxt_, y_, dh_, dp_, dh_in_, pooled_, dpooled_, dlogit_, logits_, batch_h_;
   Buf<double> row_loss_;
   std::vector<int32_t> targets_, argmax_;
+  std::vector<int64_t> last_;  ///< per sequence: the position the q head reads
 };
 
 }  // namespace loopus::train
