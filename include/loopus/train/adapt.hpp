@@ -81,7 +81,8 @@ template <class S>
 class Adapter {
  public:
   Adapter(TrainModel<S>& m, const PackedData& train, AdaptConfig cfg)
-      : m_(m), cfg_((cfg.check(), check_layout(train, cfg), cfg)), tr_(m, cfg.batch, cfg.seq_len, cfg.step), opt_(m, cfg.adam),
+      : m_(m), cfg_((cfg.check(), check_layout(train, cfg), cfg)), tr_(m, cfg.batch, cfg.seq_len, cfg.step),
+        opt_(m, cfg.adam),
         batcher_(train, cfg.batch, cfg.seed), rng_(cfg.seed ^ 0x5afe5eedc0ffeeull) {
     sched_.lr = cfg_.lr;
     sched_.min_ratio = cfg_.min_lr_ratio;
@@ -99,7 +100,9 @@ class Adapter {
     if (d.seq_len() != c.seq_len)
       throw Error("the training data has sequences of " + std::to_string(d.seq_len()) + " tokens, the run " +
                   std::to_string(c.seq_len));
-    if (d.padded() && !c.pad) throw Error("padded training data, but the run's config says packed (pad = false)");
+    if (d.padded() != c.pad)
+      throw Error(std::string(d.padded() ? "padded" : "packed") + " training data, but the run's config says " +
+                  (c.pad ? "padded (pad = true)" : "packed (pad = false)"));
   }
   const AdaptConfig& config() const { return cfg_; }
   const LrSchedule& schedule() const { return sched_; }
@@ -221,7 +224,7 @@ class Adapter {
 };
 
 /// Held-out perplexity exp(mean token cross-entropy) over the sequences of
-/// `data` (padding excluded) (at most max_seqs of them when > 0), evaluated in
+/// `data`, padding excluded (at most max_seqs of them when > 0), evaluated in
 /// batches of `batch`. loops = 0: the plain model (reasoning layers once, no
 /// gate: the original, non-looped network); loops >= 1: E, then `loops` gated
 /// applications of the block, then D (the looped model with a fixed B, no early exit).
