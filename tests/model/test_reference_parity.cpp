@@ -116,7 +116,10 @@ int32_t argmax(const float* x, int64_t n) { return int32_t(std::max_element(x, x
 
 std::string join(const std::vector<int>& v) {
   std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(v[i]);
+  }
   return "[" + s + "]";
 }
 

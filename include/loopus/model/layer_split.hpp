@@ -93,7 +93,10 @@ struct LayerSplit {
     while (i < v.size()) {
       size_t j = i;
       while (j + 1 < v.size() && v[j + 1] == v[j] + 1) ++j;
-      out += (out.empty() ? "" : ",") + std::to_string(v[i]) + ".." + std::to_string(v[j]);
+      if (!out.empty()) out += ',';
+      out += std::to_string(v[i]);
+      out += "..";
+      out += std::to_string(v[j]);
       i = j + 1;
     }
     return out;
