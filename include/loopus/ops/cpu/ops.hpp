@@ -44,6 +44,10 @@ struct Tuning {
   static constexpr int64_t kGemvMaxT = 16;
   /// Rows per weight panel of the prefill GEMM (see matmul_gemm_panels).
   static constexpr int64_t kPanelRows = 256;
+  /// With OpenBLAS in the build, GEMMs with at least this many rows (tokens)
+  /// use it; 1.2-1.9x Eigen from T = 64 up (bench_ops, docs/performance.md),
+  /// unclear below, so smaller ones stay on Eigen.
+  static constexpr int64_t kBlasMinRows = 64;
   /// attention with at least this many new tokens runs as blocked GEMMs
   /// (attend_block), kAttnBlockT query tokens per block.
   static constexpr int64_t kAttnBlockMinT = 16;
@@ -204,12 +208,12 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
                  int64_t ldc) {
   if (M <= 0 || N <= 0) return;
 #if defined(LOOPUS_HAS_CBLAS)
-  if (K <= 0) {
-    for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.f);
+  if (M >= Tuning::kBlasMinRows && K > 0) {
+    sgemm(false, kTransB, M, N, K, A, lda, B, ldb, 0.f, C, ldc);  // OpenBLAS: 1.2-1.9x Eigen's kernel here
     return;
   }
-  sgemm(false, kTransB, M, N, K, A, lda, B, ldb, 0.f, C, ldc);  // OpenBLAS: 1.3-1.7x Eigen's kernel here
-#elif EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+#endif
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
   for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.f);  // Eigen accumulates
   if (K <= 0) return;
   // Column-major view, as Eigen's kernel wants it: Cᵀ[N×M] += op(B)ᵀ[N×K] · Aᵀ[K×M].
