@@ -108,13 +108,13 @@ void gemm_chunks(int64_t n, double macs, F&& f) {
 template <class S>
 void linear_dx(const S* W, int64_t out, int64_t in, const S* dy, int64_t N, S* dx, bool accumulate) {
   gemm_chunks(N, double(N) * double(out) * double(in), [&](int64_t r0, int64_t r1) {
-    if constexpr (std::is_same_v<S, float> && cpu::detail::kHasCblas) {
 #if defined(LOOPUS_HAS_CBLAS)
+    if constexpr (std::is_same_v<S, float>) {
       cpu::detail::sgemm(false, false, r1 - r0, in, out, dy + r0 * out, out, W, in, accumulate ? 1.f : 0.f,
                          dx + r0 * in, in);
-#endif
       return;
     }
+#endif
     MatMap<S> DX(dx + r0 * in, r1 - r0, in);
     if (accumulate) DX.noalias() += CMatMap<S>(dy + r0 * out, r1 - r0, out) * CMatMap<S>(W, out, in);
     else DX.noalias() = CMatMap<S>(dy + r0 * out, r1 - r0, out) * CMatMap<S>(W, out, in);
@@ -125,12 +125,12 @@ void linear_dx(const S* W, int64_t out, int64_t in, const S* dy, int64_t N, S* d
 template <class S>
 void linear_dw(const S* x, int64_t in, const S* dy, int64_t out, int64_t N, S* dW) {
   gemm_chunks(out, double(N) * double(out) * double(in), [&](int64_t r0, int64_t r1) {
-    if constexpr (std::is_same_v<S, float> && cpu::detail::kHasCblas) {
 #if defined(LOOPUS_HAS_CBLAS)
+    if constexpr (std::is_same_v<S, float>) {
       cpu::detail::sgemm(true, false, r1 - r0, in, N, dy + r0, out, x, in, 1.f, dW + r0 * in, in);
-#endif
       return;
     }
+#endif
     CSMatMap<S> DY(dy + r0, N, r1 - r0, Eigen::OuterStride<>(out));
     MatMap<S>(dW + r0 * in, r1 - r0, in).noalias() += DY.transpose() * CMatMap<S>(x, N, in);
   });

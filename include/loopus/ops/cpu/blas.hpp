@@ -10,8 +10,6 @@
 namespace loopus::cpu::detail {
 
 #if defined(LOOPUS_HAS_CBLAS)
-inline constexpr bool kHasCblas = true;
-
 /// C[M×N] = op(A)·op(B) + beta·C, row-major with leading dimensions, on the
 /// calling thread. loopus splits its GEMMs over OpenMP threads itself, so
 /// OpenBLAS is pinned to one thread (once, on first use): its own pool would
@@ -23,8 +21,6 @@ inline void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, c
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(M), int(N),
               int(K), 1.f, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
-#else
-inline constexpr bool kHasCblas = false;
 #endif
 
 }  // namespace loopus::cpu::detail
