@@ -67,7 +67,7 @@ TEST_CASE("[loopus] layer specs follow the official syntax") {
   CHECK_EQ(LayerSplit::parse_spec("26-", 28, "x"), std::vector<int>{26, 27});
   CHECK_EQ(LayerSplit::parse_spec("2", 28, "x"), std::vector<int>{0, 1, 2});
   CHECK(LayerSplit::parse_spec("none", 28, "x").empty());
-  CHECK_EQ(LayerSplit::parse_spec("0,3..4", 28, "x"), std::vector<int>{0, 3, 4});
+  CHECK_EQ(LayerSplit::parse_spec("0,3,4", 28, "x"), std::vector<int>{0, 3, 4});  // a list, not ranges
   auto s = LayerSplit::from_specs("0..1", "27..27", 28);
   CHECK_EQ(s.reasoning.size(), 25u);
   CHECK_EQ(s.reasoning.front(), 2);

@@ -27,6 +27,7 @@
 #include "loopus/io/load.hpp"
 #include "loopus/model/causal_lm.hpp"
 #include "loopus/model/load.hpp"
+#include "loopus/model/looped_dispatch.hpp"
 #include "loopus/model/looped_io.hpp"
 #include "loopus/model/looped_model.hpp"
 #include "loopus/model/save.hpp"
@@ -369,12 +370,14 @@ TEST_CASE("[loopus] reference parity: LoopedModel<Cpu> matches the official Loop
         const float thr = e.at("q_threshold");
         const int n = e.at("max_loops");
         const auto want = golden_logits(e, "step_logits_f32le_b64", "step_logits_shape", int64_t(new_ids.size()), V);
-        auto pd = looped<PerDepthCache>(lw, threshold(thr, n), PerDepthCache{.exit_fill = ExitFill::kDrop});
+        // default-constructed: the official drop rule is the default (no option needed)
+        auto pd = looped<PerDepthCache>(lw, threshold(thr, n), PerDepthCache{});
+        CHECK(LoopRunSpec{}.exit_fill == "drop");
         const auto run = replay(pd, prompt, new_ids);
         const std::vector<float>& got = run.first;
         const std::vector<int>& depth = run.second;
         const float err = max_abs_diff(got.data(), want.data(), got.size());
-        LOOPUS_PARITY_NOTE("generate, threshold " << thr << ", ExitFill::kDrop: loops per call " << join(depth)
+        LOOPUS_PARITY_NOTE("generate, threshold " << thr << ", default PerDepthCache (drop): loops per call " << join(depth)
                                                   << " (official " << join(depths) << "), max err " << err);
         CHECK_EQ(join(depth), join(depths));
         CHECK_LT(err, tol);

@@ -42,6 +42,7 @@ struct AdaptArgs {
   int64_t eval_max_seqs = 0;
   int64_t eval_batch = 0;
   bool quiet = false;
+  bool official = false;
 };
 
 std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
@@ -215,10 +216,11 @@ void run_adapt(AdaptArgs& a) {
   train::BatchRecord last;
   const auto t_start = clock::now();
   const int64_t step0 = ad.steps_done();
+  auto last_print = t_start - std::chrono::hours(1);
   auto elapsed = [&] { return prior_seconds + std::chrono::duration<double>(clock::now() - t_start).count(); };
   auto save = [&] {
     ad.save(state_path.string(), {{"seconds", elapsed()}, {"original_ppl", original_ppl}, {"model", a.model.model}});
-    save_lds(*m.export_looped(), out.string(), a.model.model);
+    save_lds(*ad.export_looped(), out.string(), a.model.model);
   };
   while (!ad.done()) {
     const auto ts = clock::now();
@@ -235,12 +237,20 @@ void run_adapt(AdaptArgs& a) {
     const double per_step = run_s / double(last.step - step0);
     const double tps = double(last.step - step0) * double(a.cfg.tokens_per_batch()) / run_s;
     const auto& L = last.micro.back();
-    if (!a.quiet) {
+    // On a terminal: one line, redrawn at most 5 times a second. Piped: about
+    // ten lines per run (and one a minute at most apart). Every step is in log.jsonl.
+    const bool final_step = ad.done();
+    const int64_t every = std::max<int64_t>(1, total / 10);
+    const double since = std::chrono::duration<double>(clock::now() - last_print).count();
+    const bool show = tty ? (final_step || since >= 0.2) : (final_step || last.step % every == 0 || since >= 60);
+    if (!a.quiet && show) {
+      last_print = clock::now();
       std::fprintf(stderr,
-                   "%sstep %lld/%lld | %.0f tok/s | loss %.4f lm %.4f prev %.4f mono %+.4f q %.4f acc %.3f | lr %.2e "
-                   "| ETA %s%s",
-                   tty ? "\r" : "", (long long)last.step, (long long)total, tps, L.loss, L.lm, L.prev, L.mono, L.q,
-                   L.token_acc, last.lr, fmt_secs(per_step * double(total - last.step)).c_str(), tty ? "   " : "\n");
+                   "%sstep %lld/%lld (%.0f%%) | %.0f tok/s | loss %.4f lm %.4f mono %+.4f q %.4f acc %.3f | lr %.2e "
+                   "| %s %s%s",
+                   tty ? "\r\033[K" : "", (long long)last.step, (long long)total, 100.0 * double(last.step) / double(total),
+                   tps, L.loss, L.lm, L.mono, L.q, L.token_acc, last.lr, final_step ? "took" : "ETA",
+                   fmt_secs(final_step ? run_s : per_step * double(total - last.step)).c_str(), tty ? "" : "\n");
       std::fflush(stderr);
     }
     if (a.ckpt_every > 0 && last.step % a.ckpt_every == 0 && !ad.done()) save();
@@ -268,7 +278,7 @@ void run_adapt(AdaptArgs& a) {
     try {
       io::TensorFile f = io::open_any(a.model.model, io::LoadMode::kMmap);
       if (f.format == "gguf" && f.meta.contains("tokenizer.ggml.model")) {
-        save_looped_gguf(*m.export_looped(), (out / "model.gguf").string(), f.meta);
+        save_looped_gguf(*ad.export_looped(), (out / "model.gguf").string(), f.meta);
         gen_model = (out / "model.gguf").string();
       }
     } catch (const Error&) {
@@ -282,6 +292,22 @@ void run_adapt(AdaptArgs& a) {
     fs::copy_file(fs::path(a.model.model) / "tokenizer.json", out / "tokenizer.json",
                   fs::copy_options::overwrite_existing);
   }
+
+  // Worse than where it started: say so plainly (a summary line is easy to miss).
+  nlohmann::json warnings = nlohmann::json::array();
+  auto worse = [&](const std::string& what, double ppl) {
+    if (!(ppl <= original_ppl)) {
+      char b[256];
+      std::snprintf(b, sizeof b, "%s held-out perplexity %.4f is worse than the original model's %.4f", what.c_str(),
+                    ppl, original_ppl);
+      warnings.push_back(b);
+    }
+  };
+  if (a.cfg.no_loop) worse("the fine-tuned model's", plain_ppl);
+  for (auto& [B, v] : by_loops.items()) worse("the adapted model's B = " + B, v.get<double>());
+  for (const auto& w : warnings)
+    std::fprintf(stderr, "adapt: WARNING: %s%s\n", w.get<std::string>().c_str(),
+                 a.official ? "" : " (more tokens, or another --lr / --gate-lr-mult / --n-steps, may help; docs/training.md)");
 
   const auto& L = last.micro.empty() ? train::StepLosses{} : last.micro.back();
   nlohmann::json summary = {
@@ -305,6 +331,9 @@ void run_adapt(AdaptArgs& a) {
       {"inference_check",  // the saved folder reloaded and run by LoopedModel vs the training path
        {{"loops", check_loops}, {"sequences", check_seqs}, {"ppl_training_path", check_train},
         {"ppl_saved_model_looped_model", check_infer}}},
+      {"warnings", warnings},
+      {"recipe", a.official ? "official" : "small-run defaults"},
+      {"checkpoint_N", a.cfg.no_loop ? 1 : a.cfg.step.n_steps},
       {"config", a.cfg.json()},
       {"gate_init", a.gate_init.empty() ? (rm.looped && rm.looped->gate ? "checkpoint" : "official") : a.gate_init},
       {"generate", "loopus generate -m " + gen_model + (gen_model == out.string() ? " --tokenizer FILE" : "") +
@@ -317,6 +346,29 @@ void run_adapt(AdaptArgs& a) {
   std::printf("%s", text.c_str());
 }
 
+/// --official: every recipe setting the user did not give on the command line
+/// takes its value from AdaptConfig::official().
+void apply_official(const CLI::App& sub, AdaptConfig& c) {
+  const AdaptConfig o = AdaptConfig::official();
+  auto unset = [&](const char* flag) { return sub.count(flag) == 0; };
+  if (unset("--seq-len")) c.seq_len = o.seq_len;
+  if (unset("--batch")) c.batch = o.batch;
+  if (unset("--accum")) c.accum = o.accum;
+  if (unset("--lr")) c.lr = o.lr;
+  if (unset("--min-lr-ratio")) c.min_lr_ratio = o.min_lr_ratio;
+  if (unset("--gate-lr-mult")) c.gate_lr_mult = o.gate_lr_mult;
+  if (unset("--schedule")) c.schedule = o.schedule;
+  if (unset("--warmup-steps")) c.warmup_steps = o.warmup_steps;
+  if (unset("--weight-decay")) c.adam.weight_decay = o.adam.weight_decay;
+  if (unset("--decay-all")) c.adam.decay_all = o.adam.decay_all;
+  if (unset("--clip")) c.adam.clip = o.adam.clip;
+  if (unset("--n-steps")) c.step.n_steps = o.step.n_steps;
+  if (unset("--n-supervision")) c.step.n_supervision = o.step.n_supervision;
+  if (unset("--n-apply")) c.step.n_apply = o.step.n_apply;
+  if (unset("--beta")) c.step.beta = o.step.beta;
+  if (unset("--pad")) c.pad = o.pad;
+}
+
 }  // namespace
 
 void register_adapt(CLI::App& app) {
@@ -326,7 +378,7 @@ void register_adapt(CLI::App& app) {
       "supervision on a text corpus; writes a LoopUS checkpoint folder with log.jsonl and summary.json");
   auto a = std::make_shared<AdaptArgs>();
   a->model.add_to(*sub);
-  sub->add_option("--encoder-layers", a->enc, "encoder layers of a plain model (a..b, a-b, k-, k = 0..k, none)");
+  sub->add_option("--encoder-layers", a->enc, "encoder layers of a plain model, official syntax: a..b or a-b (inclusive), k.. or k- (k to the last), k (= 0..k), i,j,... (exactly those), none");
   sub->add_option("--decoder-layers", a->dec, "decoder layers of a plain model; the reasoning block is the rest");
   sub->add_option("--data", a->data, "training text: plain text (documents split by --docs) or .jsonl with a \"text\" field")
       ->required();
@@ -341,29 +393,40 @@ void register_adapt(CLI::App& app) {
                 "budget counts positions, padding included) instead of packing documents back to back");
   sub->add_option("--out", a->out, "output folder: LoopUS checkpoint + train_state.bin + log.jsonl + summary.json")
       ->required();
-  sub->add_option("--seq-len", a->cfg.seq_len, "tokens per packed training sequence (default 256)")->check(CLI::Range(2, 1 << 20));
-  sub->add_option("--batch", a->cfg.batch, "sequences per batch (default 8)")->check(CLI::Range(1, 1 << 16));
-  sub->add_option("--accum", a->cfg.accum, "micro-steps per optimizer update: supervised steps, or batches with --no-loop (default 1)")
+  sub->add_option("--seq-len", a->cfg.seq_len, "tokens per training sequence (default 256; --official 1024)")->check(CLI::Range(2, 1 << 20));
+  sub->add_option("--batch", a->cfg.batch, "sequences per batch (default 8; --official 2)")->check(CLI::Range(1, 1 << 16));
+  sub->add_option("--accum", a->cfg.accum, "micro-steps per optimizer update: supervised steps, or batches with --no-loop (default 1; --official 64)")
       ->check(CLI::Range(1, 1 << 16));
   auto* tok = sub->add_option("--tokens", a->cfg.max_tokens, "training budget in tokens (rounded up to whole batches)");
   auto* st = sub->add_option("--steps", a->cfg.max_steps, "training budget in batches");
   tok->excludes(st);
-  sub->add_option("--lr", a->cfg.lr, "peak learning rate (default 5e-5, the official value)");
+  sub->add_flag("--official", a->official,
+                "the official LoopUS recipe for large runs: lr 5e-5, one lr group, weight decay on every tensor, "
+                "batch 2 x --accum 64 of 1024 tokens, one document per sequence (--pad), --n-steps 20 "
+                "--n-supervision 5 --n-apply 2, HF cosine with 300 warm-up steps stepped per supervised step; "
+                "flags given explicitly still win (default: the small-run recipe, docs/training.md)");
+  sub->add_option("--schedule", a->cfg.schedule,
+                  "cosine (warm-up then cosine over the token budget, default) or official (the official run's "
+                  "per-micro-step HF cosine over one step per batch, --warmup-steps; --official sets it)")
+      ->check(CLI::IsMember({"cosine", "official"}));
+  sub->add_option("--warmup-steps", a->cfg.warmup_steps, "--schedule official: warm-up in micro-steps (default 300)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  sub->add_option("--lr", a->cfg.lr, "peak learning rate (default 3e-4; --official 5e-5)");
   sub->add_option("--min-lr-ratio", a->cfg.min_lr_ratio, "final lr as a fraction of --lr (cosine end; default 0)")
       ->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--warmup", a->cfg.warmup, "linear warm-up as a fraction of the token budget (default 0.02)")
+  sub->add_option("--warmup", a->cfg.warmup, "--schedule cosine: linear warm-up as a fraction of the token budget (default 0.02)")
       ->check(CLI::Range(0.0, 0.99));
   sub->add_option("--gate-lr-mult", a->cfg.gate_lr_mult,
-                  "learning rate of the selective gate relative to --lr (default 1: one group, as the official run)");
+                  "learning rate of the selective gate relative to --lr (default 100; --official 1: one group)");
   sub->add_option("--gate-init", a->gate_init,
                   "start the selective gate from: official (S4D-real A, log-uniform dt), open (a ~ 1: loop 1 is the "
                   "plain block), mix:ALPHA (a = ALPHA everywhere); default: the checkpoint's gate, else official");
-  sub->add_option("--weight-decay", a->cfg.adam.weight_decay, "AdamW decoupled weight decay (default 0.01)");
-  sub->add_flag("--decay-all", a->cfg.adam.decay_all, "decay norms, biases and A_log too (the official run does)");
+  sub->add_option("--weight-decay", a->cfg.adam.weight_decay, "AdamW decoupled weight decay (default 0.01, as official)");
+  sub->add_flag("--decay-all", a->cfg.adam.decay_all, "decay norms, biases and A_log too (--official does, as the official run)");
   sub->add_option("--clip", a->cfg.adam.clip, "global gradient-norm clip (default 0 = off, as the official run)");
-  sub->add_option("--n-supervision", a->cfg.step.n_supervision, "supervised loop steps per batch (default 5)");
-  sub->add_option("--n-steps", a->cfg.step.n_steps, "loop steps per batch, n_reasoning_steps (default 20)");
-  sub->add_option("--n-apply", a->cfg.step.n_apply, "block applications per supervised step (default 2, as the official code)");
+  sub->add_option("--n-supervision", a->cfg.step.n_supervision, "supervised loop steps per batch (default 2; --official 5)");
+  sub->add_option("--n-steps", a->cfg.step.n_steps, "loop steps per batch, n_reasoning_steps; the checkpoint records it as N (default 2; --official 20)");
+  sub->add_option("--n-apply", a->cfg.step.n_apply, "block applications per supervised step (default 4; --official 2, as the official code)");
   sub->add_option("--beta", a->cfg.step.beta, "weight of the monotonicity term SiLU(L_LM - L_prev) (default 1)");
   sub->add_option("--seed", a->cfg.seed, "seed of data order, supervised-step sampling and fresh gate / q head init");
   sub->add_option("--train", a->train_parts, "trained parts: all, or a list of reasoning,gate,q_head,decoder,norm,lm_head");
@@ -374,8 +437,9 @@ void register_adapt(CLI::App& app) {
   sub->add_option("--eval-max-seqs", a->eval_max_seqs, "evaluate at most this many held-out sequences (default all)");
   sub->add_option("--eval-batch", a->eval_batch, "sequences per evaluation batch (default --batch)");
   sub->add_flag("-q,--quiet", a->quiet, "no progress line");
-  sub->callback([a] {
+  sub->callback([a, sub] {
     if (a->cfg.max_tokens <= 0 && a->cfg.max_steps <= 0) throw Error("give a budget: --tokens N or --steps N");
+    if (a->official) apply_official(*sub, a->cfg);
     run_adapt(*a);
   });
 }

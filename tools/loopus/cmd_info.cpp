@@ -54,6 +54,9 @@ void register_info(CLI::App& app) {
       j["split"] = {{"encoder", LayerSplit::range_text(lw.split.encoder)},
                     {"reasoning", LayerSplit::range_text(lw.split.reasoning)},
                     {"decoder", LayerSplit::range_text(lw.split.decoder)}};
+      j["encoder_layers"] = lw.split.encoder;  // the index lists, as the official config.json stores them
+      j["reasoning_layers"] = lw.split.reasoning;
+      j["decoder_layers"] = lw.split.decoder;
       j["loops"] = sp.loops;
       j["gate"] = gate + (gate == "selective" && !lw.gate ? " (fresh, official init)" : "");
       if (lw.gate) j["gate_rank"] = lw.gate->r;

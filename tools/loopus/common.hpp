@@ -103,7 +103,7 @@ struct LoopArgs {
   /// per_run: add --loops and --cache (bench takes lists of those instead).
   void add_to(CLI::App& app, bool per_run = true) {
     opts = {
-        app.add_option("--encoder-layers", enc, "recast: encoder layers (a..b, a-b, k-, k = 0..k, none)"),
+        app.add_option("--encoder-layers", enc, "recast: encoder layers, official syntax: a..b or a-b (inclusive), k.. or k- (k to the last), k (= 0..k), i,j,... (exactly those), none"),
         app.add_option("--decoder-layers", dec, "recast: decoder layers (same syntax); the reasoning block is the rest"),
         app.add_option("--min-loops", spec.min_loops, "no early exit before this many loops"),
         app.add_option("--gate", spec.gate,
@@ -114,7 +114,7 @@ struct LoopArgs {
         app.add_option("--q-eval-interval", spec.q_eval_interval, "check q every k loops (default: checkpoint's)"),
         app.add_flag("--q-on-delta", spec.q_on_delta, "q head reads p - h (training path) instead of the state h"),
         app.add_option("--exit-fill", spec.exit_fill,
-                       "after an early exit, deeper per-depth caches get: latest (copy the last depth) or drop (official)")
+                       "after an early exit, the deeper per-depth caches are: drop (official, default: thrown away) or latest (filled with the last depth's rows)")
             ->check(CLI::IsMember({"latest", "drop"})),
         app.add_option("--gate-seed", spec.gate_seed, "seed of a fresh selective gate"),
     };

@@ -2,8 +2,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 #include <algorithm>
-#include <set>
+#include <cctype>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "loopus/core/error.hpp"
@@ -17,46 +18,78 @@ struct LayerSplit {
 
   int n_layer() const { return int(encoder.size() + reasoning.size() + decoder.size()); }
 
-  /// Parses one layer spec of the official syntax for a model of n_layer layers:
-  /// "a..b" or "a-b" (inclusive), "k-" (k to the last layer), "k" (0..k),
-  /// "none" or "" (empty). Comma-separated specs are unioned (an extension).
+  /// Parses one layer spec exactly as the official `parse_layer_indices`
+  /// (then `LDSConfig`'s open-range expansion) does, for a model of n_layer layers:
+  ///  - "" (no option), "none", "empty", "[]" (any case): no layers;
+  ///  - "k": layers 0..k;
+  ///  - "a..b" or "a-b": a..b inclusive;
+  ///  - "k.." or "k-": k to the last layer;
+  ///  - "i,j,..." (two or more): exactly those layers ("0,3" is layers 0 and 3).
+  /// Where the official code would silently do something surprising, this
+  /// throws an Error naming the spec instead (docs/loops.md lists each case):
+  /// "0.."/"0-" (officially layer 0 only), a range that runs backwards
+  /// (officially empty), a layer the model does not have, a negative or
+  /// repeated index (officially Python indexing or a layer built twice).
   static std::vector<int> parse_spec(const std::string& spec, int n_layer, const std::string& what) {
     auto fail = [&](const std::string& why) -> std::vector<int> {
-      throw Error(what + " '" + spec + "': " + why + " (syntax: a..b, a-b, k-, k (= 0..k), none; model has " +
-                  std::to_string(n_layer) + " layers, 0.." + std::to_string(n_layer - 1) + ")");
+      throw Error(what + " '" + spec + "': " + why + " (syntax: k = 0..k, a..b, a-b, k.., k-, i,j,... = those layers, " +
+                  "none; model has " + std::to_string(n_layer) + " layers, 0.." + std::to_string(n_layer - 1) + ")");
     };
-    std::set<int> out;
-    auto num = [&](const std::string& s) {
-      if (s.empty() || s.size() > 9 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
-        fail("'" + s + "' is not a layer number");
-      return std::stoi(s);
+    auto trim = [](std::string x) {
+      const auto b = x.find_first_not_of(" \t"), e = x.find_last_not_of(" \t");
+      return b == std::string::npos ? std::string() : x.substr(b, e - b + 1);
     };
-    std::string s;
-    for (char c : spec)
-      if (c != ' ') s += c;
-    if (s.empty() || s == "none") return {};
-    size_t start = 0;
-    while (start <= s.size()) {
-      size_t comma = s.find(',', start);
-      std::string part = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-      int a, b;
-      if (auto dd = part.find(".."); dd != std::string::npos) {
-        a = num(part.substr(0, dd));
-        b = num(part.substr(dd + 2));
-      } else if (auto dash = part.find('-'); dash != std::string::npos) {
-        a = num(part.substr(0, dash));
-        b = dash + 1 == part.size() ? n_layer - 1 : num(part.substr(dash + 1));
-      } else {
-        a = 0;
-        b = num(part);
+    auto num = [&](const std::string& raw) {
+      const std::string t = trim(raw);
+      if (t.empty() || t.size() > 9 || !std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        fail("'" + t + "' is not a layer number" +
+             (t.find('-') != std::string::npos ? " (a comma list holds single layers, not ranges)" : ""));
+      const int v = std::stoi(t);
+      if (v >= n_layer) fail("layer " + std::to_string(v) + " does not exist");
+      return v;
+    };
+    auto range = [&](int a, int b) {
+      if (a > b) fail("range " + std::to_string(a) + ".." + std::to_string(b) + " runs backwards");
+      std::vector<int> out;
+      for (int i = a; i <= b; ++i) out.push_back(i);
+      return out;
+    };
+    std::string s = trim(spec);
+    std::string lower = s;
+    for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (s.empty() || lower == "none" || lower == "empty" || lower == "[]") return {};
+    {  // "a..b" is "a-b" (copied char by char: GCC 12 warns falsely on std::string::replace here)
+      std::string t;
+      for (size_t i = 0; i < s.size(); ++i) {
+        const bool dots = s[i] == '.' && i + 1 < s.size() && s[i + 1] == '.';
+        t.push_back(dots ? '-' : s[i]);
+        i += dots ? 1 : 0;
       }
-      if (a > b) fail("range start is after its end");
-      if (b >= n_layer) fail("layer " + std::to_string(b) + " does not exist");
-      for (int i = a; i <= b; ++i) out.insert(i);
-      if (comma == std::string::npos) break;
-      start = comma + 1;
+      s = std::move(t);
     }
-    return {out.begin(), out.end()};
+    const bool comma = s.find(',') != std::string::npos;
+    if (!comma && s.back() == '-') {  // "k-": k to the last layer
+      const int k = num(s.substr(0, s.size() - 1));
+      if (k == 0) fail("'0-' / '0..' is layer 0 alone in the official code (-0 == 0); write 0 for that, 0-" +
+                       std::to_string(n_layer - 1) + " for every layer");
+      return range(k, n_layer - 1);
+    }
+    if (!comma && s.find('-') != std::string::npos) {  // "a-b"
+      const size_t dash = s.find('-');
+      return range(num(s.substr(0, dash)), num(s.substr(dash + 1)));
+    }
+    std::vector<int> out;  // "k" or "i,j,..."
+    for (size_t b = 0;;) {
+      const size_t e = s.find(',', b);
+      out.push_back(num(s.substr(b, e == std::string::npos ? std::string::npos : e - b)));
+      if (e == std::string::npos) break;
+      b = e + 1;
+    }
+    if (out.size() == 1) return range(0, out[0]);
+    std::sort(out.begin(), out.end());
+    if (std::adjacent_find(out.begin(), out.end()) != out.end())
+      fail("layer " + std::to_string(*std::adjacent_find(out.begin(), out.end())) + " is listed twice");
+    return out;
   }
 
   /// Builds and validates a split: no overlap, non-empty reasoning block.

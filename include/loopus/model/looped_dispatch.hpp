@@ -15,7 +15,7 @@ namespace loopus {
 struct LoopRunSpec {
   std::string gate = "auto";       ///< auto | selective | none | mix:ALPHA
   std::string cache = "per-depth"; ///< per-depth | shared | none
-  std::string exit_fill = "latest";///< latest | drop (per-depth only)
+  std::string exit_fill = "drop";  ///< drop (official) | latest (per-depth only)
   std::string halt = "auto";       ///< auto | fixed | q:THR | cdf:THR | conv:EPS | kl:EPS
   int loops = 8;                   ///< B
   int min_loops = 1;

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <numbers>
 #include <string>
 #include <vector>
 
@@ -19,21 +21,67 @@
 namespace loopus::train {
 
 /// Everything that decides a run (a resume must use the same values).
+///
+/// The defaults are a recipe for small runs (a few 100k tokens on a small
+/// model): few loop steps per batch with long supervised steps, a higher lr,
+/// and a fast gate, so that an adapted model beats the original at B = 8 on
+/// such budgets (docs/training.md, "Defaults"). official() is the paper's
+/// recipe for large runs (LOOPUS_METHOD.md section 5).
 struct AdaptConfig {
   int64_t batch = 8;        ///< sequences per batch
   int64_t seq_len = 256;    ///< tokens per sequence
   int64_t accum = 1;        ///< micro-steps (supervised steps; batches with no_loop) per optimizer update
   int64_t max_tokens = 0;   ///< training budget in tokens (rounded up to whole batches) ...
   int64_t max_steps = 0;    ///< ... or in batches
-  double lr = 5e-5;         ///< peak learning rate (official: 5e-5)
+  double lr = 3e-4;         ///< peak learning rate (official: 5e-5)
   double min_lr_ratio = 0;  ///< final lr = lr · this (HF cosine: 0)
-  double warmup = 0.02;     ///< warm-up, as a fraction of the token budget
-  double gate_lr_mult = 1;  ///< the gate's learning rate relative to lr (1: one group, as the official run)
+  double warmup = 0.02;     ///< warm-up, as a fraction of the token budget (schedule "cosine")
+  double gate_lr_mult = 100;  ///< the gate's learning rate relative to lr (official: 1, one group)
+  /// "cosine": warm-up then cosine over the token budget. "official": the
+  /// official run's HF cosine-with-warmup, stepped once per micro-step over a
+  /// horizon of one step per batch (so it ends after 1/n_supervision of the
+  /// run and then oscillates, as the official code does), warm-up warmup_steps.
+  std::string schedule = "cosine";
+  int64_t warmup_steps = 300;  ///< schedule "official": warm-up in scheduler (micro-)steps
   AdamWConfig adam;
-  StepConfig step;
+  StepConfig step{.n_steps = 2, .n_supervision = 2, .n_apply = 4};  ///< official: 20 / 5 / 2
   bool no_loop = false;     ///< the control: plain fine-tune of the same parameters
   bool pad = false;         ///< one document per sequence, right-padded (else packed); the data must match
   uint64_t seed = 0;        ///< data order and supervised-step sampling
+
+  /// The official recipe (script/train.sh + training_runtime.py): AdamW at
+  /// 5e-5 with weight decay 0.01 on every tensor, one lr group, batch 2 x
+  /// accumulation 64, sequences of 1024, one document per sequence, 20 loop
+  /// steps with 5 supervised, 2 applications each, HF cosine with 300
+  /// warm-up steps stepped per supervised micro-step. The budget stays unset.
+  static AdaptConfig official() {
+    AdaptConfig c;
+    c.batch = 2;
+    c.seq_len = 1024;
+    c.accum = 64;
+    c.lr = 5e-5;
+    c.min_lr_ratio = 0;
+    c.gate_lr_mult = 1;
+    c.schedule = "official";
+    c.warmup_steps = 300;
+    c.adam = AdamWConfig{};
+    c.adam.weight_decay = 0.01;
+    c.adam.decay_all = true;
+    c.adam.clip = 0;
+    c.step = StepConfig{};
+    c.pad = true;
+    return c;
+  }
+
+  /// The official schedule's multiplier at micro-step k (0-based): HF
+  /// get_cosine_schedule_with_warmup(warmup_steps, total = batches), whose
+  /// value past the horizon follows the cosine on (it is not clamped).
+  double official_lr_factor(int64_t k) const {
+    const double W = double(warmup_steps), H = double(total_steps()), x = double(k);
+    if (x < W) return x / std::max(1.0, W);
+    const double p = (x - W) / std::max(1.0, H - W);
+    return std::max(0.0, 0.5 * (1.0 + std::cos(std::numbers::pi * p)));
+  }
 
   int64_t tokens_per_batch() const { return batch * seq_len; }
   int64_t total_steps() const {
@@ -48,6 +96,9 @@ struct AdaptConfig {
     if (!(lr > 0)) throw Error("--lr must be > 0");
     if (!(warmup >= 0 && warmup < 1)) throw Error("--warmup must be a fraction in [0, 1)");
     if (!(gate_lr_mult > 0)) throw Error("--gate-lr-mult must be > 0");
+    if (schedule != "cosine" && schedule != "official")
+      throw Error("--schedule must be cosine or official, got '" + schedule + "'");
+    if (warmup_steps < 0) throw Error("--warmup-steps must be >= 0");
     step.check();
   }
   /// The values a resume checks against the checkpoint.
@@ -59,7 +110,7 @@ struct AdaptConfig {
             {"beta2", adam.beta2},     {"eps", adam.eps},            {"n_steps", step.n_steps},
             {"n_supervision", step.n_supervision}, {"n_apply", step.n_apply}, {"beta", step.beta},
             {"no_loop", no_loop},      {"seed", seed},                {"gate_lr_mult", gate_lr_mult},
-            {"pad", pad}};
+            {"pad", pad},              {"schedule", schedule},        {"warmup_steps", warmup_steps}};
   }
 };
 
@@ -123,7 +174,7 @@ class Adapter {
     auto after_micro = [&](const StepLosses& L, double tok) {
       rec.micro.push_back(L);
       if (++micro_ % cfg_.accum == 0) {
-        rec.lr = sched_.at(tok);
+        rec.lr = lr_at(micro_ - 1, tok);
         rec.grad_norm = opt_.step(rec.lr);
         ++rec.updates;
       }
@@ -147,8 +198,9 @@ class Adapter {
   /// Applies gradients still pending from an incomplete accumulation (at the end of a run).
   double flush() {
     if (micro_ % cfg_.accum == 0) return 0;
+    const double lr = lr_at(micro_ - 1, double(tokens_));
     micro_ = (micro_ / cfg_.accum + 1) * cfg_.accum;
-    return opt_.step(sched_.at(double(tokens_)));
+    return opt_.step(lr);
   }
 
   /// Writes the full training state (trained tensors, their gradients and
@@ -209,6 +261,20 @@ class Adapter {
     rng_.s = st.at("rng").get<uint64_t>();
     batcher_.set_state({st.at("data_epoch").get<int64_t>(), st.at("data_pos").get<int64_t>()});
     return st.value("extra", nlohmann::json::object());
+  }
+
+  /// The trained model as a LoopUS checkpoint. As the official trainer does,
+  /// it records N = n_steps (n_reasoning_steps) as the loop budget; the
+  /// --no-loop control records N = 1.
+  std::shared_ptr<LoopedWeights> export_looped(bool copy = false) const {
+    auto lw = m_.export_looped(copy);
+    lw->defaults.n_loops = cfg_.no_loop ? 1 : cfg_.step.n_steps;
+    return lw;
+  }
+
+  /// Learning rate of an update made at micro-step k (0-based) after `tokens` tokens.
+  double lr_at(int64_t k, double tokens) const {
+    return cfg_.schedule == "official" ? cfg_.lr * cfg_.official_lr_factor(k) : sched_.at(tokens);
   }
 
  private:

@@ -7,8 +7,8 @@ namespace loopus {
 
 /// What a token that halted after e loops leaves in the caches of depths >= e.
 enum class ExitFill {
-  kLatest,  ///< copy its keys/values from depth e-1 ("latest available depth"), default
-  kDrop,    ///< official: drop those depth caches; later tokens see only tokens after the exit
+  kLatest,  ///< loopus's option: copy its keys/values from depth e-1 ("latest available depth")
+  kDrop,    ///< official, the default: drop those depth caches; later tokens see only tokens after the exit
 };
 
 /// Depth r of reasoning layer j reads and writes slot r * |M| + j, so a token
@@ -17,7 +17,7 @@ enum class ExitFill {
 struct PerDepthCache {
   static constexpr std::string_view kName = "per-depth";
   static constexpr bool kRecompute = false;
-  ExitFill exit_fill = ExitFill::kLatest;
+  ExitFill exit_fill = ExitFill::kDrop;
   int reasoning_slots(int n_reason, int n_loop) const { return n_reason * n_loop; }
   int slot(int j, int r, int n_reason) const { return r * n_reason + j; }
 };
