@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/io/gguf.hpp"
+#include "io/writer_golden.hpp"
 #include "test_util.hpp"
 
 using loopus::DType;
@@ -287,7 +288,7 @@ TEST_CASE("[loopus] io: open_gguf reads every value type from a gguf-py written 
 TEST_CASE("[loopus] io: GgufWriter typed round trip (meta and bytes identical)") {
   const auto dir = loopus::test::temp_dir("io_gguf_rt");
   std::vector<float> f32(3 * 64);
-  for (size_t i = 0; i < f32.size(); ++i) f32[i] = float(i) * 0.01f - 0.7f;
+  for (size_t i = 0; i < f32.size(); ++i) f32[i] = float(i) * 0.125f - 7.f;  // exact: the same bytes on every machine
   std::vector<uint16_t> f16(10), bf16(6);
   for (size_t i = 0; i < f16.size(); ++i) f16[i] = loopus::f32_to_f16(float(i) / 3);
   for (size_t i = 0; i < bf16.size(); ++i) bf16[i] = loopus::f32_to_bf16(float(i) * -7.25f);
@@ -365,6 +366,8 @@ TEST_CASE("[loopus] io: GgufWriter typed round trip (meta and bytes identical)")
       {"t.json_big", uint64_t(1) << 40},
       {"t.replaced", uint64_t(2)},
   };
+  // and gguf-py read this very file (tests/reference/check_writers.py): every type and value as written
+  loopus::test::check_writer_golden("gguf_typed", path, io::open_gguf(path.string()), true);
   for (auto mode : {io::LoadMode::kRead, io::LoadMode::kMmap}) {
     const auto tf = io::open_gguf(path.string(), mode);
     CHECK(same_typed(tf.meta, want));
@@ -545,8 +548,8 @@ TEST_CASE("[loopus] io: open_gguf rejects malformed files with the file name in 
   CHECK_THROWS_WITH_AS(io::open_gguf(dir.string()), doctest::Contains("directory"), loopus::Error);
 }
 
-TEST_CASE("[loopus] io: writer outputs for the python cross-check (tests/reference/check_writers.py)") {
-  // Leaves ours.gguf in $TMPDIR/loopus_test_io_pycheck_gguf for the script to read.
+TEST_CASE("[loopus] io: GgufWriter output equals the file gguf-py checked (python cross-check, tests/golden/writers.json)") {
+  // Leaves ours.gguf in $TMPDIR/loopus_test_io_pycheck_gguf for tests/reference/check_writers.py to read.
   const auto dir = loopus::test::temp_dir("io_pycheck_gguf");
   std::vector<float> a(2 * 32);
   for (size_t i = 0; i < a.size(); ++i) a[i] = float(i) * 0.5f - 3.f;
@@ -561,5 +564,6 @@ TEST_CASE("[loopus] io: writer outputs for the python cross-check (tests/referen
   w.add_tensor("a", DType::kF32, {2, 32}, a.data());
   w.add_tensor("b", DType::kF16, {3}, b.data());
   w.write((dir / "ours.gguf").string());
-  CHECK(fs::exists(dir / "ours.gguf"));
+  // tests/reference/check_writers.py read this file with gguf-py, checked every value and recorded its hash
+  loopus::test::check_writer_golden("gguf", dir / "ours.gguf", io::open_gguf((dir / "ours.gguf").string()), true);
 }

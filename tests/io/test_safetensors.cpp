@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/io/safetensors.hpp"
+#include "io/writer_golden.hpp"
 #include "test_util.hpp"
 
 using loopus::DType;
@@ -289,8 +290,8 @@ TEST_CASE("[loopus] io: write_safetensors rejects bad input and leaves no file")
   CHECK(fs::is_empty(dir));
 }
 
-TEST_CASE("[loopus] io: safetensors writer output for the python cross-check (tests/reference/check_writers.py)") {
-  // Leaves ours.safetensors in $TMPDIR/loopus_test_io_pycheck_st for the script to read.
+TEST_CASE("[loopus] io: safetensors writer output equals the file the reference library checked (python cross-check)") {
+  // Leaves ours.safetensors in $TMPDIR/loopus_test_io_pycheck_st for tests/reference/check_writers.py to read.
   const auto dir = loopus::test::temp_dir("io_pycheck_st");
   std::vector<float> f(2 * 3);
   for (size_t i = 0; i < f.size(); ++i) f[i] = float(i) * 0.5f - 1.f;
@@ -302,5 +303,9 @@ TEST_CASE("[loopus] io: safetensors writer output for the python cross-check (te
                         {rec("x.f16", DType::kF16, {4}, h.data()), rec("x.f32", DType::kF32, {2, 3}, f.data()),
                          rec("x.bf16", DType::kBF16, {3, 1}, bf.data()), rec("x.i32", DType::kI32, {2}, n.data())},
                         {{"format", "pt"}, {"by", "loopus"}});
-  CHECK(fs::exists(dir / "ours.safetensors"));
+  // tests/reference/check_writers.py read this file with the safetensors package, checked every value and
+  // recorded its hash
+  const auto path = dir / "ours.safetensors";
+  loopus::test::check_writer_golden("safetensors", path, io::open_safetensors(path.string()), false);
+  CHECK_EQ(io::open_safetensors(path.string()).meta["metadata"], json({{"format", "pt"}, {"by", "loopus"}}));
 }

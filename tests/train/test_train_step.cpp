@@ -62,8 +62,9 @@ TEST_CASE("[loopus] train step: whole supervised-step gradients match finite dif
       LoopusTrainer<double> tr(m, 2, 6, cfg);
       const Dims& D = tr.dims();
       auto ids = ids_for(D.N, sp.vocab, 7);
-      ids[3] = ids[3];  // labels = ids except one ignored position
+      // labels = ids except one target that is not the next input token and one ignored position
       std::vector<int32_t> labels = ids;
+      labels[3] = (ids[3] + 1) % sp.vocab;
       labels[4] = -100;
       tr.set_labels(labels.data());
       std::vector<double> h0(size_t(D.N * D.d));
@@ -83,6 +84,29 @@ TEST_CASE("[loopus] train step: whole supervised-step gradients match finite dif
 
       std::vector<std::vector<double>> grads;
       for (auto& p : m.params()) grads.emplace_back(p.g.data(), p.g.data() + p.g.size());
+      // L_LM and the token accuracy against the labels (not the ids), recomputed from the decoded logits
+      {
+        const double* lg = tr.decode(hh.data());
+        double nll = 0;
+        int64_t n = 0, correct = 0;
+        for (int64_t b = 0; b < D.B; ++b)
+          for (int64_t t = 0; t + 1 < D.T; ++t) {
+            const int32_t y = labels[size_t(b * D.T + t + 1)];
+            if (y < 0) continue;
+            const double* row = lg + (b * D.T + t) * D.V;
+            double mx = row[0], z = 0;
+            int64_t arg = 0;
+            for (int64_t v = 1; v < D.V; ++v)
+              if (row[v] > mx) mx = row[v], arg = v;
+            for (int64_t v = 0; v < D.V; ++v) z += std::exp(row[v] - mx);
+            nll += mx + std::log(z) - row[y];
+            correct += arg == y;
+            ++n;
+          }
+        CHECK_EQ(n, L.tokens);
+        CHECK_EQ(L.lm, doctest::Approx(nll / double(n)).epsilon(1e-13));
+        CHECK_EQ(L.token_acc, doctest::Approx(double(correct) / double(n)).epsilon(1e-15));
+      }
       auto loss = [&] {
         std::vector<double> hx = h0;
         return tr.supervised_step(hx.data(), 1.0, &prev).loss;
