@@ -48,6 +48,8 @@ TEST_CASE("[loopus] train recipe: the official recipe's values (script/train.sh,
   CHECK_EQ(d.gate_lr_mult, 100.0);
   CHECK_EQ(d.lr, 3e-4);
   CHECK_EQ(d.schedule, "cosine");
+  CHECK_EQ(d.batch, 4);
+  CHECK_EQ(d.seq_len, 128);
   CHECK_NOTHROW(o.check());
   AdaptConfig bad = d;
   bad.schedule = "linear";

@@ -28,8 +28,8 @@ namespace loopus::train {
 /// such budgets (docs/training.md, "Defaults"). official() is the paper's
 /// recipe for large runs (LOOPUS_METHOD.md section 5).
 struct AdaptConfig {
-  int64_t batch = 8;        ///< sequences per batch
-  int64_t seq_len = 256;    ///< tokens per sequence
+  int64_t batch = 4;        ///< sequences per batch (official: 2, with accum 64)
+  int64_t seq_len = 128;    ///< tokens per sequence (official: 1024)
   int64_t accum = 1;        ///< micro-steps (supervised steps; batches with no_loop) per optimizer update
   int64_t max_tokens = 0;   ///< training budget in tokens (rounded up to whole batches) ...
   int64_t max_steps = 0;    ///< ... or in batches
