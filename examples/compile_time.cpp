@@ -53,9 +53,9 @@ class FixedLoops : public loopus::LoopedModel<loopus::Cpu, Gate, Cache> {
 };
 
 // Whole configurations, one line each. FixedMixGate{} mixes with alpha = 0.5.
-using Plain = FixedLoops<loopus::NoGate, loopus::PerDepthCache, 1>;         // the original model, recast
-using Mix4 = FixedLoops<loopus::FixedMixGate, loopus::PerDepthCache, 4>;    // one KV cache per loop depth
-using Mix4Redo = FixedLoops<loopus::FixedMixGate, loopus::NoCache, 4>;      // no KV reuse: recompute all
+using Plain = FixedLoops<loopus::NoGate, loopus::PerDepthCache, 1>;           // the original model, recast
+using Mix4 = FixedLoops<loopus::FixedMixGate, loopus::PerDepthCache, 4>;      // one KV cache per loop depth
+using Mix4Redo = FixedLoops<loopus::FixedMixGate, loopus::NoCache, 4>;        // no KV reuse: recompute all
 using Mix4Shared = FixedLoops<loopus::FixedMixGate, loopus::SharedCache, 4>;  // one KV cache for all depths
 
 // The configuration is data the compiler can reason about.

@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include <loopus/loopus.hpp>            // LoopedModel, the policies, generate()
-#include <loopus/model/looped_io.hpp>   // load_looped(): open a model file and recast it
-#include <loopus/ops/cpu/ops.hpp>       // the Cpu backend (Eigen + OpenMP)
-#include <loopus/tokenizer/load.hpp>    // the tokenizer stored in a GGUF's metadata
+#include <loopus/loopus.hpp>           // LoopedModel, the policies, generate()
+#include <loopus/model/looped_io.hpp>  // load_looped(): open a model file and recast it
+#include <loopus/ops/cpu/ops.hpp>      // the Cpu backend (Eigen + OpenMP)
+#include <loopus/tokenizer/load.hpp>   // the tokenizer stored in a GGUF's metadata
 
 namespace {
 
@@ -30,9 +30,9 @@ std::string default_model() {
 struct Options {
   std::string model = default_model();
   std::string prompt = "Once upon a time";
-  std::string enc = "0..0";   // encoder: the first layer (official layer-spec syntax: "0..1", "2-4", "none")
-  std::string dec = "4..4";   // decoder: the last layer; the layers in between form the reasoning block
-  int loops = 4;              // B: the most iterations of the reasoning block per token
+  std::string enc = "0..0";    // encoder: the first layer (official layer-spec syntax: "0..1", "2-4", "none")
+  std::string dec = "4..4";    // decoder: the last layer; the layers in between form the reasoning block
+  int loops = 4;               // B: the most iterations of the reasoning block per token
   std::string halt = "fixed";  // fixed | conv:EPS | kl:EPS (q:THR needs a trained confidence head)
   float alpha = 0.5f;          // FixedMixGate: h <- alpha * p + (1 - alpha) * h
   int n_predict = 32;
