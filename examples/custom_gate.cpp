@@ -24,12 +24,11 @@
 #include <loopus/tokenizer/load.hpp>
 
 /// The custom gate. What LoopedModel needs from a gate (the GatePolicy concept in
-/// include/loopus/policies/concepts.hpp) is three members:
+/// include/loopus/policies/concepts.hpp) is four members:
 ///   kName               a name for logs,
 ///   reserve(T, d)       called once before decoding: T tokens per call at most, width d,
-///   blend<Backend>(p, h, T)  h <- G(p, h) in place for T rows of width d; must not allocate.
-/// LoopedModel also reads last_mean_alpha() (the mean mixing coefficient of the last blend,
-/// reported to a LoopObserver), so a gate provides that as well.
+///   blend<Backend>(p, h, T)  h <- G(p, h) in place for T rows of width d; must not allocate,
+///   last_mean_alpha()   the mean mixing coefficient of the last blend (reported to a LoopObserver).
 ///
 /// Per token:  s = min(1, max_step / ||p - h||),  a = alpha * s,  h <- a * p + (1 - a) * h.
 /// With max_step = infinity this is FixedMixGate(alpha); with alpha = 1 as well, it is NoGate.

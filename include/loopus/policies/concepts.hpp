@@ -9,12 +9,15 @@ namespace loopus {
 
 /// A gate mixes the reasoning block's proposal p into the loop state h, in
 /// place: h <- G(p, h), for T tokens of width d. reserve(T, d) is called once
-/// before the hot loop so blend() never allocates.
+/// before the hot loop so blend() never allocates. last_mean_alpha() is the
+/// mean mixing coefficient of the last blend (the share of the proposal; 1 for
+/// h <- p), which the model passes to its observer.
 template <class G, class Backend>
-concept GatePolicy = requires(G& g, const float* proposal, float* state, int64_t T, int64_t d) {
+concept GatePolicy = requires(G& g, const G& cg, const float* proposal, float* state, int64_t T, int64_t d) {
   { G::kName } -> std::convertible_to<std::string_view>;
   g.reserve(T, d);
   g.template blend<Backend>(proposal, state, T);
+  { cg.last_mean_alpha() } -> std::convertible_to<float>;
 };
 
 /// A cache policy decides where the reasoning block's keys/values live for

@@ -11,6 +11,17 @@
 
 #include "loopus/core/dtype.hpp"
 
+// GCC 12.1/12.2 implement many AVX-512 intrinsics (max, min, roundscale,
+// 512->256 casts and extracts, ...) with an "undefined" pass-through register
+// that -Wuninitialized then reports wherever they are inlined (GCC bug 105593,
+// fixed in 12.3): hundreds of lines on an AVX-512 machine, none about this
+// code. The state at these definitions is what GCC consults when it inlines them.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 /// Internal: the kernels of Ops<Cpu> are written once against VecF; only the
 /// primitives below differ per instruction set, so the AVX-512 path (which the
 /// development machine cannot execute) shares every loop with the AVX2 path.
@@ -67,18 +78,12 @@ inline VecF fnma(VecF a, VecF b, VecF c) { return {_mm512_fnmadd_ps(a.v, b.v, c.
 /// NaN in `a` propagates (the second operand of max/min is returned on NaN).
 inline VecF max(VecF a, VecF b) { return {_mm512_max_ps(b.v, a.v)}; }
 inline VecF min(VecF a, VecF b) { return {_mm512_min_ps(b.v, a.v)}; }
-// Reductions go through 256-bit halves, shared with the AVX2 path. The halves
-// come from the zero-masked extract with a full mask (the same vextractf64x4):
-// GCC 12.1/12.2 implement the plain extract and the 512->256 casts with an
-// "undefined" source that -Wuninitialized reports at every use (GCC bug 105593).
-template <int kHalf>
-inline __m256d half256d(__m512d a) {
-  return _mm512_maskz_extractf64x4_pd(__mmask8(0xff), a, kHalf);
+// Reductions go through 256-bit halves, shared with the AVX2 path.
+inline __m256 upper256(__m512 a) {
+  return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
 }
-inline __m256 lower256(__m512 a) { return _mm256_castpd_ps(half256d<0>(_mm512_castps_pd(a))); }
-inline __m256 upper256(__m512 a) { return _mm256_castpd_ps(half256d<1>(_mm512_castps_pd(a))); }
-inline float hsum(VecF a) { return hsum8(_mm256_add_ps(lower256(a.v), upper256(a.v))); }
-inline float hmax(VecF a) { return hmax8(_mm256_max_ps(lower256(a.v), upper256(a.v))); }
+inline float hsum(VecF a) { return hsum8(_mm256_add_ps(_mm512_castps512_ps256(a.v), upper256(a.v))); }
+inline float hmax(VecF a) { return hmax8(_mm256_max_ps(_mm512_castps512_ps256(a.v), upper256(a.v))); }
 /// 2^n for integral-valued n in [-126, 127] (exponent-field construction).
 inline VecF exp2i(VecF n) {
   const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127));
@@ -89,8 +94,9 @@ inline VecF round_nearest(VecF a) {
 }
 /// Sum of the lanes of a, accumulated in double (used for long reductions).
 inline double hsum_double(VecF a) {
-  const __m512d d = _mm512_add_pd(_mm512_cvtps_pd(lower256(a.v)), _mm512_cvtps_pd(upper256(a.v)));
-  return hsum4d(_mm256_add_pd(half256d<0>(d), half256d<1>(d)));
+  const __m512d d = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(a.v)),
+                                  _mm512_cvtps_pd(upper256(a.v)));
+  return hsum4d(_mm256_add_pd(_mm512_castpd512_pd256(d), _mm512_extractf64x4_pd(d, 1)));
 }
 
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -222,3 +228,7 @@ inline VecF exp(VecF x) {
 }
 
 }  // namespace loopus::cpu::simd
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
