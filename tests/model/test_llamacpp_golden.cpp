@@ -37,24 +37,14 @@ using Ids = std::vector<int32_t>;
 const char* kStories = "models/stories260K/stories260K.gguf";
 const char* kLlamaSpmVocab = "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf";
 const char* kQwen3Json = "tokenizers/qwen3/tokenizer.json";
+// Fetched by scripts/get_models.sh into $LOOPUS_MODELS_DIR; LOOPUS_SMOLLM2 overrides with a file.
+const char* kSmol = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const char* kSmolEnv = "LOOPUS_SMOLLM2";
-const char* kSmolDefault = "/work/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 json golden(const std::string& name) {
   const fs::path p = test::source_dir() / "tests/golden/llamacpp" / name;
   REQUIRE_MESSAGE(fs::exists(p), "missing golden file " << p.string());
   return json::parse(test::read_text(p));
-}
-
-/// The SmolLM2 GGUF (not in the repo or shared data): $LOOPUS_SMOLLM2, else the peer baseline's
-/// copy. Empty when the file is absent, after a MESSAGE saying how to enable the test.
-std::string smollm2_path() {
-  const char* e = std::getenv(kSmolEnv);
-  const std::string p = (e && *e) ? e : kSmolDefault;
-  if (fs::exists(p)) return p;
-  MESSAGE("skipped: SmolLM2 GGUF not found at " << p << "; set " << std::string(kSmolEnv)
-                                                << " to SmolLM2-135M-Instruct.Q4_1.gguf (docs/peer_baseline.md §2)");
-  return {};
 }
 
 std::string ids_str(const Ids& v) {
@@ -243,8 +233,7 @@ TEST_CASE("[loopus] llama.cpp golden: Qwen3 BPE tokenizer (tokenizer.json)") {
 }
 
 TEST_CASE("[loopus] llama.cpp golden: SmolLM2 BPE tokenizer (GGUF, smollm pre-tokenizer)") {
-  const std::string path = smollm2_path();
-  if (path.empty()) return;
+  LOOPUS_MODEL_OR_SKIP(path, kSmol, kSmolEnv);
   const auto tok = load_tokenizer_from_gguf_meta(io::open_gguf(path, io::LoadMode::kMmap).meta, path);
   CHECK_EQ(tok->kind(), "bpe");
   const json g = golden("tokenize_smollm2.json");
@@ -303,8 +292,7 @@ TEST_CASE("[loopus] llama.cpp golden: stories260K greedy ids exact, full logits 
 }
 
 TEST_CASE("[loopus] llama.cpp golden: SmolLM2 Q4_1 greedy (pos-0 logits within 1.0, ids while margin >= 2)") {
-  const std::string path = smollm2_path();
-  if (path.empty()) return;
+  LOOPUS_MODEL_OR_SKIP(path, kSmol, kSmolEnv);
   constexpr double kTol = 1.0;  // f32-dequantized loopus vs llama.cpp's Q8-activation dot products
   auto f = std::make_shared<const io::TensorFile>(io::open_gguf(path));
   const auto w = load_weights(f);

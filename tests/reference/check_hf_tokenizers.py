@@ -7,7 +7,7 @@
     python3 tests/reference/check_hf_tokenizers.py [--data DIR] [--build DIR]
 
 Steps:
-  1. builds tests/reference/bpe_encode_driver.cpp with g++ (into --build, default /tmp/loopus_bpe_check);
+  1. builds tests/reference/bpe_encode_driver.cpp with g++ (into --build, default $TMPDIR/loopus_bpe_check);
   2. checks the staged goldens (made by a JS port) against HF `tokenizers` itself;
   3. encodes the goldens, every line of the real texts and each whole text with both HF and loopus
      (Qwen3 and Llama 3 tokenizer.json), and compares ids and decode() (HF decode, no clean-up);
@@ -109,7 +109,7 @@ def random_texts(n, seed=1234):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=os.environ.get("LOOPUS_DATA_DIR", str(REPO.parent / "shared/data")))
-    ap.add_argument("--build", default="/tmp/loopus_bpe_check")
+    ap.add_argument("--build", default=os.path.join(tempfile.gettempdir(), "loopus_bpe_check"))
     args = ap.parse_args()
     data = Path(args.data)
 

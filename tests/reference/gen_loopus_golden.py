@@ -7,7 +7,7 @@ written by `loopus synth --loopus`, so tests/model/test_reference_parity.cpp can
 check loopus against it without Python.
 
 The official code is NOT part of this repository: check it out elsewhere and
-pass --official DIR (default $LOOPUS_OFFICIAL_DIR, else /work/loopus-official).
+pass --official DIR (default $LOOPUS_OFFICIAL_DIR; one of the two is required).
 Runtime patches, none of which changes a computed value (see docs/loopus_parity.md):
   * LDSConfig() with no base_config_dict downloads Qwen/Qwen3-0.6B's config
     (transformers calls it when serialising a config, to diff against the
@@ -347,7 +347,9 @@ def run_case(cli: str, LDS, name: str, params: dict) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--loopus", default=os.environ.get("LOOPUS_CLI", str(REPO / "build/bin/loopus")))
-    ap.add_argument("--official", default=os.environ.get("LOOPUS_OFFICIAL_DIR", "/work/loopus-official"))
+    ap.add_argument("--official", default=os.environ.get("LOOPUS_OFFICIAL_DIR"),
+                    required=not os.environ.get("LOOPUS_OFFICIAL_DIR"),
+                    help="a checkout of the official LoopUS code (default $LOOPUS_OFFICIAL_DIR)")
     ap.add_argument("--out", default=str(REPO / "tests/golden/loopus"))
     ap.add_argument("--only", nargs="*", help="case names")
     a = ap.parse_args()

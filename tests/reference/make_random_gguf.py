@@ -26,8 +26,8 @@ is the F32 one rounded to nearest-even).  Norm weights are all 1 and stay F32 in
 the BF16 files (like llama.cpp's converter keeps 1-D tensors in F32).
 
 Usage (from the repo root):
-  python3 tests/reference/make_random_gguf.py --out /work/models            # all 4 files
-  python3 tests/reference/make_random_gguf.py --out /tmp/m --models qwen3-0.6b --dtypes bf16
+  python3 tests/reference/make_random_gguf.py --out "$LOOPUS_MODELS_DIR"     # all 4 files
+  python3 tests/reference/make_random_gguf.py --out "$(mktemp -d)" --models qwen3-0.6b --dtypes bf16
 Needs: pip install gguf numpy
 """
 import argparse
@@ -43,7 +43,8 @@ except ImportError:  # pragma: no cover - only a usage hint
     sys.exit("make_random_gguf.py: needs the 'gguf' package (pip install gguf)")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DATA = os.environ.get("LOOPUS_DATA_DIR", "/work/shared/data")
+# $LOOPUS_DATA_DIR, else ../shared/data beside the repository (as the tests find it)
+DEFAULT_DATA = os.environ.get("LOOPUS_DATA_DIR", os.path.join(HERE, "..", "..", "..", "shared", "data"))
 
 MODELS = {
     "stories110m": dict(

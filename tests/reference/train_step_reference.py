@@ -27,7 +27,7 @@ _compute_supervision_loss), used three ways:
 
 Usage:
   python3 tests/reference/train_step_reference.py [--cli build/bin/loopus] [--out tests/golden/train/step.json]
-  python3 tests/reference/train_step_reference.py --official /work/loopus-official
+  python3 tests/reference/train_step_reference.py --official "$LOOPUS_OFFICIAL_DIR"
   python3 tests/reference/train_step_reference.py --time --threads 2 --batch 8 --seq-len 256
 """
 import argparse
