@@ -29,10 +29,10 @@ $L generate -m "$M" -p "Once upon a time" -n 48 --temp 0 --encoder-layers 0..0 -
   --loops 8 --gate mix:0.5 --halt conv:3 --show-loops
 
 echo; echo "== 3. adapt: random deep supervision, selective gate + confidence head, on the first 80 % of"
-echo "   $TEXT (held out: the last 20 %); one line per batch with tokens/s and ETA"
+echo "   $TEXT (held out: the last 20 %), with adapt's defaults (the small-run recipe; --official is the"
+echo "   paper's); a progress line with tokens/s and ETA"
 $L adapt -m "$M" --encoder-layers 0..0 --decoder-layers 4..4 --data "$TEXT" --val-percent 20 \
-  --seq-len 128 --batch 4 --tokens 100000 --lr 3e-4 --n-steps 2 --n-supervision 2 --n-apply 4 \
-  --gate-lr-mult 100 --eval-loops 1,4,8 -t 1 --out "$OUT/adapted" >"$OUT/adapt_summary.json"
+  --tokens 100000 -t 1 --out "$OUT/adapted" >"$OUT/adapt_summary.json"
 sed -n 's/^ *"\(original_ppl\|tokens\|seconds\|tokens_per_s\)": \([^,]*\),\?$/   \1: \2/p' "$OUT/adapt_summary.json"
 echo "   adapted held-out perplexity by loop count:"
 sed -n '/"adapted_ppl_by_loops"/,/}/p' "$OUT/adapt_summary.json" | sed -n 's/^ *"\([0-9]*\)": \([0-9.]*\),\?$/     B = \1: \2/p'
