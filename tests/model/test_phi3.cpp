@@ -275,7 +275,7 @@ TEST_CASE("[phi3] a recast phi3 model runs, and its LoopUS checkpoints (lds fold
   const std::vector<int32_t> ids = g.at("input_ids");
   auto base = load_weights(golden_gguf("phi3_tiny").string());
   const int64_t V = base->hp.n_vocab;
-  std::vector<float> plain(size_t(V)), looped1(size_t(V));
+  std::vector<float> plain(static_cast<size_t>(V)), looped1(static_cast<size_t>(V));
   {
     CausalLM<Cpu> lm(base, {.n_ctx = 64, .n_batch = 64});
     lm.eval(ids, plain.data());
@@ -295,7 +295,7 @@ TEST_CASE("[phi3] a recast phi3 model runs, and its LoopUS checkpoints (lds fold
   lp.halting = HaltingParams::parse("fixed", 3);
   auto run = [&](std::shared_ptr<const LoopedWeights> l) {
     LoopedModel<Cpu, SelectiveGate, PerDepthCache> m(l, lp, {.n_ctx = 64, .n_batch = 64}, SelectiveGate(l->gate));
-    std::vector<float> out(size_t(V));
+    std::vector<float> out(static_cast<size_t>(V));
     m.eval(ids, out.data());
     return out;
   };
