@@ -34,6 +34,7 @@
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/ops/reference/ops.hpp"
 #include "loopus/policies/gate/no_gate.hpp"
+#include "loopus/train/loopus_step.hpp"
 #include "test_util.hpp"
 
 using namespace loopus;
@@ -409,5 +410,12 @@ TEST_CASE("[phi3] unsupported rope scaling and out-of-window sequences give clea
   const std::string msg = error_of([&] { lm.eval(std::span<const int32_t>(&one, 1), out.data()); });
   CHECK(msg.find("sliding window") != std::string::npos);
   CHECK(msg.find((dir / "hf").string()) != std::string::npos);
+  // Training has no window mask either: longer training sequences are refused up front.
+  auto lw = recast(back, LayerSplit::from_specs("none", "none", back->hp.n_layer));
+  synth_loop_parts(*lw, 3);
+  train::TrainModel<float> tm(lw, train::TrainSelect{});
+  CHECK_NOTHROW(train::LoopusTrainer<float>(tm, 1, 8));
+  const std::string tmsg = error_of([&] { train::LoopusTrainer<float>(tm, 1, 9); });
+  CHECK(tmsg.find("sliding window of 8") != std::string::npos);
   fs::remove_all(dir);
 }

@@ -259,7 +259,6 @@ inline HParams hparams_from_hf_config(const nlohmann::json& c, const std::string
     auto t = it->value("rope_type", it->value("type", std::string("default")));
     if (t != "default") throw Error(cfg + ": rope_scaling '" + t + "' is not supported yet");
   }
-  if (c.value("attention_bias", false)) throw Error(cfg + ": attention_bias=true is not supported yet");
   return hp;
 }
 
