@@ -151,7 +151,7 @@ def run_case(cli: str, name: str, params: dict, out_dir: Path) -> dict:
         fp = gc.fingerprint(str(model_dir / "model.safetensors"))
         gguf_path = out_dir / f"{name}.gguf"
         write_gguf(model_dir, raw_cfg, gguf_path)
-    import gguf
+    from importlib.metadata import version
 
     return {
         "format": "loopus-golden-phi3-v1",
@@ -173,7 +173,7 @@ def run_case(cli: str, name: str, params: dict, out_dir: Path) -> dict:
         "tolerance_max_abs": 1e-4,
         "weights_fingerprint": fp,
         "weights_fingerprint_rtol": gc.FINGERPRINT_RTOL,
-        "versions": gc.versions({"gguf": getattr(gguf, "__version__", "unknown")}),
+        "versions": gc.versions({"gguf": version("gguf")}),
     }
 
 
