@@ -22,7 +22,7 @@ void register_synth(CLI::App& app) {
     int n_loops = 8;
   };
   auto a = std::make_shared<Args>();
-  sub->add_option("--arch", a->arch, "llama or qwen3")->check(CLI::IsMember({"llama", "qwen3"}));
+  sub->add_option("--arch", a->arch, "llama, qwen3 or phi3")->check(CLI::IsMember({"llama", "qwen3", "phi3"}));
   sub->add_option("--dim", a->p.dim, "hidden size")->required()->check(CLI::PositiveNumber);
   sub->add_option("--layers", a->p.layers, "number of layers")->required()->check(CLI::PositiveNumber);
   sub->add_option("--heads", a->p.heads, "attention heads")->required()->check(CLI::PositiveNumber);
@@ -34,6 +34,13 @@ void register_synth(CLI::App& app) {
   sub->add_option("--rope-theta", a->p.rope_theta, "RoPE base");
   sub->add_option("--rms-eps", a->p.rms_eps, "RMSNorm epsilon");
   sub->add_flag("--tied", a->p.tied, "share the output head with the token embedding");
+  sub->add_option("--partial-rotary", a->p.partial_rotary, "phi3: fraction of each head's dims that RoPE rotates")
+      ->check(CLI::Range(0.0, 1.0));
+  sub->add_option("--sliding-window", a->p.sliding_window, "phi3: attention window recorded in the file (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--rope-orig-ctx", a->p.rope_orig_ctx,
+                  "phi3: longrope RoPE scaling with random factors, extended from this original context to --ctx")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--dtype", a->dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
   sub->add_option("--seed", a->p.seed, "RNG seed");
   sub->add_flag("--loopus", a->loopus,
@@ -43,7 +50,9 @@ void register_synth(CLI::App& app) {
   sub->add_option("--loops", a->n_loops, "with --loopus: N stored in the checkpoint")->check(CLI::Range(1, 1024));
   sub->add_option("--out", a->out, "FILE.gguf, or a folder for config.json + model.safetensors")->required();
   sub->callback([a] {
-    a->p.arch = a->arch == "qwen3" ? Arch::kQwen3 : Arch::kLlama;
+    a->p.arch = a->arch == "qwen3" ? Arch::kQwen3 : a->arch == "phi3" ? Arch::kPhi3 : Arch::kLlama;
+    if (a->p.arch != Arch::kPhi3 && (a->p.partial_rotary != 1.f || a->p.sliding_window || a->p.rope_orig_ctx))
+      throw Error("--partial-rotary, --sliding-window and --rope-orig-ctx need --arch phi3");
     if (a->p.kv_heads <= 0) a->p.kv_heads = a->p.heads;
     a->p.dtype = a->dtype == "bf16" ? DType::kBF16 : a->dtype == "f16" ? DType::kF16 : DType::kF32;
     if (a->p.head_dim <= 0 && a->p.dim % a->p.heads)

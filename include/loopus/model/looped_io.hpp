@@ -104,6 +104,10 @@ inline void mark_model_tensors(const ModelWeights& w, const NameScheme& names, s
   std::vector<AlignedBuffer> keep;
   for (const auto& r : named_records(w, names, w.hp.rope_style, keep)) used.insert(r.name);
   used.insert(names.output);
+  if (w.hp.rope_scaling.active() && !names.rope_long.empty()) {
+    used.insert(names.rope_long);
+    used.insert(names.rope_short);
+  }
 }
 
 inline std::vector<int> int_list(const nlohmann::json& c, const std::string& key, const std::string& where) {
@@ -308,12 +312,12 @@ inline void save_looped_gguf(const LoopedWeights& lw, const std::string& path, c
   g.set_u32("loopus.q_eval_interval", uint32_t(lw.defaults.q_eval_interval));
   g.set_str("loopus.halting_strategy", lw.defaults.halting_strategy);
   g.set_f32("loopus.convergence_epsilon", lw.defaults.convergence_epsilon);
-  const RopeStyle want = w.hp.arch == Arch::kQwen3 ? RopeStyle::kHalf : RopeStyle::kInterleaved;
   std::vector<AlignedBuffer> keep;
-  auto recs = detail::named_records(w, NameScheme::gguf(), want, keep);
+  auto recs = detail::named_records(w, NameScheme::gguf(), gguf_rope_style(w.hp.arch), keep);
   std::vector<float> qbias;
   detail::loop_records(lw, detail::kGgufGate, detail::kGgufQ, recs, qbias);
   for (const auto& r : recs) g.add_tensor(r);
+  gguf_add_rope_factors(g, w.hp);
   g.write(path);
 }
 

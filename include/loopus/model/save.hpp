@@ -1,8 +1,11 @@
 // Writing ModelWeights as Hugging Face safetensors folders or GGUF files (converting RoPE row order).
 // SPDX-License-Identifier: MIT
 #pragma once
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <initializer_list>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -47,37 +50,73 @@ inline io::TensorRecord record(const std::string& name, const Weight& w, bool ve
   return r;
 }
 
+/// The rows of several matrices of one dtype and width, stacked into one buffer.
+inline AlignedBuffer concat_rows(std::initializer_list<const Weight*> parts) {
+  size_t total = 0;
+  for (const Weight* p : parts) total += p->nbytes();
+  AlignedBuffer out(total);
+  size_t at = 0;
+  for (const Weight* p : parts) {
+    std::memcpy(out.data() + at, p->data, p->nbytes());
+    at += p->nbytes();
+  }
+  return out;
+}
+
 /// The tensors of `w` under `names`, with Q/K rows converted to `want` RoPE layout.
-/// Converted rows are kept alive in `keep`.
+/// Phi-3 writes its fused tensors (q/k/v -> names.wqkv, gate/up -> names.w_gate_up),
+/// as Hugging Face and llama.cpp store them. Converted rows are kept alive in `keep`.
 inline std::vector<io::TensorRecord> named_records(const ModelWeights& w, const NameScheme& names, RopeStyle want,
                                                    std::vector<AlignedBuffer>& keep, bool include_embd = true,
                                                    bool include_head = true) {
   const HParams& hp = w.hp;
   std::vector<io::TensorRecord> out;
-  auto qk = [&](const std::string& name, const Weight& m, int n_head) {
-    if (hp.rope_style == want) return out.push_back(record(name, m));
+  auto qk_rows = [&](const Weight& m, int n_head) {
+    if (hp.rope_style == want) return m;
     keep.push_back(permute_rope_rows(m, n_head, hp.head_dim, want == RopeStyle::kInterleaved));
     Weight c = m;
     c.data = keep.back().data();
-    out.push_back(record(name, c));
+    return c;
   };
+  auto qk = [&](const std::string& name, const Weight& m, int n_head) { out.push_back(record(name, qk_rows(m, n_head))); };
+  auto fused = [&](const std::string& name, std::initializer_list<const Weight*> parts) {
+    int64_t rows = 0;
+    for (const Weight* p : parts) {
+      if (p->dtype != (*parts.begin())->dtype || p->cols != (*parts.begin())->cols)
+        throw Error(name + ": cannot fuse matrices of different dtypes or widths");
+      rows += p->rows;
+    }
+    keep.push_back(concat_rows(parts));
+    const Weight first = **parts.begin();
+    out.push_back(record(name, Weight{keep.back().data(), first.dtype, rows, first.cols}));
+  };
+  const bool phi3 = hp.arch == Arch::kPhi3;
   if (include_embd) out.push_back(record(names.embd, w.tok_embd));
   for (int l = 0; l < hp.n_layer; ++l) {
     const LayerWeights& L = w.layers[size_t(l)];
     const std::string p = names.layer_prefix(l);
     if (p.empty()) continue;  // layer not stored under this scheme
     out.push_back(record(p + names.attn_norm, L.attn_norm, true));
-    qk(p + names.wq, L.wq, hp.n_head);
-    qk(p + names.wk, L.wk, hp.n_head_kv);
-    out.push_back(record(p + names.wv, L.wv));
+    if (phi3) {
+      const Weight q = qk_rows(L.wq, hp.n_head), k = qk_rows(L.wk, hp.n_head_kv);
+      fused(p + names.wqkv, {&q, &k, &L.wv});
+    } else {
+      qk(p + names.wq, L.wq, hp.n_head);
+      qk(p + names.wk, L.wk, hp.n_head_kv);
+      out.push_back(record(p + names.wv, L.wv));
+    }
     out.push_back(record(p + names.wo, L.wo));
     if (hp.qk_norm) {
       out.push_back(record(p + names.q_norm, L.q_norm, true));
       out.push_back(record(p + names.k_norm, L.k_norm, true));
     }
     out.push_back(record(p + names.ffn_norm, L.ffn_norm, true));
-    out.push_back(record(p + names.w_gate, L.w_gate));
-    out.push_back(record(p + names.w_up, L.w_up));
+    if (phi3) {
+      fused(p + names.w_gate_up, {&L.w_gate, &L.w_up});
+    } else {
+      out.push_back(record(p + names.w_gate, L.w_gate));
+      out.push_back(record(p + names.w_up, L.w_up));
+    }
     out.push_back(record(p + names.w_down, L.w_down));
   }
   if (include_head) {
@@ -104,10 +143,16 @@ inline std::string dtype_torch_name(const std::string& d) {
 
 }  // namespace detail
 
-/// The Hugging Face config.json of a model (LlamaForCausalLM / Qwen3ForCausalLM).
+/// The RoPE layout a GGUF of this architecture stores Q/K rows in (llama.cpp's rope type).
+inline RopeStyle gguf_rope_style(Arch a) { return a == Arch::kLlama ? RopeStyle::kInterleaved : RopeStyle::kHalf; }
+
+/// The Hugging Face config.json of a model (LlamaForCausalLM / Qwen3ForCausalLM / Phi3ForCausalLM).
 inline nlohmann::json hf_config(const HParams& hp, const std::string& dtype = "f32") {
+  const char* cls = hp.arch == Arch::kQwen3 ? "Qwen3ForCausalLM"
+                    : hp.arch == Arch::kPhi3 ? "Phi3ForCausalLM"
+                                             : "LlamaForCausalLM";
   nlohmann::json c = {
-      {"architectures", {hp.arch == Arch::kQwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
+      {"architectures", {cls}},
       {"model_type", hp.arch_name()},
       {"hidden_size", hp.n_embd},
       {"num_hidden_layers", hp.n_layer},
@@ -127,6 +172,27 @@ inline nlohmann::json hf_config(const HParams& hp, const std::string& dtype = "f
       {"eos_token_id", 2},
   };
   if (hp.arch == Arch::kLlama) c["mlp_bias"] = false;
+  if (hp.arch == Arch::kPhi3) {
+    // Phi3Config's defaults assume the 32k Phi-3 vocabulary (pad_token_id 32000 breaks a small one).
+    c["pad_token_id"] = nullptr;
+    c["partial_rotary_factor"] = detail::short_float(float(hp.n_rot) / float(hp.head_dim));
+    c["sliding_window"] = hp.sliding_window > 0 ? nlohmann::json(hp.sliding_window) : nlohmann::json(nullptr);
+    c["resid_pdrop"] = 0.0;
+    c["embd_pdrop"] = 0.0;
+    c["attention_dropout"] = 0.0;
+    const RopeScaling& r = hp.rope_scaling;
+    c["original_max_position_embeddings"] = r.active() ? r.orig_ctx : hp.n_ctx_train;
+    if (r.active()) {
+      nlohmann::json sf = nlohmann::json::array(), lf = nlohmann::json::array();
+      for (float x : r.short_factor) sf.push_back(detail::short_float(x));
+      for (float x : r.long_factor) lf.push_back(detail::short_float(x));
+      c["rope_scaling"] = {{"type", "longrope"}, {"short_factor", sf}, {"long_factor", lf}};
+      if (std::abs(r.attn_factor - detail::longrope_attn_factor(hp.n_ctx_train, r.orig_ctx)) > 1e-6f)
+        c["rope_scaling"]["attention_factor"] = detail::short_float(r.attn_factor);
+    } else {
+      c["rope_scaling"] = nullptr;
+    }
+  }
   return c;
 }
 
@@ -160,6 +226,21 @@ inline void gguf_set_hparams(io::GgufWriter& g, const HParams& hp, const std::st
   g.set_f32(a + ".attention.layer_norm_rms_epsilon", hp.rms_eps);
   g.set_f32(a + ".rope.freq_base", hp.rope_theta);
   g.set_u32(a + ".vocab_size", uint32_t(hp.n_vocab));
+  if (hp.arch == Arch::kPhi3) {
+    g.set_u32(a + ".attention.sliding_window", uint32_t(hp.sliding_window));
+    g.set_u32(a + ".rope.scaling.original_context_length",
+              uint32_t(hp.rope_scaling.active() ? hp.rope_scaling.orig_ctx : hp.n_ctx_train));
+    if (hp.rope_scaling.active()) g.set_f32(a + ".rope.scaling.attn_factor", hp.rope_scaling.attn_factor);
+  }
+}
+
+/// Phi-3 longrope factors as llama.cpp's rope_factors_{long,short}.weight tensors (none when inactive).
+inline void gguf_add_rope_factors(io::GgufWriter& g, const HParams& hp) {
+  if (!hp.rope_scaling.active()) return;
+  const NameScheme n = NameScheme::gguf();
+  for (const auto& [name, v] : {std::pair{n.rope_long, &hp.rope_scaling.long_factor},
+                                std::pair{n.rope_short, &hp.rope_scaling.short_factor}})
+    g.add_tensor(io::TensorRecord{name, DType::kF32, {int64_t(v->size())}, v->data(), v->size() * 4});
 }
 
 /// A stand-in SentencePiece vocabulary (<unk>, <s>, </s>, 256 byte tokens,
@@ -208,15 +289,16 @@ inline void gguf_set_vocab(io::GgufWriter& g, const nlohmann::json& vocab_meta, 
 }
 
 /// Writes a GGUF that llama.cpp loads: llama Q/K rows in its interleaved
-/// order, qwen3 in rotate-half (NEOX) order. The vocabulary is copied from
-/// `vocab_meta` (tokenizer.* keys) when given, else a placeholder.
+/// order, qwen3 and phi3 in rotate-half (NEOX) order; phi3 with its fused
+/// attn_qkv / ffn_up (gate rows first) and longrope factor tensors. The
+/// vocabulary is copied from `vocab_meta` (tokenizer.* keys) when given, else a placeholder.
 inline void save_gguf(const ModelWeights& w, const std::string& path, const nlohmann::json& vocab_meta = {}) {
   io::GgufWriter g;
   gguf_set_hparams(g, w.hp, std::filesystem::path(path).stem().string());
   gguf_set_vocab(g, vocab_meta, w.hp.n_vocab);
-  const RopeStyle want = w.hp.arch == Arch::kQwen3 ? RopeStyle::kHalf : RopeStyle::kInterleaved;
   std::vector<AlignedBuffer> keep;
-  for (const auto& r : detail::named_records(w, NameScheme::gguf(), want, keep)) g.add_tensor(r);
+  for (const auto& r : detail::named_records(w, NameScheme::gguf(), gguf_rope_style(w.hp.arch), keep)) g.add_tensor(r);
+  gguf_add_rope_factors(g, w.hp);
   g.write(path);
 }
 

@@ -32,12 +32,18 @@ struct SynthParams {
   DType dtype = DType::kF32;  ///< storage of the matrices (norms stay f32)
   bool tied = false;
   uint64_t seed = 1;
+  // Phi-3 only (arch kPhi3):
+  float partial_rotary = 1.f;  ///< rotary dims = int(head_dim * partial_rotary)
+  int sliding_window = 0;      ///< 0: none
+  int rope_orig_ctx = 0;       ///< > 0: longrope with random factors, original context rope_orig_ctx
 };
 
 /// Random weights in Hugging Face layout (rotate-half RoPE rows). Matrices are
 /// U(+-sqrt(3 / fan_in)) so activations keep unit scale through the layers,
 /// norm gains 1 +- 0.2, embeddings U(+-1): the logits are far from uniform,
 /// which makes comparisons against other implementations meaningful.
+/// Phi-3 (arch kPhi3) draws the same tensors in the same order (its fused
+/// tensors are only a storage layout), then the longrope factors if asked.
 inline std::shared_ptr<ModelWeights> synth_weights(const SynthParams& p) {
   auto w = std::make_shared<ModelWeights>();
   HParams& hp = w->hp;
@@ -47,7 +53,8 @@ inline std::shared_ptr<ModelWeights> synth_weights(const SynthParams& p) {
   hp.n_head = p.heads;
   hp.n_head_kv = p.kv_heads;
   hp.head_dim = p.head_dim > 0 ? p.head_dim : (p.heads > 0 ? p.dim / p.heads : 0);
-  hp.n_rot = hp.head_dim;
+  hp.n_rot = p.arch == Arch::kPhi3 ? int(float(hp.head_dim) * p.partial_rotary) : hp.head_dim;
+  if (p.arch == Arch::kPhi3) hp.sliding_window = p.sliding_window;
   hp.n_ff = p.ff;
   hp.n_vocab = p.vocab;
   hp.n_ctx_train = p.ctx;
@@ -96,6 +103,14 @@ inline std::shared_ptr<ModelWeights> synth_weights(const SynthParams& p) {
   }
   w->out_norm = gain(d);
   w->output = p.tied ? w->tok_embd : mat(hp.n_vocab, d);
+  if (p.arch == Arch::kPhi3 && p.rope_orig_ctx > 0) {  // drawn last: the other tensors keep their streams
+    RopeScaling& r = hp.rope_scaling;
+    r.orig_ctx = p.rope_orig_ctx;
+    r.attn_factor = detail::longrope_attn_factor(hp.n_ctx_train, r.orig_ctx);
+    for (int i = 0; i < hp.n_rot / 2; ++i) r.short_factor.push_back(float(1.0 + 0.5 * rng.uniform()));
+    for (int i = 0; i < hp.n_rot / 2; ++i) r.long_factor.push_back(float(1.0 + 15.0 * rng.uniform()));
+    detail::check_hparams(hp, "synth");
+  }
   return w;
 }
 

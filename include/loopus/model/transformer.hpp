@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "loopus/core/backend.hpp"
+#include "loopus/core/error.hpp"
 #include "loopus/core/tensor.hpp"
 #include "loopus/model/kv_cache.hpp"
 #include "loopus/model/weights.hpp"
@@ -53,6 +55,10 @@ class Transformer {
   void layer(int l, float* x, int64_t T, int64_t pos0, LayerKv kv) {
     LOOPUS_ASSERT(T <= max_t_);
     const HParams& hp = w_->hp;
+    if (hp.sliding_window > 0 && pos0 + T > hp.sliding_window) [[unlikely]]
+      throw Error(w_->path + ": position " + std::to_string(pos0 + T - 1) + " is outside the sliding window of " +
+                  std::to_string(hp.sliding_window) + " tokens (sliding-window attention is not implemented; keep "
+                  "sequences within the window)");
     const LayerWeights& L = w_->layers[size_t(l)];
     const int64_t d = hp.n_embd, kvd = hp.kv_dim();
     float* kr = kv.k + pos0 * kvd;  // new rows of the cache: [T, n_kv, hd]
@@ -66,8 +72,11 @@ class Transformer {
       Kernels::rmsnorm(q_.data(), L.q_norm, T * hp.n_head, hp.head_dim, hp.rms_eps, q_.data());
       Kernels::rmsnorm(kr, L.k_norm, T * hp.n_head_kv, hp.head_dim, hp.rms_eps, kr);
     }
-    Kernels::rope(q_.data(), T, hp.n_head, hp.head_dim, hp.n_rot, pos0, hp.rope_theta, hp.rope_style);
-    Kernels::rope(kr, T, hp.n_head_kv, hp.head_dim, hp.n_rot, pos0, hp.rope_theta, hp.rope_style);
+    // Phi-3 longrope: short or long factors by the length this call reaches, as transformers picks them.
+    const float* rf = hp.rope_scaling.factors(pos0 + T);
+    const float ms = hp.rope_scaling.mscale();
+    Kernels::rope(q_.data(), T, hp.n_head, hp.head_dim, hp.n_rot, pos0, hp.rope_theta, hp.rope_style, rf, ms);
+    Kernels::rope(kr, T, hp.n_head_kv, hp.head_dim, hp.n_rot, pos0, hp.rope_theta, hp.rope_style, rf, ms);
     Kernels::attention(q_.data(), kv.k, kv.v, T, pos0, kv.begin, hp.n_head, hp.n_head_kv, hp.head_dim,
                        att_.data());
     Kernels::matmul(L.wo, att_.data(), T, tmp_.data());

@@ -1,6 +1,7 @@
 // Weight map: file-format tensor names and metadata -> ModelWeights/HParams. The model never sees formats.
 // SPDX-License-Identifier: MIT
 #pragma once
+#include <cmath>
 #include <functional>
 #include <optional>
 #include <string>
@@ -20,23 +21,35 @@ struct NameScheme {
   std::string embd, out_norm, output;
   std::function<std::string(int layer)> layer_prefix;
   std::string attn_norm, wq, wk, wv, wo, q_norm, k_norm, ffn_norm, w_gate, w_up, w_down;
+  /// Phi-3 fused projections: wqkv = [q; k; v] rows, w_gate_up = [gate; up] rows.
+  std::string wqkv, w_gate_up;
+  /// Phi-3 longrope factor tensors (GGUF only; HF keeps them in config.json).
+  std::string rope_long, rope_short;
 
   /// GGUF / llama.cpp names (also what the llama2.c reader produces).
   static NameScheme gguf() {
-    return {"token_embd.weight", "output_norm.weight", "output.weight",
-            [](int l) { return "blk." + std::to_string(l) + "."; },
-            "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
-            "attn_q_norm.weight", "attn_k_norm.weight", "ffn_norm.weight", "ffn_gate.weight",
-            "ffn_up.weight", "ffn_down.weight"};
+    NameScheme n{"token_embd.weight", "output_norm.weight", "output.weight",
+                 [](int l) { return "blk." + std::to_string(l) + "."; },
+                 "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+                 "attn_q_norm.weight", "attn_k_norm.weight", "ffn_norm.weight", "ffn_gate.weight",
+                 "ffn_up.weight", "ffn_down.weight", "", "", "", ""};
+    n.wqkv = "attn_qkv.weight";
+    n.w_gate_up = "ffn_up.weight";  // llama.cpp phi3: one [2*ff, d] ffn_up, gate rows first
+    n.rope_long = "rope_factors_long.weight";
+    n.rope_short = "rope_factors_short.weight";
+    return n;
   }
-  /// Hugging Face transformers names (LlamaForCausalLM, Qwen3ForCausalLM).
+  /// Hugging Face transformers names (LlamaForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM).
   static NameScheme hf() {
-    return {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
-            [](int l) { return "model.layers." + std::to_string(l) + "."; },
-            "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-            "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_norm.weight",
-            "self_attn.k_norm.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight",
-            "mlp.up_proj.weight", "mlp.down_proj.weight"};
+    NameScheme n{"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+                 [](int l) { return "model.layers." + std::to_string(l) + "."; },
+                 "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                 "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_norm.weight",
+                 "self_attn.k_norm.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight",
+                 "mlp.up_proj.weight", "mlp.down_proj.weight", "", "", "", ""};
+    n.wqkv = "self_attn.qkv_proj.weight";
+    n.w_gate_up = "mlp.gate_up_proj.weight";
+    return n;
   }
 };
 
@@ -80,6 +93,35 @@ inline void check_hparams(const HParams& hp, const std::string& path) {
   if (!(hp.rms_eps > 0) || !(hp.rope_theta > 0)) bad("rms eps and rope theta must be > 0");
   if (hp.n_embd > (1 << 20) || hp.n_layer > 4096 || hp.n_vocab > (1 << 24) || hp.n_ff > (1 << 22))
     bad("dims are implausibly large");
+  if (hp.sliding_window < 0) bad("sliding_window must be >= 0");
+  const RopeScaling& rs = hp.rope_scaling;
+  if (rs.active() || !rs.short_factor.empty()) {
+    if (rs.short_factor.size() != size_t(hp.n_rot / 2) || rs.long_factor.size() != size_t(hp.n_rot / 2))
+      bad("longrope short/long factors need n_rot/2 = " + std::to_string(hp.n_rot / 2) + " values each (got " +
+          std::to_string(rs.short_factor.size()) + " and " + std::to_string(rs.long_factor.size()) + ")");
+    for (const auto* v : {&rs.short_factor, &rs.long_factor})
+      for (float x : *v)
+        if (!(x > 0) || !std::isfinite(x)) bad("longrope factors must be finite and > 0");
+    if (rs.orig_ctx <= 0) bad("longrope needs original_max_position_embeddings > 0");
+    if (!(rs.attn_factor > 0) || !std::isfinite(rs.attn_factor)) bad("longrope attention factor must be > 0");
+  }
+}
+
+/// HF's default longrope attention factor for a context extended from orig to n_ctx.
+inline float longrope_attn_factor(int n_ctx, int orig) {
+  const double scale = double(n_ctx) / double(orig);
+  return scale <= 1.0 ? 1.f : float(std::sqrt(1.0 + std::log(scale) / std::log(double(orig))));
+}
+
+inline std::vector<float> float_list(const nlohmann::json& j, const std::string& key, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_array()) throw Error(where + ": rope_scaling needs a number list '" + key + "'");
+  std::vector<float> v;
+  for (const auto& x : *it) {
+    if (!x.is_number()) throw Error(where + ": rope_scaling '" + key + "' must hold numbers");
+    v.push_back(x.get<float>());
+  }
+  return v;
 }
 
 }  // namespace detail
@@ -97,8 +139,11 @@ inline HParams hparams_from_gguf(const nlohmann::json& m, const std::string& pat
     hp.arch = Arch::kQwen3;
     hp.rope_style = RopeStyle::kHalf;  // llama.cpp: LLM_ARCH_QWEN3 uses NEOX rope
     hp.qk_norm = true;
+  } else if (arch == "phi3") {
+    hp.arch = Arch::kPhi3;
+    hp.rope_style = RopeStyle::kHalf;  // llama.cpp: LLM_ARCH_PHI3 uses NEOX rope; Q/K rows as in HF
   } else {
-    throw Error(path + ": unsupported general.architecture '" + arch + "' (supported: llama, qwen3)");
+    throw Error(path + ": unsupported general.architecture '" + arch + "' (supported: llama, qwen3, phi3)");
   }
   const std::string p = arch + ".";
   hp.n_embd = meta_num<int>(m, p + "embedding_length", path);
@@ -113,13 +158,65 @@ inline HParams hparams_from_gguf(const nlohmann::json& m, const std::string& pat
   hp.rope_theta = meta_num_or<float>(m, p + "rope.freq_base", 10000.f);
   if (auto it = m.find(p + "rope.scaling.type"); it != m.end() && it->is_string() && *it != "none")
     throw Error(path + ": rope scaling '" + it->get<std::string>() + "' is not supported yet");
+  if (hp.arch == Arch::kPhi3) {
+    // llama.cpp writes 0 for "no window" (Phi-4); the longrope factors are tensors, read by build_weights.
+    hp.sliding_window = meta_num_or<int>(m, p + "attention.sliding_window", 0);
+    hp.rope_scaling.orig_ctx = meta_num_or<int>(m, p + "rope.scaling.original_context_length", hp.n_ctx_train);
+    hp.rope_scaling.attn_factor =
+        meta_num_or<float>(m, p + "rope.scaling.attn_factor",
+                           hp.rope_scaling.orig_ctx > 0 ? longrope_attn_factor(hp.n_ctx_train, hp.rope_scaling.orig_ctx)
+                                                        : 1.f);
+  }
   hp.n_vocab = meta_num_or<int>(m, p + "vocab_size", 0);
   if (hp.n_vocab == 0)
     if (auto it = m.find("tokenizer.ggml.tokens"); it != m.end() && it->is_array()) hp.n_vocab = int(it->size());
   return hp;
 }
 
-/// Hyperparameters from a Hugging Face config.json (model_type llama | qwen3).
+namespace detail {
+
+/// The Phi-3 parts of a config.json: partial_rotary_factor, rope_scaling
+/// (none, or longrope / su) and sliding_window. Finishes hparams_from_hf_config.
+inline HParams phi3_rope_from_hf(const nlohmann::json& c, const std::string& cfg, HParams hp) {
+  // transformers >= 5 moves rope settings into rope_parameters; older configs keep them at the top
+  // level (rope_theta, partial_rotary_factor) and in rope_scaling.
+  const nlohmann::json* rp = nullptr;
+  if (auto it = c.find("rope_parameters"); it != c.end() && it->is_object()) rp = &*it;
+  const nlohmann::json* rs = nullptr;
+  if (auto it = c.find("rope_scaling"); it != c.end() && it->is_object()) rs = &*it;
+  if (!rs && rp) rs = rp;
+  if (rp) hp.rope_theta = meta_num_or<float>(*rp, "rope_theta", hp.rope_theta);
+  double prf = meta_num_or<double>(c, "partial_rotary_factor", 1.0);
+  if (rp) prf = meta_num_or<double>(*rp, "partial_rotary_factor", prf);
+  if (!(prf > 0 && prf <= 1)) throw Error(cfg + ": partial_rotary_factor must be in (0, 1]");
+  hp.n_rot = int(double(hp.head_dim) * prf);  // transformers: int(head_dim * partial_rotary_factor)
+  if (hp.n_rot % 2)
+    throw Error(cfg + ": partial_rotary_factor " + std::to_string(prf) + " gives an odd rotary size " +
+                std::to_string(hp.n_rot));
+  if (auto it = c.find("sliding_window"); it != c.end() && it->is_number_integer()) hp.sliding_window = it->get<int>();
+  const std::string type = rs ? rs->value("rope_type", rs->value("type", std::string("default"))) : "default";
+  if (type == "default") return hp;
+  if (type != "longrope" && type != "su")
+    throw Error(cfg + ": rope_scaling type '" + type + "' is not supported for phi3 (supported: none, longrope, su)");
+  RopeScaling& r = hp.rope_scaling;
+  r.short_factor = float_list(*rs, "short_factor", cfg);
+  r.long_factor = float_list(*rs, "long_factor", cfg);
+  // transformers (Phi3Config): the top-level original_max_position_embeddings wins over the one in
+  // rope_scaling / rope_parameters, and defaults to 4096.
+  r.orig_ctx = meta_num_or<int>(*rs, "original_max_position_embeddings", 4096);
+  r.orig_ctx = meta_num_or<int>(c, "original_max_position_embeddings", r.orig_ctx);
+  if (r.orig_ctx <= 1) throw Error(cfg + ": rope_scaling '" + type + "' needs original_max_position_embeddings > 1");
+  // The attention factor: rope_scaling.attention_factor if given, else from rope_scaling.factor if
+  // given, else from max_position_embeddings / original_max_position_embeddings (the Phi-3 configs).
+  const double factor = meta_num_or<double>(*rs, "factor", double(hp.n_ctx_train) / double(r.orig_ctx));
+  r.attn_factor = factor <= 1.0 ? 1.f : float(std::sqrt(1.0 + std::log(factor) / std::log(double(r.orig_ctx))));
+  if (auto it = rs->find("attention_factor"); it != rs->end() && it->is_number()) r.attn_factor = it->get<float>();
+  return hp;
+}
+
+}  // namespace detail
+
+/// Hyperparameters from a Hugging Face config.json (model_type llama | qwen3 | phi3).
 inline HParams hparams_from_hf_config(const nlohmann::json& c, const std::string& path) {
   using namespace detail;
   const std::string cfg = path + "/config.json";
@@ -132,8 +229,10 @@ inline HParams hparams_from_hf_config(const nlohmann::json& c, const std::string
   } else if (type == "qwen3") {
     hp.arch = Arch::kQwen3;
     hp.qk_norm = true;
+  } else if (type == "phi3") {
+    hp.arch = Arch::kPhi3;
   } else {
-    throw Error(cfg + ": unsupported model_type '" + type + "' (supported: llama, qwen3)");
+    throw Error(cfg + ": unsupported model_type '" + type + "' (supported: llama, qwen3, phi3)");
   }
   hp.n_embd = meta_num<int>(c, "hidden_size", cfg);
   hp.n_layer = meta_num<int>(c, "num_hidden_layers", cfg);
@@ -145,7 +244,12 @@ inline HParams hparams_from_hf_config(const nlohmann::json& c, const std::string
   hp.n_rot = hp.head_dim;
   hp.n_ctx_train = meta_num_or<int>(c, "max_position_embeddings", 2048);
   hp.rms_eps = meta_num_or<float>(c, "rms_norm_eps", 1e-6f);
+  hp.tied_output = c.value("tie_word_embeddings", false);
+  if (c.value("attention_bias", false)) throw Error(cfg + ": attention_bias=true is not supported yet");
+  if (auto it = c.find("hidden_act"); hp.arch == Arch::kPhi3 && it != c.end() && *it != "silu")
+    throw Error(cfg + ": hidden_act " + it->dump() + " is not supported (phi3 needs silu)");
   hp.rope_theta = meta_num_or<float>(c, "rope_theta", 10000.f);
+  if (hp.arch == Arch::kPhi3) return detail::phi3_rope_from_hf(c, cfg, hp);
   if (auto it = c.find("rope_parameters"); it != c.end() && it->is_object()) {  // transformers >= 5
     hp.rope_theta = meta_num_or<float>(*it, "rope_theta", hp.rope_theta);
     if (auto rt = it->find("rope_type"); rt != it->end() && rt->is_string() && *rt != "default")
@@ -155,8 +259,6 @@ inline HParams hparams_from_hf_config(const nlohmann::json& c, const std::string
     auto t = it->value("rope_type", it->value("type", std::string("default")));
     if (t != "default") throw Error(cfg + ": rope_scaling '" + t + "' is not supported yet");
   }
-  if (c.value("attention_bias", false)) throw Error(cfg + ": attention_bias=true is not supported yet");
-  hp.tied_output = c.value("tie_word_embeddings", false);
   return hp;
 }
 
@@ -194,6 +296,24 @@ inline Weight take_weight(const io::TensorFile& f, const std::string& name, int6
   return Weight{owned.back().data(), target, rows, cols};
 }
 
+/// Rows [row0, row0 + rows) of a plain (f32/f16/bf16) matrix, as a view.
+inline Weight row_slice(const Weight& w, int64_t row0, int64_t rows) {
+  LOOPUS_ASSERT(row0 >= 0 && row0 + rows <= w.rows);
+  const auto* base = static_cast<const std::byte*>(w.data);
+  return Weight{base + size_t(row0) * size_t(w.cols) * dtype_size(w.dtype), w.dtype, rows, w.cols};
+}
+
+/// A 1-D f32 tensor of n values (longrope factors).
+inline std::vector<float> f32_vector(const io::TensorFile& f, const std::string& name, int64_t n) {
+  const io::TensorRecord& r = f.get(name);
+  if (r.numel() != n)
+    throw Error(f.path + ": tensor '" + name + "' has " + std::to_string(r.numel()) + " values, expected " +
+                std::to_string(n) + " (rope dims / 2)");
+  std::vector<float> v(static_cast<size_t>(n));
+  io::dequantize(r.dtype, r.data, n, v.data());
+  return v;
+}
+
 }  // namespace detail
 
 /// Builds ModelWeights from any parsed file. `names` says where tensors live;
@@ -219,21 +339,50 @@ inline ModelWeights build_weights(std::shared_ptr<const io::TensorFile> file, co
     w.hp.tied_output = true;
   }
   w.layers.resize(size_t(hp.n_layer));
+  if (hp.arch == Arch::kPhi3 && !names.rope_long.empty()) {
+    // llama.cpp keeps the longrope factors as tensors (metadata gives the original context and attn factor).
+    const bool has_long = f.find(names.rope_long), has_short = f.find(names.rope_short);
+    if (has_long != has_short)
+      throw Error(f.path + ": tensor '" + (has_long ? names.rope_short : names.rope_long) +
+                  "' is missing (longrope needs both rope factor tensors)");
+    if (has_long) {
+      w.hp.rope_scaling.long_factor = detail::f32_vector(f, names.rope_long, hp.n_rot / 2);
+      w.hp.rope_scaling.short_factor = detail::f32_vector(f, names.rope_short, hp.n_rot / 2);
+      detail::check_hparams(w.hp, f.path);
+    }
+  }
+  // Phi-3 fuses q/k/v ([q; k; v] rows) and gate/up ([gate; up] rows); the
+  // model sees the usual separate matrices, as row views of the fused tensor.
+  const bool fused_qkv = hp.arch == Arch::kPhi3 && !names.wqkv.empty() && f.find(names.layer_prefix(0) + names.wqkv);
+  const bool fused_ffn = hp.arch == Arch::kPhi3 && !names.w_gate_up.empty() && !f.find(names.layer_prefix(0) + names.w_gate);
   for (int l = 0; l < hp.n_layer; ++l) {
     const std::string p = names.layer_prefix(l);
     LayerWeights& L = w.layers[size_t(l)];
     L.attn_norm = detail::take_weight(f, p + names.attn_norm, 1, d, vec, w.owned);
-    L.wq = detail::take_weight(f, p + names.wq, hp.q_dim(), d, mat, w.owned);
-    L.wk = detail::take_weight(f, p + names.wk, hp.kv_dim(), d, mat, w.owned);
-    L.wv = detail::take_weight(f, p + names.wv, hp.kv_dim(), d, mat, w.owned);
+    if (fused_qkv) {
+      const Weight qkv = detail::take_weight(f, p + names.wqkv, hp.q_dim() + 2 * int64_t(hp.kv_dim()), d, mat, w.owned);
+      L.wq = detail::row_slice(qkv, 0, hp.q_dim());
+      L.wk = detail::row_slice(qkv, hp.q_dim(), hp.kv_dim());
+      L.wv = detail::row_slice(qkv, hp.q_dim() + int64_t(hp.kv_dim()), hp.kv_dim());
+    } else {
+      L.wq = detail::take_weight(f, p + names.wq, hp.q_dim(), d, mat, w.owned);
+      L.wk = detail::take_weight(f, p + names.wk, hp.kv_dim(), d, mat, w.owned);
+      L.wv = detail::take_weight(f, p + names.wv, hp.kv_dim(), d, mat, w.owned);
+    }
     L.wo = detail::take_weight(f, p + names.wo, d, hp.q_dim(), mat, w.owned);
     if (hp.qk_norm) {
       L.q_norm = detail::take_weight(f, p + names.q_norm, 1, hp.head_dim, vec, w.owned);
       L.k_norm = detail::take_weight(f, p + names.k_norm, 1, hp.head_dim, vec, w.owned);
     }
     L.ffn_norm = detail::take_weight(f, p + names.ffn_norm, 1, d, vec, w.owned);
-    L.w_gate = detail::take_weight(f, p + names.w_gate, hp.n_ff, d, mat, w.owned);
-    L.w_up = detail::take_weight(f, p + names.w_up, hp.n_ff, d, mat, w.owned);
+    if (fused_ffn) {
+      const Weight gu = detail::take_weight(f, p + names.w_gate_up, 2 * int64_t(hp.n_ff), d, mat, w.owned);
+      L.w_gate = detail::row_slice(gu, 0, hp.n_ff);
+      L.w_up = detail::row_slice(gu, hp.n_ff, hp.n_ff);
+    } else {
+      L.w_gate = detail::take_weight(f, p + names.w_gate, hp.n_ff, d, mat, w.owned);
+      L.w_up = detail::take_weight(f, p + names.w_up, hp.n_ff, d, mat, w.owned);
+    }
     L.w_down = detail::take_weight(f, p + names.w_down, d, hp.n_ff, mat, w.owned);
   }
   return w;

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "loopus/model/hparams.hpp"
 #include "loopus/train/kernels.hpp"
@@ -18,6 +19,8 @@ struct Dims {
   double eps = 1e-5;
   float theta = 10000.f;
   bool qk_norm = false;
+  std::vector<float> rope_factors;  ///< Phi-3 longrope factors for sequences of T tokens (empty: none)
+  float rope_mscale = 1.f;
 
   static Dims of(const HParams& hp, int64_t B, int64_t T) {
     Dims D;
@@ -37,6 +40,8 @@ struct Dims {
     D.eps = hp.rms_eps;
     D.theta = hp.rope_theta;
     D.qk_norm = hp.qk_norm;
+    if (const float* f = hp.rope_scaling.factors(T)) D.rope_factors.assign(f, f + hp.n_rot / 2);
+    D.rope_mscale = hp.rope_scaling.mscale();
     return D;
   }
 };
@@ -134,7 +139,8 @@ struct Workspace {
   void allocate(const Dims& D, int64_t gate_r) {
     cs.resize(D.T * (D.n_rot / 2));
     sn.resize(D.T * (D.n_rot / 2));
-    kern::rope_tables(D.T, D.n_rot, D.theta, cs.data(), sn.data());
+    kern::rope_tables(D.T, D.n_rot, D.theta, cs.data(), sn.data(),
+                      D.rope_factors.empty() ? nullptr : D.rope_factors.data(), D.rope_mscale);
     attn.resize(kern::attention_scratch(D.T, D.hd, kern::max_threads()));
     dxn.resize(D.N * D.d);
     dq.resize(D.N * D.qd);

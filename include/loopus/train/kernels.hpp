@@ -183,20 +183,23 @@ void rmsnorm_bwd(const S* x, const S* g, const S* rstd, const S* dy, int64_t N, 
 
 // ---------------------------------------------------------------- RoPE
 
-/// cos/sin tables [T, n_rot/2] for positions 0..T-1, angles in double exactly as Ops<Cpu>::rope forms them.
+/// cos/sin tables [T, n_rot/2] for positions 0..T-1, angles in double exactly as Ops<Cpu>::rope forms them
+/// (freq_factors / mscale: Phi-3 longrope; rope() with inverse=true is then the transpose, i.e. the backward).
 template <class S>
-void rope_tables(int64_t T, int n_rot, float theta, S* cs, S* sn) {
+void rope_tables(int64_t T, int n_rot, float theta, S* cs, S* sn, const float* freq_factors = nullptr,
+                 float mscale = 1.f) {
   const int half = n_rot / 2;
   for (int64_t t = 0; t < T; ++t)
     for (int i = 0; i < half; ++i) {
-      const double freq = std::pow(double(theta), -2.0 * i / n_rot);
+      double freq = std::pow(double(theta), -2.0 * i / n_rot);
+      if (freq_factors) freq /= double(freq_factors[i]);
       const double ang = double(t) * freq;
       if constexpr (std::is_same_v<S, float>) {
-        cs[t * half + i] = float(std::cos(ang));
-        sn[t * half + i] = float(std::sin(ang));
+        cs[t * half + i] = float(std::cos(ang) * mscale);
+        sn[t * half + i] = float(std::sin(ang) * mscale);
       } else {
-        cs[t * half + i] = S(std::cos(ang));
-        sn[t * half + i] = S(std::sin(ang));
+        cs[t * half + i] = S(std::cos(ang) * mscale);
+        sn[t * half + i] = S(std::sin(ang) * mscale);
       }
     }
 }

@@ -57,6 +57,10 @@ class LoopusTrainer {
       : m_(m), cfg_(cfg), D_(Dims::of(m.hp(), batch, seq_len)), training_(training) {
     cfg_.check();
     if (batch < 1 || seq_len < 2) throw Error("training needs batch >= 1 and seq_len >= 2");
+    if (const int w = m.hp().sliding_window; w > 0 && seq_len > w)  // no window mask: see docs/architecture.md
+      throw Error("training sequences of " + std::to_string(seq_len) + " tokens exceed the model's sliding window of " +
+                  std::to_string(w) + " tokens (sliding-window attention is not implemented); use --seq-len <= " +
+                  std::to_string(w));
     const LayerSplit& s = m_.split();
     nM_ = int(s.reasoning.size());
     nD_ = int(s.decoder.size());

@@ -563,8 +563,9 @@ struct Ops<Cpu> {
   /// Rotates x[T, n_head, head_dim] in place; token t is at position pos0 + t.
   /// Angles are formed in double exactly as the reference does (no global
   /// tables, so theta and n_rot may change per call), then rotation is in f32.
+  /// freq_factors / mscale: Phi-3 longrope, as Ops<Reference>::rope.
   static void rope(float* x, int64_t T, int n_head, int head_dim, int n_rot, int64_t pos0, float theta,
-                   RopeStyle style) {
+                   RopeStyle style, const float* freq_factors = nullptr, float mscale = 1.f) {
     using namespace cpu::detail;
     namespace simd = cpu::simd;
     using simd::VecF;
@@ -577,10 +578,11 @@ struct Ops<Cpu> {
       float* cs = scratch(kScratchRope, size_t(2 * half));  // cos[half], sin[half]
       float* sn = cs + half;
       for (int i = 0; i < half; ++i) {
-        const double freq = std::pow(double(theta), -2.0 * i / n_rot);
+        double freq = std::pow(double(theta), -2.0 * i / n_rot);
+        if (freq_factors) freq /= double(freq_factors[i]);
         const double ang = double(pos0 + t) * freq;
-        cs[i] = float(std::cos(ang));
-        sn[i] = float(std::sin(ang));
+        cs[i] = float(std::cos(ang) * mscale);
+        sn[i] = float(std::sin(ang) * mscale);
       }
       for (int h = 0; h < n_head; ++h) {
         float* v = x + (t * n_head + h) * int64_t(head_dim);

@@ -36,17 +36,19 @@ struct Ops<Reference> {
   }
 
   /// Rotates x[T, n_head, head_dim] in place; token t is at position pos0 + t.
-  /// Only the first n_rot dims of each head rotate; frequency of pair i is theta^(-2i/n_rot).
+  /// Only the first n_rot dims of each head rotate; frequency of pair i is theta^(-2i/n_rot),
+  /// divided by freq_factors[i] when given (Phi-3 longrope); cos and sin are scaled by mscale.
   static void rope(float* x, int64_t T, int n_head, int head_dim, int n_rot, int64_t pos0, float theta,
-                   RopeStyle style) {
+                   RopeStyle style, const float* freq_factors = nullptr, float mscale = 1.f) {
     const int half = n_rot / 2;
     for (int64_t t = 0; t < T; ++t)
       for (int h = 0; h < n_head; ++h) {
         float* v = x + (t * n_head + h) * head_dim;
         for (int i = 0; i < half; ++i) {
-          const double freq = std::pow(double(theta), -2.0 * i / n_rot);
+          double freq = std::pow(double(theta), -2.0 * i / n_rot);
+          if (freq_factors) freq /= double(freq_factors[i]);
           const double ang = double(pos0 + t) * freq;
-          const double c = std::cos(ang), s = std::sin(ang);
+          const double c = std::cos(ang) * mscale, s = std::sin(ang) * mscale;
           const int a = style == RopeStyle::kInterleaved ? 2 * i : i;
           const int b = style == RopeStyle::kInterleaved ? 2 * i + 1 : i + half;
           const double x0 = v[a], x1 = v[b];
