@@ -18,7 +18,7 @@ using nlohmann::json;
 namespace {
 
 json golden() {
-  return json::parse(test::read_text(test::source_dir() / "tests/golden/loopus/layer_specs.json"));
+  return json::parse(test::read_text(test::source_dir() / "tests/golden/official/layer_specs.json"));
 }
 
 /// LDSConfig's resolution of one parse_layer_indices result: None is no

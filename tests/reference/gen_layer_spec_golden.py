@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Writes tests/golden/loopus/layer_specs.json: what the official LoopUS code makes of each layer spec.
+# Writes tests/golden/official/layer_specs.json: what the official LoopUS code makes of each layer spec.
 # SPDX-License-Identifier: MIT
 """Runs the OFFICIAL layer-spec parser (utils/common.py: parse_layer_indices)
 and the official split resolution (models/configuration_lds.py: LDSConfig,
@@ -18,7 +18,7 @@ LDSConfig) and torch + numpy (utils/common.py imports them); each file is
 loaded on its own, so the packages' other dependencies are not needed.
 
 Usage:
-  python3 tests/reference/gen_layer_spec_golden.py --official "$LOOPUS_OFFICIAL_DIR" [--out tests/golden/loopus/layer_specs.json]
+  python3 tests/reference/gen_layer_spec_golden.py --official "$LOOPUS_OFFICIAL_DIR" [--out tests/golden/official/layer_specs.json]
 """
 import argparse
 import json
@@ -48,7 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--official", default=os.environ.get("LOOPUS_OFFICIAL_DIR"),
                     help="checkout of the official LoopUS repository (default $LOOPUS_OFFICIAL_DIR)")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "golden", "loopus",
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "golden", "official",
                                                   "layer_specs.json"))
     args = ap.parse_args()
     if not args.official or not os.path.isdir(args.official):

@@ -50,7 +50,9 @@ TEST_CASE("[loopus] train recipe: the official recipe's values (script/train.sh,
   CHECK_EQ(d.schedule, "cosine");
   CHECK_EQ(d.batch, 4);
   CHECK_EQ(d.seq_len, 128);
-  CHECK_NOTHROW(o.check());
+  AdaptConfig with_budget = o;  // official() leaves the budget to the caller
+  with_budget.max_tokens = 1 << 20;
+  CHECK_NOTHROW(with_budget.check());
   AdaptConfig bad = d;
   bad.schedule = "linear";
   bad.max_steps = 1;
