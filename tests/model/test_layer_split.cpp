@@ -111,3 +111,15 @@ TEST_CASE("[loopus] a comma list is explicit layers, never a union of ranges") {
                        Error);
   CHECK_THROWS_WITH_AS(LayerSplit::parse_spec("28", 28, "--decoder-layers"), doctest::Contains("does not exist"), Error);
 }
+
+TEST_CASE("[loopus] the split's text reads back as the same layers") {
+  for (const std::vector<int>& v : {std::vector<int>{0, 2}, std::vector<int>{2, 3, 4}, std::vector<int>{5},
+                                    std::vector<int>{0, 1, 3, 7}, std::vector<int>{}}) {
+    const std::string t = LayerSplit::range_text(v);
+    CAPTURE(t);
+    CHECK_EQ(LayerSplit::parse_spec(t, 28, "x"), v);
+  }
+  CHECK_EQ(LayerSplit::range_text({0, 2}), "0,2");
+  CHECK_EQ(LayerSplit::range_text({27}), "27..27");
+  CHECK_EQ(LayerSplit::from_specs("0..1", "27..27", 28).text(), "0..1 | 2..26 | 27..27");
+}

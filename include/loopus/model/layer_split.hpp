@@ -118,22 +118,21 @@ struct LayerSplit {
     return s;
   }
 
-  /// Compact text, e.g. "0..1 | 2..26 | 27..27".
+  /// One block as a spec that parse_spec reads back to the same layers:
+  /// "a..b" for a contiguous run, else the comma list ("0,2,5"), "none" when empty.
   static std::string range_text(const std::vector<int>& v) {
     if (v.empty()) return "none";
+    bool run = true;
+    for (size_t i = 1; i < v.size(); ++i) run = run && v[i] == v[i - 1] + 1;
+    if (run) return std::to_string(v.front()) + ".." + std::to_string(v.back());
     std::string out;
-    size_t i = 0;
-    while (i < v.size()) {
-      size_t j = i;
-      while (j + 1 < v.size() && v[j + 1] == v[j] + 1) ++j;
-      if (!out.empty()) out += ',';
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (i) out.push_back(',');
       out += std::to_string(v[i]);
-      out += "..";
-      out += std::to_string(v[j]);
-      i = j + 1;
     }
     return out;
   }
+  /// The whole split, e.g. "0..1 | 2..26 | 27..27".
   std::string text() const {
     return range_text(encoder) + " | " + range_text(reasoning) + " | " + range_text(decoder);
   }
