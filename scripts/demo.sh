@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo (about 90 s on an idle 2-core machine after the build): the real stories260K
+# The demo (about 100 s on an idle 2-core machine after the build): the real stories260K
 # model run plain; recast as a looped model (encoder 0..0, reasoning 1..3
 # looped, decoder 4..4) with a selective gate and a confidence head, adapted by
 # random deep supervision on TinyStories; held-out perplexity before and after;
