@@ -11,7 +11,7 @@
 #include <cstring>
 #include <vector>
 
-#include <Eigen/Core>
+#include "loopus/ops/cpu/eigen.hpp"
 
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/ops/reference/ops.hpp"

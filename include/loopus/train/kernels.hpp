@@ -8,7 +8,7 @@
 #include <limits>
 #include <type_traits>
 
-#include <Eigen/Core>
+#include "loopus/ops/cpu/eigen.hpp"
 #if defined(_OPENMP)
 #include <omp.h>
 #endif

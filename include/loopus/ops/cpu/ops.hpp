@@ -7,7 +7,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include <Eigen/Core>
+#include "loopus/ops/cpu/eigen.hpp"
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
