@@ -35,6 +35,7 @@
 #include "loopus/ops/reference/ops.hpp"
 #include "loopus/policies/gate/no_gate.hpp"
 #include "loopus/train/loopus_step.hpp"
+#include "model/golden_util.hpp"
 #include "test_util.hpp"
 
 using namespace loopus;
@@ -42,104 +43,18 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using test::fingerprint_matches;
+using test::max_abs_diff;
+using test::read_json;
+
 const fs::path kGoldenDir = test::source_dir() / "tests" / "golden" / "phi3";
 
-std::vector<fs::path> phi3_goldens() {
-  std::vector<fs::path> out;
-  if (fs::is_directory(kGoldenDir))
-    for (const auto& e : fs::directory_iterator(kGoldenDir))
-      if (e.path().extension() == ".json") out.push_back(e.path());
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(test::read_text(p)); }
-
-std::vector<float> b64_f32(const std::string& s) {
-  auto val = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-  };
-  std::vector<uint8_t> bytes;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : s) {
-    if (c == '=') break;
-    const int v = val(c);
-    REQUIRE(v >= 0);
-    acc = (acc << 6) | uint32_t(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      bytes.push_back(uint8_t(acc >> bits));
-    }
-  }
-  REQUIRE(bytes.size() % 4 == 0);
-  std::vector<float> out(bytes.size() / 4);
-  for (size_t i = 0; i < out.size(); ++i) {
-    const uint32_t u = uint32_t(bytes[4 * i]) | uint32_t(bytes[4 * i + 1]) << 8 | uint32_t(bytes[4 * i + 2]) << 16 |
-                       uint32_t(bytes[4 * i + 3]) << 24;
-    std::memcpy(&out[i], &u, 4);
-  }
-  return out;
-}
-
-/// The SynthParams of the golden's `loopus synth` flags.
+/// The golden's `loopus synth` flags: a phi3 model in f32.
 SynthParams synth_params(const nlohmann::json& s) {
-  SynthParams p;
-  REQUIRE_EQ(s.at("arch").get<std::string>(), "phi3");
-  p.arch = Arch::kPhi3;
-  p.dim = s.at("dim");
-  p.layers = s.at("layers");
-  p.heads = s.at("heads");
-  p.kv_heads = s.value("kv-heads", p.heads);
-  p.head_dim = s.value("head-dim", 0);
-  p.ff = s.at("ff");
-  p.vocab = s.at("vocab");
-  p.ctx = s.value("ctx", p.ctx);
-  p.rope_theta = s.value("rope-theta", p.rope_theta);
-  p.rms_eps = s.value("rms-eps", p.rms_eps);
-  REQUIRE_EQ(s.value("dtype", std::string("f32")), "f32");
-  p.tied = s.value("tied", false);
-  p.seed = s.at("seed").get<uint64_t>();
-  p.partial_rotary = s.value("partial-rotary", 1.f);
-  p.sliding_window = s.value("sliding-window", 0);
-  p.rope_orig_ctx = s.value("rope-orig-ctx", 0);
+  const SynthParams p = test::synth_params(s);
+  REQUIRE(p.arch == Arch::kPhi3);
+  REQUIRE(p.dtype == DType::kF32);
   return p;
-}
-
-/// Every tensor of `folder` matches the golden's fingerprint (else the synth changed: regenerate).
-bool fingerprint_matches(const fs::path& folder, const nlohmann::json& fp, double rtol) {
-  const io::TensorFile f = io::open_any(folder.string());
-  bool ok = f.tensors.size() == fp.size();
-  for (const auto& [name, rec] : fp.items()) {
-    const io::TensorRecord* r = f.find(name);
-    if (!r || r->dtype != DType::kF32) {
-      ok = false;
-      continue;
-    }
-    const auto* x = static_cast<const float*>(r->data);
-    double sum = 0, sumsq = 0;
-    for (int64_t i = 0; i < r->numel(); ++i) {
-      sum += double(x[i]);
-      sumsq += double(x[i]) * double(x[i]);
-    }
-    const double es = rec.at("sum"), eq = rec.at("sumsq");
-    ok = ok && rec.at("shape").get<std::vector<int64_t>>() == r->shape &&
-         std::abs(sum - es) <= rtol * (1.0 + std::abs(es)) + 1e-9 && std::abs(sumsq - eq) <= rtol * (1.0 + eq) + 1e-9;
-  }
-  CHECK_MESSAGE(ok, folder.string() << " differs from the model the golden was made from: the synth generator "
-                                       "changed; regenerate with tests/reference/gen_phi3_golden.py");
-  return ok;
-}
-
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  REQUIRE_EQ(a.size(), b.size());
-  float m = 0.f;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
-  return m;
 }
 
 template <class B>
@@ -170,14 +85,14 @@ void write_text(const fs::path& p, const std::string& s) {
 }  // namespace
 
 TEST_CASE("[phi3] logits match HF transformers from the HF folder, loopus GGUF and llama.cpp-layout GGUF") {
-  const auto files = phi3_goldens();
+  const auto files = test::golden_files("phi3");
   REQUIRE_MESSAGE(files.size() >= 3, "goldens missing in tests/golden/phi3 (run tests/reference/gen_phi3_golden.py)");
   for (const auto& path : files) {
     CAPTURE(path.filename().string());
     const auto g = read_json(path);
     const SynthParams p = synth_params(g.at("synth"));
     const std::vector<int32_t> ids = g.at("input_ids");
-    const auto want = b64_f32(g.at("logits_f32le_b64"));
+    const auto want = test::b64_f32(g.at("logits_f32le_b64"), "logits_f32le_b64");
     REQUIRE_EQ(want.size(), ids.size() * size_t(p.vocab));
     const double tol = g.value("tolerance_max_abs", 1e-4);
 
@@ -225,7 +140,7 @@ TEST_CASE("[phi3] logits match HF transformers from the HF folder, loopus GGUF a
     if (g.contains("short_logits_f32le_b64")) {  // longrope: a sequence within the original context
       const int n = g.at("short_len");
       const std::vector<int32_t> sids(ids.begin(), ids.begin() + n);
-      const auto want_s = b64_f32(g.at("short_logits_f32le_b64"));
+      const auto want_s = test::b64_f32(g.at("short_logits_f32le_b64"), "short_logits_f32le_b64");
       const float es_hf = max_abs_diff(all_logits<Cpu>(from_hf, sids), want_s);
       const float es_py = max_abs_diff(all_logits<Cpu>(from_py, sids), want_s);
       MESSAGE(path.stem().string() << " (" << n << " ids, short factors): HF folder " << es_hf << ", gguf-py GGUF "
