@@ -11,6 +11,7 @@
 //   3. ClippedGate(alpha = 0.5, clipped) gives different ids: the clip is really applied.
 // SPDX-License-Identifier: MIT
 #include <cmath>
+#include <concepts>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -24,11 +25,15 @@
 #include <loopus/tokenizer/load.hpp>
 
 /// The custom gate. What LoopedModel needs from a gate (the GatePolicy concept in
-/// include/loopus/policies/concepts.hpp) is four members:
-///   kName               a name for logs,
-///   reserve(T, d)       called once before decoding: T tokens per call at most, width d,
-///   blend<Backend>(p, h, T)  h <- G(p, h) in place for T rows of width d; must not allocate,
-///   last_mean_alpha()   the mean mixing coefficient of the last blend (reported to a LoopObserver).
+/// include/loopus/policies/concepts.hpp) is five members:
+///   kName                      a name for logs,
+///   Weights                    its parameter type (an empty struct here: alpha and max_step are settings),
+///   reserve<Backend>(T, d)     called once before decoding: T tokens per call at most, width d,
+///   blend<Backend>(p, h, T)    h <- G(p, h) in place for T rows of width d; must not allocate,
+///   last_mean_alpha()          the mean mixing coefficient of the last blend (reported to a LoopObserver).
+/// p and h are spans in the backend's memory. A gate built from Ops<Backend> operations (as the
+/// built-in gates are) runs on every backend; this one brings its own kernel, written for the Cpu
+/// backend, whose memory is host memory (Ops<Cpu>::data gives the address), so it accepts Cpu only.
 ///
 /// Per token:  s = min(1, max_step / ||p - h||),  a = alpha * s,  h <- a * p + (1 - a) * h.
 /// With max_step = infinity this is FixedMixGate(alpha); with alpha = 1 as well, it is NoGate.
@@ -40,12 +45,19 @@ struct ClippedGate {
   ClippedGate() = default;  // LoopedModel's default argument for its gate is Gate{}
   explicit ClippedGate(float alpha_, float max_step_ = INFINITY) : alpha(alpha_), max_step(max_step_) {}
 
-  void reserve(int64_t /*T*/, int64_t d) { d_ = d; }
+  struct Weights {};
 
-  // Backend is the backend tag (Cpu, Reference): a gate may call Ops<Backend>:: kernels, as
-  // SelectiveGate does for its projections. This one is a plain loop.
   template <class Backend>
-  void blend(const float* p, float* h, int64_t T) {
+  void reserve(int64_t /*T*/, int64_t d) {
+    d_ = d;
+  }
+
+  // Backend is the backend tag; this kernel is a plain loop over host memory, so only Cpu qualifies.
+  template <class Backend>
+    requires std::same_as<Backend, loopus::Cpu>
+  void blend(loopus::CSpan<Backend> ps, loopus::Span<Backend> hs, int64_t T) {
+    const float* p = loopus::Ops<loopus::Cpu>::data(ps);
+    float* h = loopus::Ops<loopus::Cpu>::data(hs);
     double a_sum = 0;
     for (int64_t t = 0; t < T; ++t) {
       const float* pt = p + t * d_;
@@ -68,6 +80,7 @@ struct ClippedGate {
 
 // The same check LoopedModel makes with its own static_assert, here where the gate is written.
 static_assert(loopus::GatePolicy<ClippedGate, loopus::Cpu>);
+static_assert(!loopus::GatePolicy<ClippedGate, loopus::Reference>);  // its kernel is Cpu-only
 
 namespace {
 

@@ -83,9 +83,14 @@ std::vector<std::vector<float>> shared_semantics_logits(const std::shared_ptr<co
   const int64_t d = hp.n_embd, n_max = int64_t(prompt.size() + steps.size());
   const size_t nM = s.reasoning.size();
   Transformer<Cpu> tf(lw->base, n_max);
-  KvCache scratch(1, n_max, hp.kv_dim());  // rows 0..T-1 rewritten by every layer call: no state kept
+  KvCache<Cpu> scratch(1, n_max, hp.kv_dim());  // rows 0..T-1 rewritten by every layer call: no state kept
+  Tensor<Cpu> buf({n_max, std::max<int64_t>(d, hp.n_vocab)});
+  auto staged = [&](int64_t n) { return buf.span().sub(0, n); };
   auto run_layer = [&](int l, std::vector<float>& x) {
-    tf.layer(l, x.data(), int64_t(x.size()) / d, 0, scratch.slot(0));
+    const Span<Cpu> xs = staged(int64_t(x.size()));
+    Ops<Cpu>::upload(x.data(), xs);
+    tf.layer(l, xs, int64_t(x.size()) / d, 0, scratch.slot(0));
+    Ops<Cpu>::download(xs, x.data());
   };
   std::vector<int32_t> seq;
   std::vector<float> h_final;                          // [t, d]: each past token's state after its last loop
@@ -98,7 +103,8 @@ std::vector<std::vector<float>> shared_semantics_logits(const std::shared_ptr<co
     seq.insert(seq.end(), call.begin(), call.end());
     // encoder over the whole sequence (not looped: recomputing it is exact)
     std::vector<float> x(size_t(int64_t(seq.size()) * d));
-    tf.embed(seq.data(), int64_t(seq.size()), x.data());
+    tf.embed(seq.data(), int64_t(seq.size()), staged(int64_t(x.size())));
+    Ops<Cpu>::download(staged(int64_t(x.size())), x.data());
     for (int l : s.encoder) run_layer(l, x);
     std::vector<float> h(x.begin() + n0 * d, x.end());  // this call's rows
     std::vector<std::vector<float>> in_last(nM);
@@ -118,7 +124,8 @@ std::vector<std::vector<float>> shared_semantics_logits(const std::shared_ptr<co
     std::vector<float> y = h_final;
     for (int l : s.decoder) run_layer(l, y);
     std::vector<float> logits(size_t(hp.n_vocab));
-    tf.head(y.data() + (int64_t(seq.size()) - 1) * d, 1, logits.data());
+    Ops<Cpu>::upload(y.data(), staged(int64_t(y.size())));
+    tf.head_to_host(staged(int64_t(y.size())).rows(int64_t(seq.size()) - 1, 1, d), 1, logits.data());
     out.push_back(std::move(logits));
   }
   return out;

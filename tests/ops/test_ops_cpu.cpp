@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -340,4 +341,116 @@ TEST_CASE("[loopus] Ops<Cpu> results do not depend on the thread count") {
   CHECK_LE(max_abs_err(y1, y2), 1e-4);  // panels may split differently; the GEMV must not
   CHECK_EQ(max_abs_err(y3, y4), 0.0);
 #endif
+}
+
+namespace {
+
+/// Runs f(Span args...) on backend B with host data in, host data out.
+template <class B>
+std::vector<float> on_backend(const std::vector<float>& host) {
+  loopus::Tensor<B> t({int64_t(host.size())});
+  Ops<B>::upload(host.data(), t.span());
+  std::vector<float> out(host.size());
+  Ops<B>::download(t.span(), out.data());
+  return out;
+}
+
+/// The loop's operations (gates, halting, decoding) on backend B's storage, checked against
+/// sums written out here in double.
+template <class B>
+void check_loop_ops() {
+  using loopus::Tensor;
+  const int64_t T = 3, d = 37;
+  const auto p = randn(size_t(T * d), 21), h = randn(size_t(T * d), 22), z = randn(size_t(T * d), 23, 3.f);
+  auto bias = randn(size_t(d), 24), A = randn(size_t(d), 25);
+  for (auto& a : A) a = std::abs(a) + 0.1f;
+  Tensor<B> tp({T, d}), th({T, d}), tz({T, d}), to({T, d});
+  Ops<B>::upload(p.data(), tp.span());
+  Ops<B>::upload(h.data(), th.span());
+  Ops<B>::upload(z.data(), tz.span());
+  CHECK_EQ(on_backend<B>(p), p);  // upload / download round trip
+
+  std::vector<float> out(size_t(T * d));
+  Ops<B>::sub(tp.span(), th.span(), to.span());
+  Ops<B>::download(to.span(), out.data());
+  for (size_t i = 0; i < out.size(); ++i) CHECK_EQ(out[i], p[i] - h[i]);
+
+  Ops<B>::copy(to.span(), th.span());
+  Ops<B>::mix(to.span(), tp.span(), 0.25f);
+  Ops<B>::download(to.span(), out.data());
+  for (size_t i = 0; i < out.size(); ++i) CHECK_EQ(out[i], doctest::Approx(0.25 * p[i] + 0.75 * h[i]).epsilon(1e-6));
+
+  Ops<B>::copy(to.span(), th.span());
+  const float mean_a = Ops<B>::selective_mix(tz.span(), Weight::f32(bias.data(), 1, d), Weight::f32(A.data(), 1, d),
+                                             tp.span(), to.span(), T, d);
+  Ops<B>::download(to.span(), out.data());
+  double asum = 0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < d; ++c) {
+      const double zz = double(z[size_t(t * d + c)]) + bias[size_t(c)];
+      const double sp = zz > 20 ? zz : std::log(1 + std::exp(zz));
+      const double a = std::exp(-sp * A[size_t(c)]);
+      const size_t i = size_t(t * d + c);
+      CHECK_EQ(out[i], doctest::Approx(a * p[i] + (1 - a) * h[i]).epsilon(1e-5));
+      asum += a;
+    }
+  CHECK_EQ(mean_a, doctest::Approx(asum / double(T * d)).epsilon(1e-6));
+
+  // confidence head on row 1: w · LayerNorm(x) + b
+  const auto lw = randn(size_t(d), 26), lb = randn(size_t(d), 27), w = randn(size_t(d), 28);
+  const float logit = Ops<B>::layernorm_dot(tp.rows(1, 1), Weight::f32(lw.data(), 1, d), Weight::f32(lb.data(), 1, d),
+                                            Weight::f32(w.data(), 1, d), 0.3f, 1e-5f);
+  double mean = 0, var = 0;
+  for (int64_t c = 0; c < d; ++c) mean += p[size_t(d + c)];
+  mean /= double(d);
+  for (int64_t c = 0; c < d; ++c) var += (p[size_t(d + c)] - mean) * (p[size_t(d + c)] - mean);
+  var /= double(d);
+  double s = 0.3;
+  for (int64_t c = 0; c < d; ++c)
+    s += double(w[size_t(c)]) * ((p[size_t(d + c)] - mean) / std::sqrt(var + 1e-5) * lw[size_t(c)] + lb[size_t(c)]);
+  CHECK_EQ(logit, doctest::Approx(s).epsilon(1e-5));
+
+  double dd = 0;
+  for (size_t i = 0; i < p.size(); ++i) dd += (double(p[i]) - h[i]) * (double(p[i]) - h[i]);
+  CHECK_EQ(Ops<B>::distance(tp.span(), th.span()), doctest::Approx(std::sqrt(dd)).epsilon(1e-6));
+
+  // log_softmax and KL over row 0 / row 2 as logits
+  Tensor<B> la({d}), lq({d});
+  Ops<B>::copy(la.span(), tz.rows(0, 1));
+  Ops<B>::copy(lq.span(), tz.rows(2, 1));
+  Ops<B>::log_softmax(la.span());
+  Ops<B>::log_softmax(lq.span());
+  std::vector<float> a(static_cast<size_t>(d)), q(static_cast<size_t>(d));
+  Ops<B>::download(la.span(), a.data());
+  Ops<B>::download(lq.span(), q.data());
+  double za = 0, zq = 0, ma = -1e30, mq = -1e30;
+  for (int64_t c = 0; c < d; ++c) {
+    ma = std::max(ma, double(z[size_t(c)]));
+    mq = std::max(mq, double(z[size_t(2 * d + c)]));
+  }
+  for (int64_t c = 0; c < d; ++c) {
+    za += std::exp(z[size_t(c)] - ma);
+    zq += std::exp(z[size_t(2 * d + c)] - mq);
+  }
+  double kl = 0;
+  for (int64_t c = 0; c < d; ++c) {
+    const double lpa = z[size_t(c)] - ma - std::log(za), lpq = z[size_t(2 * d + c)] - mq - std::log(zq);
+    CHECK_EQ(a[size_t(c)], doctest::Approx(lpa).epsilon(1e-5));
+    kl += std::exp(lpa) * (lpa - lpq);
+  }
+  CHECK_EQ(Ops<B>::kl_div(la.span(), lq.span()), doctest::Approx(kl).epsilon(1e-5));
+  CHECK_EQ(Ops<B>::kl_div(la.span(), la.span()), doctest::Approx(0.0));
+
+  const int64_t am = Ops<B>::argmax(tz.rows(0, 1));
+  CHECK_EQ(am, int64_t(std::max_element(z.begin(), z.begin() + d) - z.begin()));
+  Ops<B>::fill(to.span(), 2.5f);
+  Ops<B>::download(to.span(), out.data());
+  CHECK(std::all_of(out.begin(), out.end(), [](float v) { return v == 2.5f; }));
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("[loopus] the loop's operations (gates, confidence head, halting, KL) on each backend", B,
+                   loopus::Reference, loopus::Cpu) {
+  check_loop_ops<B>();
 }

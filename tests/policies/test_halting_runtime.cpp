@@ -340,7 +340,7 @@ TEST_CASE("[loopus] halting: KL between successive decoded distributions, from l
 // may name a private member ([temp.spec.general]/6), so this test reads it
 // without a library change.
 struct ReasoningKv {
-  using type = KvCache Model::*;
+  using type = KvCache<Cpu> Model::*;
   friend type member(ReasoningKv);
 };
 template <class Tag, typename Tag::type M>
@@ -356,7 +356,7 @@ TEST_CASE("[loopus] exit fill latest: a token that exits at depth e < B leaves d
   PerDepthCache pc;
   pc.exit_fill = ExitFill::kLatest;  // explicit: the default is not what this test is about
   Model m(lw, params(HaltRule::kConvergence, 2.0f), {.n_ctx = 64}, FixedMixGate(kAlpha), pc);
-  KvCache& kv = m.*member(ReasoningKv{});
+  KvCache<Cpu>& kv = m.*member(ReasoningKv{});
   REQUIRE_EQ(kv.n_slot(), nM * kB);
   std::vector<float> logits(512);
   const std::vector<int32_t> prompt = {1, 403, 407};
@@ -368,9 +368,13 @@ TEST_CASE("[loopus] exit fill latest: a token that exits at depth e < B leaves d
     exit_at.push_back(m.last_loops());
   }
   auto rows_equal = [&](int slot_a, int slot_b, size_t t) {
-    const LayerKv a = kv.slot(slot_a), b = kv.slot(slot_b);
-    const size_t off = t * size_t(kvd), bytes = size_t(kvd) * sizeof(float);
-    return std::memcmp(a.k + off, b.k + off, bytes) == 0 && std::memcmp(a.v + off, b.v + off, bytes) == 0;
+    const LayerKv<Cpu> a = kv.slot(slot_a), b = kv.slot(slot_b);
+    auto host = [&](CSpan<Cpu> s) {
+      std::vector<float> v(static_cast<size_t>(kvd));
+      Ops<Cpu>::download(s.rows(int64_t(t), 1, kvd), v.data());
+      return v;
+    };
+    return host(a.k) == host(b.k) && host(a.v) == host(b.v);
   };
   int early = 0, full = 0;
   for (size_t t = 0; t < exit_at.size(); ++t) {

@@ -26,8 +26,12 @@ std::vector<double> gate_alphas(const SelectiveGateWeights& w, int64_t T, uint32
   for (auto& v : h) v = nd(gen);
   std::vector<float> h2 = h;
   SelectiveGate g(std::make_shared<const SelectiveGateWeights>(w));
-  g.reserve(T, d);
-  g.blend<Cpu>(p.data(), h2.data(), T);
+  g.reserve<Cpu>(T, d);
+  Tensor<Cpu> pt({T, d}), ht({T, d});
+  Ops<Cpu>::upload(p.data(), pt.span());
+  Ops<Cpu>::upload(h2.data(), ht.span());
+  g.blend<Cpu>(pt.span(), ht.span(), T);
+  Ops<Cpu>::download(ht.span(), h2.data());
   std::vector<double> a;
   for (size_t i = 0; i < p.size(); ++i)
     if (std::abs(p[i] - h[i]) > 0.5f) a.push_back((double(h2[i]) - h[i]) / (double(p[i]) - h[i]));

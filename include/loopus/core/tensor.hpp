@@ -1,10 +1,13 @@
-// Weight (a stored matrix/vector of any dtype) and Tensor (owning f32 activations).
+// Weight (a stored matrix/vector of any dtype); Tensor<Backend> and Span<Backend> (activations in a backend's memory).
 // SPDX-License-Identifier: MIT
 #pragma once
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "loopus/config.hpp"
+#include "loopus/core/backend.hpp"
 #include "loopus/core/buffer.hpp"
 #include "loopus/core/dtype.hpp"
 
@@ -13,7 +16,9 @@ namespace loopus {
 /// A read-only weight matrix [rows, cols], row-major: row r holds the `cols`
 /// input weights of output r (this is both HF's [out, in] and GGUF's ne0=in).
 /// A vector (norm gain, bias) has rows == 1. dtype is f32, f16 or bf16 here;
-/// quantized files are dequantized before a Weight is made.
+/// quantized files are dequantized before a Weight is made. The host backends
+/// (Reference, Cpu) read weights where the loader left them; a device backend
+/// keeps its resident copy keyed by `data`.
 struct Weight {
   const void* data = nullptr;
   DType dtype = DType::kF32;
@@ -34,9 +39,58 @@ struct Weight {
       default: return 0.f;
     }
   }
+  /// An f32 vector [1, n] or matrix [rows, cols] over host floats (gate and q-head parameters).
+  static Weight f32(const float* p, int64_t rows, int64_t cols) { return {p, DType::kF32, rows, cols}; }
 };
 
-/// Owning f32 tensor with up to 4 dims (outermost first), 64-byte aligned.
+template <class Backend>
+class Tensor;
+
+/// A range of f32 activations in `Backend`'s memory: what every Ops<Backend>
+/// kernel reads and writes. Code outside the backend cannot reach the address:
+/// only Ops<Backend> (a friend) unpacks it, so model and policy code, which is
+/// written once for all backends, can slice and pass spans but never
+/// dereference them. Span<B> converts to CSpan<B> (read-only).
+template <class Backend, class T = float>
+class Span {
+  static_assert(std::is_same_v<std::remove_const_t<T>, float>, "activations are f32");
+
+ public:
+  using element_type = T;
+  Span() = default;
+  /// A read-only span from a writable one.
+  template <class U>
+    requires(std::is_const_v<T> && std::is_same_v<U, float>)
+  Span(Span<Backend, U> s) : p_(s.p_), n_(s.n_) {}  // NOLINT(google-explicit-constructor)
+
+  int64_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  /// Elements [off, off + n).
+  Span sub(int64_t off, int64_t n) const {
+    LOOPUS_ASSERT(off >= 0 && n >= 0 && off + n <= n_);
+    return Span(p_ + off, n);
+  }
+  /// Rows [r0, r0 + nr) of a row-major [*, width] array.
+  Span rows(int64_t r0, int64_t nr, int64_t width) const { return sub(r0 * width, nr * width); }
+
+ private:
+  template <class, class>
+  friend class Span;
+  friend class Tensor<Backend>;
+  friend struct Ops<Backend>;
+  Span(T* p, int64_t n) : p_(p), n_(n) {}
+  T* p_ = nullptr;
+  int64_t n_ = 0;
+};
+template <class Backend>
+using CSpan = Span<Backend, const float>;
+
+/// Owning f32 tensor with up to 4 dims (outermost first) in `Backend`'s
+/// memory. The host backends (Reference, Cpu) keep it in 64-byte aligned host
+/// memory; a device backend specialises Tensor for its allocator. Contents are
+/// read and written only through spans and Ops<Backend> (upload / download /
+/// fill for host data). reshape() reallocates only to grow.
+template <class Backend>
 class Tensor {
  public:
   Tensor() = default;
@@ -48,16 +102,17 @@ class Tensor {
     if (size_t(n) * 4 > buf_.size()) buf_.resize(size_t(n) * 4);
     numel_ = n;
   }
-  float* data() { return buf_.as<float>(); }
-  const float* data() const { return buf_.as<float>(); }
   int64_t numel() const { return numel_; }
   const std::vector<int64_t>& shape() const { return shape_; }
   int64_t dim(size_t i) const { return shape_.at(i); }
-  void zero() {
-    for (int64_t i = 0; i < numel_; ++i) data()[i] = 0.f;
-  }
-  float& operator[](int64_t i) { return data()[i]; }
-  float operator[](int64_t i) const { return data()[i]; }
+  /// Elements in one outermost row (numel / dim(0)).
+  int64_t row_size() const { return shape_.empty() || shape_[0] == 0 ? 0 : numel_ / shape_[0]; }
+
+  Span<Backend> span() { return {buf_.as<float>(), numel_}; }
+  CSpan<Backend> span() const { return CSpan<Backend>(Span<Backend>(const_cast<float*>(buf_.as<float>()), numel_)); }
+  /// Outermost rows [r0, r0 + nr).
+  Span<Backend> rows(int64_t r0, int64_t nr) { return span().rows(r0, nr, row_size()); }
+  CSpan<Backend> rows(int64_t r0, int64_t nr) const { return span().rows(r0, nr, row_size()); }
 
  private:
   AlignedBuffer buf_;

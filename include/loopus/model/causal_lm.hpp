@@ -16,9 +16,8 @@ struct ContextParams {
   int64_t n_batch = 512;   ///< tokens per forward chunk during prefill
 };
 
-/// The original pretrained model, one sequence, with a KV cache.
-/// Satisfies the LanguageModel interface used by generate() and the evaluators:
-/// reset(), n_past(), n_vocab(), eval(ids, logits, all_logits).
+/// The original pretrained model, one sequence, with a KV cache. A
+/// LanguageModel (model/language_model.hpp): logits come back in host memory.
 template <class Backend>
 class CausalLM {
  public:
@@ -35,7 +34,7 @@ class CausalLM {
   int64_t n_ctx() const { return cp_.n_ctx; }
   int n_vocab() const { return tf_.hp().n_vocab; }
   const HParams& hp() const { return tf_.hp(); }
-  const KvCache& cache() const { return cache_; }
+  const KvCache<Backend>& cache() const { return cache_; }
   Transformer<Backend>& transformer() { return tf_; }
 
   /// Appends ids to the sequence. Writes the logits of the last token to
@@ -47,12 +46,13 @@ class CausalLM {
       throw Error("context full: " + std::to_string(n_past_ + n) + " tokens > n_ctx " + std::to_string(cp_.n_ctx));
     for (int64_t t0 = 0; t0 < n; t0 += tf_.max_tokens()) {
       const int64_t T = std::min(tf_.max_tokens(), n - t0);
-      tf_.embed(ids.data() + t0, T, x_.data());
-      for (int l = 0; l < hp.n_layer; ++l) tf_.layer(l, x_.data(), T, n_past_, cache_.slot(l));
+      const Span<Backend> x = x_.rows(0, T);
+      tf_.embed(ids.data() + t0, T, x);
+      for (int l = 0; l < hp.n_layer; ++l) tf_.layer(l, x, T, n_past_, cache_.slot(l));
       if (all_logits)
-        tf_.head(x_.data(), T, logits + t0 * hp.n_vocab);
+        tf_.head_to_host(x, T, logits + t0 * hp.n_vocab);
       else if (t0 + T == n)
-        tf_.head(x_.data() + (T - 1) * hp.n_embd, 1, logits);
+        tf_.head_to_host(x_.rows(T - 1, 1), 1, logits);
       n_past_ += T;
     }
   }
@@ -60,8 +60,8 @@ class CausalLM {
  private:
   Transformer<Backend> tf_;
   ContextParams cp_;
-  KvCache cache_;
-  Tensor x_;
+  KvCache<Backend> cache_;
+  Tensor<Backend> x_;
   int64_t n_past_ = 0;
 };
 

@@ -6,7 +6,7 @@
 #include <span>
 #include <vector>
 
-#include "loopus/core/tensor.hpp"
+#include "loopus/model/language_model.hpp"
 #include "loopus/sample/sampler.hpp"
 
 namespace loopus {
@@ -33,13 +33,13 @@ concept ReportsLoops = requires(const M& m) {
 
 /// Feeds the prompt, then samples n_predict tokens. on_token(id) is called as
 /// soon as each id is chosen (for streaming). The model is reset first.
-template <class Model, class OnToken>
+template <LanguageModel Model, class OnToken>
 GenerateResult generate(Model& model, std::span<const int32_t> prompt, const GenerateParams& gp, Sampler& sampler,
                         OnToken&& on_token) {
   using clock = std::chrono::steady_clock;
   GenerateResult r;
   model.reset();
-  Tensor logits({int64_t(model.n_vocab())});
+  std::vector<float> logits(size_t(model.n_vocab()));
   std::vector<int32_t> history(prompt.begin(), prompt.end());
   history.reserve(history.size() + size_t(gp.n_predict));
   r.ids.reserve(size_t(gp.n_predict));

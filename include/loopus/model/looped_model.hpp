@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <span>
 #include <vector>
@@ -13,6 +12,7 @@
 #include "loopus/model/causal_lm.hpp"
 #include "loopus/model/looped_weights.hpp"
 #include "loopus/model/transformer.hpp"
+#include "loopus/ops/concept.hpp"
 #include "loopus/policies/cache/no_cache.hpp"
 #include "loopus/policies/cache/per_depth_cache.hpp"
 #include "loopus/policies/cache/shared_cache.hpp"
@@ -44,18 +44,25 @@ struct LoopParams {
 };
 
 /// A pretrained model run as a looped latent-refinement model (LoopUS).
-/// One sequence; eval() appends tokens like CausalLM::eval.
+/// One sequence; eval() appends tokens like CausalLM::eval. Every activation
+/// and cache lives in Backend's memory and is touched only through
+/// Ops<Backend> (ops/concept.hpp), the gate and the cache policy.
 /// @tparam Backend a backend tag with Ops<Backend> (Reference, Cpu).
 /// @tparam Gate a GatePolicy (NoGate, FixedMixGate, SelectiveGate).
 /// @tparam Cache a CachePolicy (PerDepthCache, SharedCache, NoCache).
 template <class Backend, class Gate = SelectiveGate, class Cache = PerDepthCache>
 class LoopedModel {
+  static_assert(OpsBackend<Backend>,
+                "Backend needs an Ops<Backend> with every operation of ops/concept.hpp (include its ops header)");
   static_assert(GatePolicy<Gate, Backend>,
-                "Gate must provide kName, reserve(T, d) and template<class Backend> blend(p, h, T); "
+                "Gate must provide kName, Weights, template<class Backend> reserve(T, d) and blend(p, h, T); "
                 "see include/loopus/policies/concepts.hpp");
-  static_assert(CachePolicy<Cache>,
-                "Cache must provide kName, kRecompute, reasoning_slots(n_reason, n_loop) and slot(j, r, n_reason); "
-                "see include/loopus/policies/concepts.hpp");
+  static_assert(CachePolicy<Cache, Backend>,
+                "Cache must provide kName, kRecompute, reasoning_slots(n_reason, n_loop), slot(j, r, n_reason) and "
+                "after_exit(kv, loops, n_loop, n_reason, pos0, T); see include/loopus/policies/concepts.hpp");
+  using K = Ops<Backend>;
+  using S = Span<Backend>;
+  using CS = CSpan<Backend>;
 
  public:
   LoopedModel(std::shared_ptr<const LoopedWeights> w, LoopParams lp, ContextParams cp = {}, Gate gate = {},
@@ -67,9 +74,9 @@ class LoopedModel {
     if (s.n_layer() != hp.n_layer || s.reasoning.empty())
       throw Error("layer split " + s.text() + " does not cover the model's " + std::to_string(hp.n_layer) + " layers");
     const int B = lp_.halting.max_loops;
-    if (B < 1 || B > 1024) throw Error("--loops must be in 1..1024, got " + std::to_string(B));
+    if (B < 1 || B > 1024) throw Error("max_loops (B) must be in 1..1024, got " + std::to_string(B));
     if (lp_.halting.needs_q() && !w_->q_head)
-      throw Error("--halt " + lp_.halting.text() + " needs a confidence head (q_head); this model has none");
+      throw Error("halting rule " + lp_.halting.text() + " needs a confidence head (q_head); this model has none");
     const int64_t Tmax = tf_.max_tokens(), d = hp.n_embd;
     const int nE = int(s.encoder.size()), nM = int(s.reasoning.size()), nD = int(s.decoder.size());
     enc_.allocate(nE, cp_.n_ctx, hp.kv_dim());
@@ -85,7 +92,7 @@ class LoopedModel {
       logp_cur_.reshape({hp.n_vocab});
     }
     if constexpr (Cache::kRecompute) history_.reserve(size_t(cp_.n_ctx));
-    gate_.reserve(Tmax, d);
+    gate_.template reserve<Backend>(Tmax, d);
     tf_.reserve_context(cp_.n_ctx);
   }
 
@@ -107,11 +114,18 @@ class LoopedModel {
   size_t cache_bytes_per_token() const {
     return enc_.bytes_per_token() + rea_.bytes_per_token() + dec_.bytes_per_token();
   }
-  void set_observer(LoopObserver* o) { observer_ = o; }
+  /// Receives every iteration's last-token state (copied to the host only while one is set).
+  void set_observer(LoopObserver* o) {
+    observer_ = o;
+    if (o) {
+      obs_h_.resize(size_t(hp().n_embd));
+      obs_p_.resize(size_t(hp().n_embd));
+    }
+  }
   Gate& gate() { return gate_; }
 
   /// Appends ids; writes the last token's logits to logits[V] (or all appended
-  /// tokens' to logits[n, V] when all_logits).
+  /// tokens' to logits[n, V] when all_logits), in host memory.
   void eval(std::span<const int32_t> ids, float* logits, bool all_logits = false) {
     const int64_t n = int64_t(ids.size());
     if (n_past_ + n > cp_.n_ctx)
@@ -135,39 +149,19 @@ class LoopedModel {
     const LayerSplit& s = w_->split;
     const int64_t d = hp().n_embd, pos0 = n_past_;
     const int nM = int(s.reasoning.size());
-    float* h = h_.data();
+    const S h = h_.rows(0, T);
 
     tf_.embed(ids, T, h);  // [T, d]
     for (size_t i = 0; i < s.encoder.size(); ++i) tf_.layer(s.encoder[i], h, T, pos0, enc_.slot(int(i)));
 
-    const int loops = run_loops(h, T, pos0, T, [&](int r, float* p) {
+    const int loops = run_loops(h, T, pos0, T, [&](int r, S p) {
       for (int j = 0; j < nM; ++j) tf_.layer(s.reasoning[size_t(j)], p, T, pos0, rea_.slot(cache_.slot(j, r, nM)));
     });
-    after_exit(loops, pos0, T);
+    cache_.after_exit(rea_, loops, lp_.halting.max_loops, nM, pos0, T);
 
     for (size_t i = 0; i < s.decoder.size(); ++i) tf_.layer(s.decoder[i], h, T, pos0, dec_.slot(int(i)));
-    if (all_logits) tf_.head(h, T, all_logits);
-    else if (is_last) tf_.head(h + (T - 1) * d, 1, last_logits);
-  }
-
-  /// Per-depth caches after a token halted after `loops` < B iterations.
-  void after_exit(int loops, int64_t pos0, int64_t T) {
-    if constexpr (std::is_same_v<Cache, PerDepthCache>) {
-      const int B = lp_.halting.max_loops, nM = int(w_->split.reasoning.size());
-      if (loops >= B) return;
-      const size_t row = size_t(hp().kv_dim()), bytes = size_t(T) * row * sizeof(float);
-      for (int r = loops; r < B; ++r)
-        for (int j = 0; j < nM; ++j) {
-          const int dst = cache_.slot(j, r, nM);
-          if (cache_.exit_fill == ExitFill::kDrop) {
-            rea_.set_begin(dst, pos0 + T);  // official: deeper caches thrown away
-          } else {                          // latest available depth: copy from depth loops-1
-            LayerKv src = rea_.slot(cache_.slot(j, loops - 1, nM)), out = rea_.slot(dst);
-            std::memcpy(out.k + pos0 * int64_t(row), src.k + pos0 * int64_t(row), bytes);
-            std::memcpy(out.v + pos0 * int64_t(row), src.v + pos0 * int64_t(row), bytes);
-          }
-        }
-    }
+    if (all_logits) tf_.head_to_host(h, T, all_logits);
+    else if (is_last) tf_.head_to_host(h.rows(T - 1, 1, d), 1, last_logits);
   }
 
   // ---- no cache: rerun the whole sequence every call ----
@@ -175,84 +169,83 @@ class LoopedModel {
     const LayerSplit& s = w_->split;
     const int64_t d = hp().n_embd, N = int64_t(history_.size()), Tb = tf_.max_tokens();
     const int nM = int(s.reasoning.size());
-    float* h = h_.data();  // [N, d]
+    const S h = h_.rows(0, N);  // [N, d]
     for (int64_t c = 0; c < N; c += Tb) {
       const int64_t T = std::min(Tb, N - c);
-      tf_.embed(history_.data() + c, T, h + c * d);
-      for (size_t i = 0; i < s.encoder.size(); ++i) tf_.layer(s.encoder[i], h + c * d, T, c, enc_.slot(int(i)));
+      tf_.embed(history_.data() + c, T, h.rows(c, T, d));
+      for (size_t i = 0; i < s.encoder.size(); ++i) tf_.layer(s.encoder[i], h.rows(c, T, d), T, c, enc_.slot(int(i)));
     }
-    run_loops(h, N, 0, Tb, [&](int, float* p_all) {
-      // p_all holds the proposal for all N rows (it is h_ copied in chunks below)
+    run_loops(h, N, 0, Tb, [&](int, S p_all) {
+      // p_all holds the proposal for all N rows (h copied), run chunk by chunk
       for (int64_t c = 0; c < N; c += Tb) {
         const int64_t T = std::min(Tb, N - c);
-        for (int j = 0; j < nM; ++j) tf_.layer(s.reasoning[size_t(j)], p_all + c * d, T, c, rea_.slot(j));
+        for (int j = 0; j < nM; ++j) tf_.layer(s.reasoning[size_t(j)], p_all.rows(c, T, d), T, c, rea_.slot(j));
       }
     });
     for (int64_t c = 0; c < N; c += Tb) {
       const int64_t T = std::min(Tb, N - c);
-      for (size_t i = 0; i < s.decoder.size(); ++i) tf_.layer(s.decoder[i], h + c * d, T, c, dec_.slot(int(i)));
+      for (size_t i = 0; i < s.decoder.size(); ++i) tf_.layer(s.decoder[i], h.rows(c, T, d), T, c, dec_.slot(int(i)));
     }
-    if (all_logits) tf_.head(h + (N - n_new) * d, n_new, logits);
-    else tf_.head(h + (N - 1) * d, 1, logits);
+    if (all_logits) tf_.head_to_host(h.rows(N - n_new, n_new, d), n_new, logits);
+    else tf_.head_to_host(h.rows(N - 1, 1, d), 1, logits);
   }
 
   /// The loop itself, over rows [0, n) of h (the chunk, or the whole sequence
   /// for NoCache). block(r, p) runs the reasoning layers at depth r on p in
   /// place. Returns the iterations run.
   template <class Block>
-  int run_loops(float* h, int64_t n, int64_t pos0, int64_t chunk, Block&& block) {
+  int run_loops(S h, int64_t n, int64_t pos0, int64_t chunk, Block&& block) {
     const int64_t d = hp().n_embd;
     const int B = lp_.halting.max_loops;
     const HaltingParams& hpar = lp_.halting;
+    LOOPUS_ASSERT(n <= p_.dim(0));
     halter_.begin();
     have_prev_ = false;
     int loops = 0;
+    const S p = p_.rows(0, n);
+    const S h_last = h.rows(n - 1, 1, d);
+    const CS p_last = p.rows(n - 1, 1, d);
     for (int r = 0; r < B; ++r) {
-      float* p = proposal_rows(n);  // p <- M(h)
-      std::memcpy(p, h, size_t(n * d) * sizeof(float));
+      K::copy(p, h);  // p <- M(h)
       block(r, p);
-      const float* p_last = p + (n - 1) * d;
-      float* h_last = h + (n - 1) * d;
       const bool check = halter_.checks_at(r) && r + 1 < B;
       // KL needs a decoded distribution every loop, also where it does not yet decide
       const bool measure = check || (hpar.needs_decode() && r + 1 < B);
-      if (measure || observer_) std::memcpy(last_in_.data(), h_last, size_t(d) * sizeof(float));
-      if (check && hpar.needs_q() && hpar.q_input == QInput::kDelta)
-        for (int64_t i = 0; i < d; ++i) q_in_[i] = p_last[i] - last_in_[i];
+      if (measure || observer_) K::copy(last_in_.span(), h_last);
+      if (check && hpar.needs_q() && hpar.q_input == QInput::kDelta) K::sub(p_last, last_in_.span(), q_in_.span());
       blend_rows(p, h, n, chunk);
       loops = r + 1;
       const float value = measure ? halt_value(h, n, pos0, h_last) : NAN;
-      if (observer_) observer_->on_loop({pos0 + n - 1, r, h_last, p_last, d, gate_.last_mean_alpha(), value});
+      if (observer_) {
+        K::download(h_last, obs_h_.data());
+        K::download(p_last, obs_p_.data());
+        observer_->on_loop({pos0 + n - 1, r, obs_h_.data(), obs_p_.data(), d, gate_.last_mean_alpha(), value});
+      }
       if (check && halter_.decide(value)) break;
     }
     last_loops_ = loops;
     return loops;
   }
 
-  float* proposal_rows(int64_t n) {
-    LOOPUS_ASSERT(n <= p_.dim(0));
-    return p_.data();
-  }
-
-  void blend_rows(const float* p, float* h, int64_t n, int64_t chunk) {
+  void blend_rows(CS p, S h, int64_t n, int64_t chunk) {
     const int64_t d = hp().n_embd;
     for (int64_t c = 0; c < n; c += chunk) {
       const int64_t T = std::min(chunk, n - c);
-      gate_.template blend<Backend>(p + c * d, h + c * d, T);
+      gate_.template blend<Backend>(p.rows(c, T, d), h.rows(c, T, d), T);
     }
   }
 
-  float halt_value(const float* h, int64_t n, int64_t pos0, const float* h_last) {
-    const int64_t d = hp().n_embd;
+  float halt_value(CS h, int64_t n, int64_t pos0, CS h_last) {
     switch (lp_.halting.rule) {
       case HaltRule::kThreshold:
-      case HaltRule::kCdf:
-        return w_->q_head->prob(lp_.halting.q_input == QInput::kDelta ? q_in_.data() : h_last);
-      case HaltRule::kConvergence: {
-        double ss = 0;
-        for (int64_t i = 0; i < d; ++i) ss += double(h_last[i] - last_in_[i]) * (h_last[i] - last_in_[i]);
-        return float(std::sqrt(ss));
+      case HaltRule::kCdf: {
+        const ConfidenceHead& q = *w_->q_head;
+        const CS x = lp_.halting.q_input == QInput::kDelta ? q_in_.span() : h_last;
+        const float logit = K::layernorm_dot(x, Weight::f32(q.ln_w.data(), 1, q.d), Weight::f32(q.ln_b.data(), 1, q.d),
+                                             Weight::f32(q.w.data(), 1, q.d), q.b, q.eps);
+        return 1.f / (1.f + std::exp(-logit));
       }
+      case HaltRule::kConvergence: return float(K::distance(h_last, last_in_.span()));
       case HaltRule::kKl: return decoded_kl(h, n, pos0);
       case HaltRule::kFixed: break;
     }
@@ -262,33 +255,23 @@ class LoopedModel {
   /// KL(p_prev || p_cur) of the decoder's next-token distribution for the last
   /// row, decoding a copy of the state (the decoder cache rows it writes are
   /// rewritten by the final decode).
-  float decoded_kl(const float* h, int64_t n, int64_t pos0) {
+  float decoded_kl(CS h, int64_t n, int64_t pos0) {
     const LayerSplit& s = w_->split;
-    const int64_t d = hp().n_embd, V = n_vocab(), Tb = tf_.max_tokens();
+    const int64_t d = hp().n_embd, Tb = tf_.max_tokens();
     // Decode rows in chunks; only the last chunk's last row is needed, but every row feeds attention.
     for (int64_t c = 0; c < n; c += Tb) {
       const int64_t T = std::min(Tb, n - c);
-      std::memcpy(probe_.data(), h + c * d, size_t(T * d) * sizeof(float));
-      for (size_t i = 0; i < s.decoder.size(); ++i)
-        tf_.layer(s.decoder[i], probe_.data(), T, pos0 + c, dec_.slot(int(i)));
-      if (c + T == n) tf_.head(probe_.data() + (T - 1) * d, 1, logp_cur_.data());
+      const S probe = probe_.rows(0, T);
+      K::copy(probe, h.rows(c, T, d));
+      for (size_t i = 0; i < s.decoder.size(); ++i) tf_.layer(s.decoder[i], probe, T, pos0 + c, dec_.slot(int(i)));
+      if (c + T == n) tf_.head(probe.rows(T - 1, 1, d), 1, logp_cur_.span());
     }
-    log_softmax(logp_cur_.data(), V);
-    double kl = 0;
-    if (have_prev_) {
-      for (int64_t i = 0; i < V; ++i) kl += std::exp(double(logp_prev_[i])) * (double(logp_prev_[i]) - logp_cur_[i]);
-    }
+    K::log_softmax(logp_cur_.span());
+    const double kl = have_prev_ ? K::kl_div(logp_prev_.span(), logp_cur_.span()) : 0.0;
     std::swap(logp_prev_, logp_cur_);
     const bool first = !have_prev_;
     have_prev_ = true;
     return first ? INFINITY : float(std::max(0.0, kl));
-  }
-  static void log_softmax(float* x, int64_t n) {
-    double m = -INFINITY, z = 0;
-    for (int64_t i = 0; i < n; ++i) m = std::max(m, double(x[i]));
-    for (int64_t i = 0; i < n; ++i) z += std::exp(double(x[i]) - m);
-    const double lz = m + std::log(z);
-    for (int64_t i = 0; i < n; ++i) x[i] = float(double(x[i]) - lz);
   }
 
   std::shared_ptr<const LoopedWeights> w_;
@@ -298,8 +281,9 @@ class LoopedModel {
   Cache cache_;
   Transformer<Backend> tf_;
   Halter halter_;
-  KvCache enc_, rea_, dec_;
-  Tensor h_, p_, probe_, last_in_, q_in_, logp_prev_, logp_cur_;
+  KvCache<Backend> enc_, rea_, dec_;
+  Tensor<Backend> h_, p_, probe_, last_in_, q_in_, logp_prev_, logp_cur_;
+  std::vector<float> obs_h_, obs_p_;  ///< host copies for the observer
   bool have_prev_ = false;
   std::vector<int32_t> history_;
   int64_t n_past_ = 0;

@@ -10,8 +10,9 @@
 #include "loopus/core/backend.hpp"
 #include "loopus/core/error.hpp"
 #include "loopus/core/tensor.hpp"
-#include "loopus/model/kv_cache.hpp"
+#include "loopus/core/kv_cache.hpp"
 #include "loopus/model/weights.hpp"
+#include "loopus/ops/concept.hpp"
 
 namespace loopus {
 
@@ -21,6 +22,9 @@ namespace loopus {
 /// @tparam Backend a backend tag with an Ops<Backend> specialisation (Reference, Cpu).
 template <class Backend>
 class Transformer {
+  static_assert(OpsBackend<Backend>,
+                "Backend needs an Ops<Backend> with every operation of ops/concept.hpp (include its ops header)");
+
  public:
   using Kernels = Ops<Backend>;
 
@@ -47,12 +51,12 @@ class Transformer {
   const HParams& hp() const { return w_->hp; }
   int64_t max_tokens() const { return max_t_; }
 
-  /// x[T, d] = token_embd[ids]
-  void embed(const int32_t* ids, int64_t T, float* x) const { Kernels::embed(w_->tok_embd, ids, T, x); }
+  /// x[T, d] = token_embd[ids] (ids on the host)
+  void embed(const int32_t* ids, int64_t T, Span<Backend> x) const { Kernels::embed(w_->tok_embd, ids, T, x); }
 
   /// One pre-norm block in place on x[T, d]; the T tokens sit at positions
   /// pos0.. and write their keys/values into rows pos0.. of kv.
-  void layer(int l, float* x, int64_t T, int64_t pos0, LayerKv kv) {
+  void layer(int l, Span<Backend> x, int64_t T, int64_t pos0, LayerKv<Backend> kv) {
     LOOPUS_ASSERT(T <= max_t_);
     const HParams& hp = w_->hp;
     if (hp.sliding_window > 0 && pos0 + T > hp.sliding_window) [[unlikely]]
@@ -61,49 +65,66 @@ class Transformer {
                   "sequences within the window)");
     const LayerWeights& L = w_->layers[size_t(l)];
     const int64_t d = hp.n_embd, kvd = hp.kv_dim();
-    float* kr = kv.k + pos0 * kvd;  // new rows of the cache: [T, n_kv, hd]
-    float* vr = kv.v + pos0 * kvd;
+    x = x.sub(0, T * d);
+    const Span<Backend> xn = xn_.rows(0, T), q = q_.rows(0, T), att = att_.rows(0, T), g = g_.rows(0, T),
+                        u = u_.rows(0, T), o = tmp_.span().sub(0, T * d);
+    const Span<Backend> kr = kv.k.rows(pos0, T, kvd);  // new rows of the cache: [T, n_kv, hd]
+    const Span<Backend> vr = kv.v.rows(pos0, T, kvd);
 
-    Kernels::rmsnorm(x, L.attn_norm, T, d, hp.rms_eps, xn_.data());
-    Kernels::matmul(L.wq, xn_.data(), T, q_.data());
-    Kernels::matmul(L.wk, xn_.data(), T, kr);
-    Kernels::matmul(L.wv, xn_.data(), T, vr);
+    Kernels::rmsnorm(x, L.attn_norm, T, d, hp.rms_eps, xn);
+    Kernels::matmul(L.wq, xn, T, q);
+    Kernels::matmul(L.wk, xn, T, kr);
+    Kernels::matmul(L.wv, xn, T, vr);
     if (hp.qk_norm) {  // Qwen3: RMSNorm over each head, before RoPE
-      Kernels::rmsnorm(q_.data(), L.q_norm, T * hp.n_head, hp.head_dim, hp.rms_eps, q_.data());
+      Kernels::rmsnorm(q, L.q_norm, T * hp.n_head, hp.head_dim, hp.rms_eps, q);
       Kernels::rmsnorm(kr, L.k_norm, T * hp.n_head_kv, hp.head_dim, hp.rms_eps, kr);
     }
     // Phi-3 longrope: short or long factors by the length this call reaches, as transformers picks them.
     const float* rf = hp.rope_scaling.factors(pos0 + T);
     const float ms = hp.rope_scaling.mscale();
-    Kernels::rope(q_.data(), T, hp.n_head, hp.head_dim, hp.n_rot, pos0, hp.rope_theta, hp.rope_style, rf, ms);
+    Kernels::rope(q, T, hp.n_head, hp.head_dim, hp.n_rot, pos0, hp.rope_theta, hp.rope_style, rf, ms);
     Kernels::rope(kr, T, hp.n_head_kv, hp.head_dim, hp.n_rot, pos0, hp.rope_theta, hp.rope_style, rf, ms);
-    Kernels::attention(q_.data(), kv.k, kv.v, T, pos0, kv.begin, hp.n_head, hp.n_head_kv, hp.head_dim,
-                       att_.data());
-    Kernels::matmul(L.wo, att_.data(), T, tmp_.data());
-    Kernels::add(x, tmp_.data(), T * d);
+    Kernels::attention(q, kv.k, kv.v, T, pos0, kv.begin, hp.n_head, hp.n_head_kv, hp.head_dim, att);
+    Kernels::matmul(L.wo, att, T, o);
+    Kernels::add(x, o);
 
-    Kernels::rmsnorm(x, L.ffn_norm, T, d, hp.rms_eps, xn_.data());
-    Kernels::matmul(L.w_gate, xn_.data(), T, g_.data());
-    Kernels::matmul(L.w_up, xn_.data(), T, u_.data());
-    Kernels::swiglu(g_.data(), u_.data(), T * hp.n_ff, g_.data());
-    Kernels::matmul(L.w_down, g_.data(), T, tmp_.data());
-    Kernels::add(x, tmp_.data(), T * d);
+    Kernels::rmsnorm(x, L.ffn_norm, T, d, hp.rms_eps, xn);
+    Kernels::matmul(L.w_gate, xn, T, g);
+    Kernels::matmul(L.w_up, xn, T, u);
+    Kernels::swiglu(g, u, g);
+    Kernels::matmul(L.w_down, g, T, o);
+    Kernels::add(x, o);
   }
 
   /// logits[T, V] = output(norm(x[T, d])). x is left untouched.
-  void head(const float* x, int64_t T, float* logits) {
+  void head(CSpan<Backend> x, int64_t T, Span<Backend> logits) {
     const HParams& hp = w_->hp;
     for (int64_t t0 = 0; t0 < T; t0 += max_t_) {
       const int64_t n = std::min(max_t_, T - t0);
-      Kernels::rmsnorm(x + t0 * hp.n_embd, w_->out_norm, n, hp.n_embd, hp.rms_eps, xn_.data());
-      Kernels::matmul(w_->output, xn_.data(), n, logits + t0 * hp.n_vocab);
+      Kernels::rmsnorm(x.rows(t0, n, hp.n_embd), w_->out_norm, n, hp.n_embd, hp.rms_eps, xn_.rows(0, n));
+      Kernels::matmul(w_->output, xn_.rows(0, n), n, logits.rows(t0, n, hp.n_vocab));
+    }
+  }
+
+  /// Host logits[T, V] = output(norm(x[T, d])), through a device buffer of at
+  /// most kHeadRows rows (a host backend copies V floats per row: noise next
+  /// to the V·d multiply-adds of the head).
+  void head_to_host(CSpan<Backend> x, int64_t T, float* logits) {
+    const HParams& hp = w_->hp;
+    const int64_t V = hp.n_vocab, rows = std::min(T, kHeadRows);
+    if (logits_.numel() < rows * V) logits_.reshape({rows, V});
+    for (int64_t t0 = 0; t0 < T; t0 += rows) {
+      const int64_t n = std::min(rows, T - t0);
+      head(x.rows(t0, n, hp.n_embd), n, logits_.span().sub(0, n * V));
+      Kernels::download(logits_.span().sub(0, n * V), logits + t0 * V);
     }
   }
 
  private:
+  static constexpr int64_t kHeadRows = 64;
   std::shared_ptr<const ModelWeights> w_;
   int64_t max_t_;
-  Tensor xn_, q_, att_, g_, u_, tmp_;
+  Tensor<Backend> xn_, q_, att_, g_, u_, tmp_, logits_;
 };
 
 }  // namespace loopus

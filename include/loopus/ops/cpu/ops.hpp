@@ -19,6 +19,7 @@
 #include "loopus/core/tensor.hpp"
 #include "loopus/model/hparams.hpp"
 #include "loopus/ops/cpu/blas.hpp"
+#include "loopus/ops/concept.hpp"
 #include "loopus/ops/cpu/simd.hpp"
 
 // LOOPUS_OMP(omp ...): an OpenMP pragma that vanishes (without unknown-pragma
@@ -491,6 +492,9 @@ namespace loopus {
 /// GEMM gets its packing buffers from it too).
 template <>
 struct Ops<Cpu> {
+  using S = Span<Cpu>;
+  using CS = CSpan<Cpu>;
+
   /// y[T, W.rows] = x[T, W.cols] · Wᵀ; W is f32, f16 or bf16. x and y must not overlap.
   static void matmul(const Weight& W, const float* x, int64_t T, float* y) {
     using namespace cpu::detail;
@@ -723,6 +727,142 @@ struct Ops<Cpu> {
     const double z = exp_shift_sum(x, n, max_of(x, n));
     scale_to(x, float(1.0 / z), n, x);
   }
+
+  // ---- the OpsBackend operations on Cpu storage (contracts in ops/concept.hpp) ----
+  // The transformer kernels forward to the pointer kernels above; the loop's
+  // elementwise maths and reductions keep exactly the arithmetic (f32 mixes,
+  // double sums) the model used before it moved here, so outputs are unchanged.
+
+  /// The host address of Cpu storage. Cpu memory is host memory, so code
+  /// written for the Cpu backend alone (a custom gate's own kernel, tests) may
+  /// read it directly; code meant for every backend uses the operations below.
+  /// Ops<Reference> has no such function: its storage stays opaque.
+  static float* data(S x) { return x.p_; }
+  static const float* data(CS x) { return x.p_; }
+
+  static void upload(const float* src, S dst) { std::memcpy(dst.p_, src, size_t(dst.size()) * sizeof(float)); }
+  static void download(CS src, float* dst) { std::memcpy(dst, src.p_, size_t(src.size()) * sizeof(float)); }
+  static void copy(S dst, CS src) {
+    LOOPUS_ASSERT(dst.size() == src.size());
+    if (dst.p_ != src.p_) std::memcpy(dst.p_, src.p_, size_t(src.size()) * sizeof(float));
+  }
+  static void fill(S x, float v) { std::fill(x.p_, x.p_ + x.size(), v); }
+
+  static void embed(const Weight& E, const int32_t* ids, int64_t T, S out) {
+    LOOPUS_ASSERT(out.size() >= T * E.cols);
+    embed(E, ids, T, out.p_);
+  }
+  static void matmul(const Weight& W, CS x, int64_t T, S y) {
+    LOOPUS_ASSERT(x.size() >= T * W.cols && y.size() >= T * W.rows);
+    matmul(W, x.p_, T, y.p_);
+  }
+  static void rmsnorm(CS x, const Weight& g, int64_t T, int64_t d, float eps, S y) {
+    LOOPUS_ASSERT(x.size() >= T * d && y.size() >= T * d);
+    rmsnorm(x.p_, g, T, d, eps, y.p_);
+  }
+  static void rope(S x, int64_t T, int n_head, int head_dim, int n_rot, int64_t pos0, float theta, RopeStyle style,
+                   const float* freq_factors = nullptr, float mscale = 1.f) {
+    LOOPUS_ASSERT(x.size() >= T * n_head * head_dim);
+    rope(x.p_, T, n_head, head_dim, n_rot, pos0, theta, style, freq_factors, mscale);
+  }
+  static void attention(CS q, CS k, CS v, int64_t T, int64_t pos0, int64_t kv_begin, int n_head, int n_kv, int hd,
+                        S out) {
+    LOOPUS_ASSERT(k.size() >= (pos0 + T) * n_kv * hd && out.size() >= T * n_head * hd);
+    attention(q.p_, k.p_, v.p_, T, pos0, kv_begin, n_head, n_kv, hd, out.p_);
+  }
+  static void swiglu(CS gate, CS up, S out) {
+    LOOPUS_ASSERT(gate.size() == out.size() && up.size() == out.size());
+    swiglu(gate.p_, up.p_, out.size(), out.p_);
+  }
+  static void add(S y, CS x) {
+    LOOPUS_ASSERT(y.size() == x.size());
+    add(y.p_, x.p_, y.size());
+  }
+  static void softmax(S x) { softmax(x.p_, x.size()); }
+
+  static void sub(CS a, CS b, S out) {
+    LOOPUS_ASSERT(a.size() == out.size() && b.size() == out.size());
+    const float* pa = a.p_;
+    const float* pb = b.p_;
+    float* o = out.p_;
+    for (int64_t i = 0; i < out.size(); ++i) o[i] = pa[i] - pb[i];
+  }
+  static void mix(S h, CS p, float alpha) {
+    LOOPUS_ASSERT(h.size() == p.size());
+    const float a = alpha, b = 1.f - alpha;
+    float* hv = h.p_;
+    const float* pv = p.p_;
+    for (int64_t i = 0; i < h.size(); ++i) hv[i] = a * pv[i] + b * hv[i];
+  }
+  static float selective_mix(CS z, const Weight& bias, const Weight& A, CS p, S h, int64_t T, int64_t d) {
+    LOOPUS_ASSERT(z.size() >= T * d && p.size() >= T * d && h.size() >= T * d);
+    LOOPUS_ASSERT(bias.dtype == DType::kF32 && A.dtype == DType::kF32);
+    const float* zv = z.p_;
+    const float* pv = p.p_;
+    const float* bv = bias.f32();
+    const float* av = A.f32();
+    float* hv = h.p_;
+    double asum = 0;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = 0; c < d; ++c) {
+        const float zz = zv[t * d + c] + bv[c];
+        const float delta = zz > 20.f ? zz : std::log1p(std::exp(zz));  // torch softplus, threshold 20
+        const float a = std::exp(-delta * av[c]);
+        float& x = hv[t * d + c];
+        x = a * pv[t * d + c] + (1.f - a) * x;
+        asum += a;
+      }
+    return T * d > 0 ? float(asum / double(T * d)) : 0.f;
+  }
+  static float layernorm_dot(CS xs, const Weight& ln_w, const Weight& ln_b, const Weight& w, float bias, float eps) {
+    LOOPUS_ASSERT(ln_w.dtype == DType::kF32 && ln_b.dtype == DType::kF32 && w.dtype == DType::kF32);
+    const float* x = xs.p_;
+    const float* gw = ln_w.f32();
+    const float* gb = ln_b.f32();
+    const float* wv = w.f32();
+    const int64_t d = xs.size();
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < d; ++i) mean += x[i];
+    mean /= double(d);
+    for (int64_t i = 0; i < d; ++i) var += (x[i] - mean) * (x[i] - mean);
+    var /= double(d);  // biased, as torch LayerNorm
+    const double inv = 1.0 / std::sqrt(var + double(eps));
+    double s = bias;
+    for (int64_t i = 0; i < d; ++i) s += double(wv[i]) * ((x[i] - mean) * inv * gw[i] + gb[i]);
+    return float(s);
+  }
+  static double distance(CS a, CS b) {
+    LOOPUS_ASSERT(a.size() == b.size());
+    double ss = 0;
+    for (int64_t i = 0; i < a.size(); ++i) {
+      const float df = a.p_[i] - b.p_[i];
+      ss += double(df) * df;
+    }
+    return std::sqrt(ss);
+  }
+  static void log_softmax(S xs) {
+    float* x = xs.p_;
+    const int64_t n = xs.size();
+    double m = -INFINITY, z = 0;
+    for (int64_t i = 0; i < n; ++i) m = std::max(m, double(x[i]));
+    for (int64_t i = 0; i < n; ++i) z += std::exp(double(x[i]) - m);
+    const double lz = m + std::log(z);
+    for (int64_t i = 0; i < n; ++i) x[i] = float(double(x[i]) - lz);
+  }
+  static double kl_div(CS logp, CS logq) {
+    LOOPUS_ASSERT(logp.size() == logq.size());
+    const float* p = logp.p_;
+    const float* q = logq.p_;
+    double kl = 0;
+    for (int64_t i = 0; i < logp.size(); ++i) kl += std::exp(double(p[i])) * (double(p[i]) - q[i]);
+    return kl;
+  }
+  static int64_t argmax(CS x) {
+    if (x.empty()) return -1;
+    return int64_t(std::max_element(x.p_, x.p_ + x.size()) - x.p_);
+  }
 };
+
+static_assert(OpsBackend<Cpu>, "Ops<Cpu> must provide every operation of ops/concept.hpp");
 
 }  // namespace loopus

@@ -1,7 +1,10 @@
 // NoCache: every call recomputes the whole sequence (the paper's Fig. 3 baseline).
 // SPDX-License-Identifier: MIT
 #pragma once
+#include <cstdint>
 #include <string_view>
+
+#include "loopus/core/kv_cache.hpp"
 
 namespace loopus {
 
@@ -14,6 +17,9 @@ struct NoCache {
   static constexpr bool kRecompute = true;
   int reasoning_slots(int n_reason, int) const { return n_reason; }
   int slot(int j, int, int) const { return j; }
+  /// Nothing is kept between calls.
+  template <class Backend>
+  void after_exit(KvCache<Backend>&, int, int, int, int64_t, int64_t) const {}
 };
 
 }  // namespace loopus

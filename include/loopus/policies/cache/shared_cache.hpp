@@ -1,7 +1,10 @@
 // SharedCache: one KV slot per reasoning layer, reused by every depth (B times less memory).
 // SPDX-License-Identifier: MIT
 #pragma once
+#include <cstdint>
 #include <string_view>
+
+#include "loopus/core/kv_cache.hpp"
 
 namespace loopus {
 
@@ -13,6 +16,9 @@ struct SharedCache {
   static constexpr bool kRecompute = false;
   int reasoning_slots(int n_reason, int) const { return n_reason; }
   int slot(int j, int, int) const { return j; }
+  /// Nothing to do: the slot already holds the last depth each token ran.
+  template <class Backend>
+  void after_exit(KvCache<Backend>&, int, int, int, int64_t, int64_t) const {}
 };
 
 }  // namespace loopus

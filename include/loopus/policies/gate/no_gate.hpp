@@ -2,23 +2,25 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 #include <cstdint>
-#include <cstring>
 #include <string_view>
+
+#include "loopus/core/tensor.hpp"
 
 namespace loopus {
 
 /// h <- p. With B = 1 the looped model equals the original model exactly.
+/// Needs from Ops<Backend>: copy.
 struct NoGate {
   static constexpr std::string_view kName = "none";
-  void reserve(int64_t, int64_t d) { d_ = d; }
+  /// No parameters.
+  struct Weights {};
   template <class Backend>
-  void blend(const float* p, float* h, int64_t T) {
-    std::memcpy(h, p, size_t(T * d_) * sizeof(float));
+  void reserve(int64_t, int64_t) {}
+  template <class Backend>
+  void blend(CSpan<Backend> p, Span<Backend> h, int64_t) {
+    Ops<Backend>::copy(h, p);
   }
   float last_mean_alpha() const { return 1.f; }
-
- private:
-  int64_t d_ = 0;
 };
 
 }  // namespace loopus

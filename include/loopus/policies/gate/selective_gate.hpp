@@ -106,52 +106,71 @@ struct SelectiveGateWeights {
 };
 
 /// The learned gate. Holds its parameters by shared pointer (cheap to copy
-/// into several models) and its own scratch.
+/// into several models; a copy gets its own scratch) and its own scratch in
+/// the backend's memory. Needs from Ops<Backend>: sub, matmul, selective_mix.
 struct SelectiveGate {
   static constexpr std::string_view kName = "selective";
+  using Weights = SelectiveGateWeights;
 
   SelectiveGate() = default;
-  explicit SelectiveGate(std::shared_ptr<const SelectiveGateWeights> w) : w_(std::move(w)) {
+  explicit SelectiveGate(std::shared_ptr<const Weights> w) : w_(std::move(w)) {
     if (!w_) throw Error("SelectiveGate needs weights (a LoopUS checkpoint, or official_init for a fresh gate)");
     w_->check("reasoning.gate");
   }
-  const SelectiveGateWeights& weights() const { return *w_; }
+  SelectiveGate(const SelectiveGate& o) : w_(o.w_) {}
+  SelectiveGate& operator=(const SelectiveGate& o) {
+    if (this != &o) {
+      w_ = o.w_;
+      scratch_.reset();
+    }
+    return *this;
+  }
+  SelectiveGate(SelectiveGate&&) noexcept = default;
+  SelectiveGate& operator=(SelectiveGate&&) noexcept = default;
+  const Weights& weights() const { return *w_; }
 
+  /// Sizes the scratch for T rows of width d on Backend (once, before the hot loop).
+  template <class Backend>
   void reserve(int64_t T, int64_t d) {
     if (!w_) throw Error("SelectiveGate has no weights");
     if (d != w_->d)
       throw Error("reasoning.gate has d=" + std::to_string(w_->d) + " but the model's hidden size is " + std::to_string(d));
-    diff_.reshape({T, d});
-    z_.reshape({T, d});
-    u_.reshape({T, w_->r});
-    A_.reshape({d});
-    for (int64_t c = 0; c < d; ++c) A_[c] = std::exp(w_->A_log[size_t(c)]);  // -A, > 0
+    A_.resize(size_t(d));
+    for (int64_t c = 0; c < d; ++c) A_[size_t(c)] = std::exp(w_->A_log[size_t(c)]);  // -A, > 0
+    auto s = std::make_unique<Scratch<Backend>>();
+    s->diff.reshape({T, d});
+    s->z.reshape({T, d});
+    s->u.reshape({T, w_->r});
+    scratch_ = std::move(s);
   }
 
   template <class Backend>
-  void blend(const float* p, float* h, int64_t T) {
+  void blend(CSpan<Backend> p, Span<Backend> h, int64_t T) {
+    using K = Ops<Backend>;
     const int64_t d = w_->d, r = w_->r;
-    for (int64_t i = 0; i < T * d; ++i) diff_[i] = p[i] - h[i];
-    Ops<Backend>::matmul(Weight{w_->in_w.data(), DType::kF32, r, d}, diff_.data(), T, u_.data());
-    Ops<Backend>::matmul(Weight{w_->delta_w.data(), DType::kF32, d, r}, u_.data(), T, z_.data());
-    double asum = 0;
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t c = 0; c < d; ++c) {
-        const float zz = z_[t * d + c] + w_->delta_b[size_t(c)];
-        const float delta = zz > 20.f ? zz : std::log1p(std::exp(zz));  // torch softplus, threshold 20
-        const float a = std::exp(-delta * A_[c]);
-        float& hv = h[t * d + c];
-        hv = a * p[t * d + c] + (1.f - a) * hv;
-        asum += a;
-      }
-    mean_alpha_ = float(asum / double(T * d));
+    auto* s = dynamic_cast<Scratch<Backend>*>(scratch_.get());
+    if (!s || s->diff.dim(0) < T) throw Error("SelectiveGate::blend: reserve<Backend>(T, d) was not called for this size");
+    const Span<Backend> diff = s->diff.rows(0, T), z = s->z.rows(0, T), u = s->u.rows(0, T);
+    K::sub(p, h, diff);
+    K::matmul(Weight::f32(w_->in_w.data(), r, d), diff, T, u);
+    K::matmul(Weight::f32(w_->delta_w.data(), d, r), u, T, z);
+    mean_alpha_ =
+        K::selective_mix(z, Weight::f32(w_->delta_b.data(), 1, d), Weight::f32(A_.data(), 1, d), p, h, T, d);
   }
   /// Mean of a over the last blend (the "Alpha" of the paper's Fig. 4b).
   float last_mean_alpha() const { return mean_alpha_; }
 
  private:
-  std::shared_ptr<const SelectiveGateWeights> w_;
-  Tensor diff_, z_, u_, A_;
+  struct ScratchBase {
+    virtual ~ScratchBase() = default;
+  };
+  template <class Backend>
+  struct Scratch : ScratchBase {
+    Tensor<Backend> diff, z, u;
+  };
+  std::shared_ptr<const Weights> w_;
+  std::vector<float> A_;  ///< exp(A_log), host parameter
+  std::unique_ptr<ScratchBase> scratch_;
   float mean_alpha_ = 0.f;
 };
 

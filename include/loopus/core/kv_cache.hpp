@@ -1,24 +1,26 @@
-// KvCache: per-layer key/value rows for one sequence, f32, layout [n_ctx, n_kv, head_dim].
+// KvCache<Backend>: per-layer key/value rows for one sequence, f32 in the backend's memory, layout [n_ctx, n_kv, head_dim].
 // SPDX-License-Identifier: MIT
 #pragma once
 #include <cstdint>
 #include <vector>
 
-#include "loopus/core/buffer.hpp"
 #include "loopus/core/error.hpp"
+#include "loopus/core/tensor.hpp"
 
 namespace loopus {
 
 /// View of one layer's cache. Rows [begin, end) are valid; attention reads
 /// rows begin..pos, so `begin` lets a loop-depth cache expose only the tokens
 /// that reached it (see policies/cache/).
+template <class Backend>
 struct LayerKv {
-  float* k = nullptr;  ///< [n_ctx, kv_dim]
-  float* v = nullptr;  ///< [n_ctx, kv_dim]
+  Span<Backend> k;  ///< [n_ctx, kv_dim]
+  Span<Backend> v;  ///< [n_ctx, kv_dim]
   int64_t begin = 0;
 };
 
 /// `n_slot` independent layer caches of `n_ctx` rows each, allocated once.
+template <class Backend>
 class KvCache {
  public:
   KvCache() = default;
@@ -27,13 +29,12 @@ class KvCache {
     n_slot_ = n_slot;
     n_ctx_ = n_ctx;
     kv_dim_ = kv_dim;
-    buf_.resize(size_t(n_slot) * size_t(n_ctx) * size_t(kv_dim) * 2 * sizeof(float));
+    buf_.reshape({int64_t(n_slot) * 2, n_ctx * kv_dim});
     begin_.assign(size_t(n_slot), 0);
   }
-  LayerKv slot(int i) {
+  LayerKv<Backend> slot(int i) {
     LOOPUS_ASSERT(i >= 0 && i < n_slot_);
-    float* base = buf_.as<float>() + size_t(i) * size_t(n_ctx_) * size_t(kv_dim_) * 2;
-    return {base, base + size_t(n_ctx_) * size_t(kv_dim_), begin_[size_t(i)]};
+    return {buf_.rows(2 * int64_t(i), 1), buf_.rows(2 * int64_t(i) + 1, 1), begin_[size_t(i)]};
   }
   void set_begin(int i, int64_t b) { begin_[size_t(i)] = b; }
   int64_t begin(int i) const { return begin_[size_t(i)]; }
@@ -41,12 +42,12 @@ class KvCache {
   int64_t n_ctx() const { return n_ctx_; }
   int64_t kv_dim() const { return kv_dim_; }
   /// Bytes allocated (all slots, K and V).
-  size_t bytes() const { return buf_.size(); }
+  size_t bytes() const { return size_t(n_slot_) * size_t(n_ctx_) * size_t(kv_dim_) * 2 * sizeof(float); }
   /// Bytes one token occupies across all slots.
   size_t bytes_per_token() const { return size_t(n_slot_) * size_t(kv_dim_) * 2 * sizeof(float); }
 
  private:
-  AlignedBuffer buf_;
+  Tensor<Backend> buf_;
   std::vector<int64_t> begin_;
   int n_slot_ = 0;
   int64_t n_ctx_ = 0;
