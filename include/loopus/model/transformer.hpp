@@ -106,17 +106,22 @@ class Transformer {
     }
   }
 
-  /// Host logits[T, V] = output(norm(x[T, d])), through a device buffer of at
-  /// most kHeadRows rows (a host backend copies V floats per row: noise next
-  /// to the V·d multiply-adds of the head).
+  /// Host logits[T, V] = output(norm(x[T, d])). A host backend writes them
+  /// in place (Ops::borrow_host); any other stages at most kHeadRows rows at a
+  /// time in its own memory and downloads them.
   void head_to_host(CSpan<Backend> x, int64_t T, float* logits) {
     const HParams& hp = w_->hp;
-    const int64_t V = hp.n_vocab, rows = std::min(T, kHeadRows);
-    if (logits_.numel() < rows * V) logits_.reshape({rows, V});
-    for (int64_t t0 = 0; t0 < T; t0 += rows) {
-      const int64_t n = std::min(rows, T - t0);
-      head(x.rows(t0, n, hp.n_embd), n, logits_.span().sub(0, n * V));
-      Kernels::download(logits_.span().sub(0, n * V), logits + t0 * V);
+    const int64_t V = hp.n_vocab;
+    if constexpr (requires { Kernels::borrow_host(logits, T * V); }) {
+      head(x, T, Kernels::borrow_host(logits, T * V));
+    } else {
+      const int64_t rows = std::min(T, kHeadRows);
+      if (logits_.numel() < rows * V) logits_.reshape({rows, V});
+      for (int64_t t0 = 0; t0 < T; t0 += rows) {
+        const int64_t n = std::min(rows, T - t0);
+        head(x.rows(t0, n, hp.n_embd), n, logits_.span().sub(0, n * V));
+        Kernels::download(logits_.span().sub(0, n * V), logits + t0 * V);
+      }
     }
   }
 

@@ -740,6 +740,9 @@ struct Ops<Cpu> {
   static float* data(S x) { return x.p_; }
   static const float* data(CS x) { return x.p_; }
 
+  /// A span over the caller's host memory, for results the caller reads on the
+  /// host (logits): a host backend writes them in place instead of staging.
+  static S borrow_host(float* p, int64_t n) { return S(p, n); }
   static void upload(const float* src, S dst) { std::memcpy(dst.p_, src, size_t(dst.size()) * sizeof(float)); }
   static void download(CS src, float* dst) { std::memcpy(dst, src.p_, size_t(src.size()) * sizeof(float)); }
   static void copy(S dst, CS src) {
