@@ -5,15 +5,11 @@
 #include <string>
 #include <vector>
 
+#include "loopus/core/rope.hpp"
+
 namespace loopus {
 
 enum class Arch { kLlama, kQwen3, kPhi3 };
-
-/// How RoPE pairs dimensions inside a head.
-enum class RopeStyle {
-  kInterleaved,  ///< pairs (2i, 2i+1): llama2.c, GGUF llama (Q/K rows permuted vs HF)
-  kHalf,         ///< pairs (i, i + rot/2), HF "rotate_half" (GGUF rope type NEOX, e.g. qwen3)
-};
 
 /// Phi-3 "longrope" (alias "su") RoPE scaling, as Hugging Face transformers
 /// applies it: pair i of the rotary dims turns at theta^(-2i/n_rot) / factor[i],
