@@ -4,8 +4,8 @@
 #include <memory>
 #include <string>
 
+#include "loopus/core/random.hpp"
 #include "loopus/model/looped_model.hpp"
-#include "loopus/model/synth.hpp"
 #include "loopus/policies/gate/fixed_mix_gate.hpp"
 #include "loopus/policies/gate/no_gate.hpp"
 

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/core/error.hpp"
-#include "loopus/model/synth.hpp"
+#include "loopus/core/random.hpp"
 #include "loopus/train/checkpoint.hpp"
 #include "loopus/train/data.hpp"
 #include "loopus/train/loopus_step.hpp"

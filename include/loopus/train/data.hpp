@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/core/error.hpp"
-#include "loopus/model/synth.hpp"
+#include "loopus/core/random.hpp"
 #include "loopus/tokenizer/tokenizer.hpp"
 
 namespace loopus::train {

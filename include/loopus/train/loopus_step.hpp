@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "loopus/core/error.hpp"
-#include "loopus/model/synth.hpp"
+#include "loopus/core/random.hpp"
 #include "loopus/train/blocks.hpp"
 #include "loopus/train/params.hpp"
 

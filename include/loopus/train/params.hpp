@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "loopus/core/error.hpp"
+#include "loopus/core/random.hpp"
 #include "loopus/model/looped_io.hpp"
 #include "loopus/model/looped_weights.hpp"
-#include "loopus/model/synth.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/train/kernels.hpp"
 
