@@ -7,7 +7,7 @@
 
 #include "loopus/core/dtype.hpp"
 #include "loopus/core/random.hpp"
-#include "loopus/model/weight_map.hpp"
+#include "loopus/model/hparams.hpp"
 #include "loopus/model/weights.hpp"
 
 namespace loopus {

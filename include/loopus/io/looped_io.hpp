@@ -10,11 +10,11 @@
 
 #include "loopus/io/gguf.hpp"
 #include "loopus/io/load.hpp"
+#include "loopus/io/load_model.hpp"
 #include "loopus/io/quant.hpp"
 #include "loopus/io/safetensors.hpp"
-#include "loopus/model/load.hpp"
+#include "loopus/io/save.hpp"
 #include "loopus/model/looped_weights.hpp"
-#include "loopus/model/save.hpp"
 
 namespace loopus {
 
