@@ -221,7 +221,7 @@ inline std::shared_ptr<LoopedWeights> load_looped(const std::string& path, const
                                       lw->base->hp.n_layer);
       if (s.encoder != lw->split.encoder || s.decoder != lw->split.decoder)
         throw Error(path + ": a LoopUS checkpoint fixes its split (" + lw->split.text() +
-                    "); drop --encoder-layers/--decoder-layers");
+                    "); pass empty enc_spec and dec_spec");
     }
     return lw;
   }
