@@ -19,8 +19,8 @@
 #include <string_view>
 #include <vector>
 
+#include <loopus/io/looped_io.hpp>
 #include <loopus/loopus.hpp>
-#include <loopus/model/looped_io.hpp>
 #include <loopus/ops/cpu/ops.hpp>
 #include <loopus/tokenizer/load.hpp>
 

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <loopus/io/looped_io.hpp>     // load_looped(): open a model file and recast it
 #include <loopus/loopus.hpp>           // LoopedModel, the policies, generate()
-#include <loopus/model/looped_io.hpp>  // load_looped(): open a model file and recast it
 #include <loopus/ops/cpu/ops.hpp>      // the Cpu backend (Eigen + OpenMP)
 #include <loopus/tokenizer/load.hpp>   // the tokenizer stored in a GGUF's metadata
 

@@ -1,5 +1,5 @@
 // Umbrella header: core types, the plain and looped models, every loop policy, generation.
-// Loaders (io/, model/load.hpp, model/looped_io.hpp) and backends (ops/cpu/ops.hpp) are included on purpose by users.
+// Loaders and writers (io/: io/load_model.hpp, io/looped_io.hpp, io/save.hpp) and backends (ops/cpu/ops.hpp) are included on purpose by users.
 // SPDX-License-Identifier: MIT
 #pragma once
 #include "loopus/config.hpp"

@@ -12,7 +12,7 @@
 
 #include "loopus/model/causal_lm.hpp"
 #include "loopus/model/language_model.hpp"
-#include "loopus/model/load.hpp"
+#include "loopus/io/load_model.hpp"
 #include "loopus/model/looped_model.hpp"
 #include "loopus/model/synth_looped.hpp"
 #include "loopus/ops/cpu/ops.hpp"

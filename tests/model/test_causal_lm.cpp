@@ -5,8 +5,8 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "loopus/io/load_model.hpp"
 #include "loopus/model/causal_lm.hpp"
-#include "loopus/model/load.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/ops/reference/ops.hpp"
 #include "test_util.hpp"

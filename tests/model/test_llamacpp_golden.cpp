@@ -19,8 +19,8 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/io/gguf.hpp"
+#include "loopus/io/load_model.hpp"
 #include "loopus/model/causal_lm.hpp"
-#include "loopus/model/load.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/tokenizer/bpe.hpp"
 #include "loopus/tokenizer/load.hpp"

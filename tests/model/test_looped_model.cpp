@@ -8,9 +8,9 @@
 #include <new>
 #include <random>
 
+#include "loopus/io/load_model.hpp"
 #include "loopus/model/causal_lm.hpp"
 #include "loopus/model/generate.hpp"
-#include "loopus/model/load.hpp"
 #include "loopus/model/looped_model.hpp"
 #include "loopus/model/transformer.hpp"
 #include "loopus/ops/cpu/ops.hpp"

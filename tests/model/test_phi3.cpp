@@ -24,11 +24,11 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/io/load.hpp"
+#include "loopus/io/load_model.hpp"
+#include "loopus/io/looped_io.hpp"
+#include "loopus/io/save.hpp"
 #include "loopus/model/causal_lm.hpp"
-#include "loopus/model/load.hpp"
-#include "loopus/model/looped_io.hpp"
 #include "loopus/model/looped_model.hpp"
-#include "loopus/model/save.hpp"
 #include "loopus/model/synth.hpp"
 #include "loopus/model/synth_looped.hpp"
 #include "loopus/ops/cpu/ops.hpp"

@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "loopus/io/gguf.hpp"
+#include "loopus/io/load_model.hpp"
 #include "loopus/model/causal_lm.hpp"
 #include "loopus/model/generate.hpp"
-#include "loopus/model/load.hpp"
 #include "loopus/model/looped_model.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/policies/gate/fixed_mix_gate.hpp"

@@ -11,7 +11,7 @@
 #include <span>
 #include <vector>
 
-#include "loopus/model/load.hpp"
+#include "loopus/io/load_model.hpp"
 #include "loopus/model/looped_model.hpp"
 #include "loopus/model/synth.hpp"
 #include "loopus/ops/cpu/ops.hpp"

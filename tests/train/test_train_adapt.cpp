@@ -231,7 +231,7 @@ TEST_CASE("[loopus] train adapt: documents, BOS per document, split by lines, pa
   b4.next(x2.data());
   CHECK_EQ(x1, x2);  // resumes across an epoch boundary
   CHECK_EQ(b1.state().epoch, 1);
-  CHECK_THROWS_WITH_AS(Batcher(pd, 11, 0), doctest::Contains("--batch 11"), Error);
+  CHECK_THROWS_WITH_AS(Batcher(pd, 11, 0), doctest::Contains("batch = 11"), Error);
 }
 
 TEST_CASE("[loopus] train adapt: padded layout, one document per sequence (the official --pad)") {

@@ -56,7 +56,7 @@ TEST_CASE("[loopus] train recipe: the official recipe's values (script/train.sh,
   AdaptConfig bad = d;
   bad.schedule = "linear";
   bad.max_steps = 1;
-  CHECK_THROWS_WITH_AS(bad.check(), doctest::Contains("--schedule"), Error);
+  CHECK_THROWS_WITH_AS(bad.check(), doctest::Contains("AdaptConfig::schedule"), Error);
 }
 
 TEST_CASE("[loopus] train recipe: the official schedule is HF cosine-with-warmup per micro-step, oscillating past its horizon") {

@@ -7,8 +7,8 @@
 #include <cmath>
 #include <vector>
 
-#include "loopus/model/load.hpp"
-#include "loopus/model/looped_io.hpp"
+#include "loopus/io/load_model.hpp"
+#include "loopus/io/looped_io.hpp"
 #include "loopus/model/looped_model.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/train/loopus_step.hpp"

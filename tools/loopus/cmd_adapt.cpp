@@ -13,7 +13,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "loopus/model/looped_io.hpp"
+#include "loopus/io/looped_io.hpp"
 #include "loopus/model/looped_model.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/policies/gate/no_gate.hpp"

@@ -5,8 +5,8 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "loopus/model/looped_io.hpp"
-#include "loopus/model/save.hpp"
+#include "loopus/io/looped_io.hpp"
+#include "loopus/io/save.hpp"
 #include "loopus/model/synth.hpp"
 #include "loopus/model/synth_looped.hpp"
 

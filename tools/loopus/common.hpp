@@ -11,9 +11,9 @@
 #include <string>
 
 #include "loopus/io/load.hpp"
-#include "loopus/model/load.hpp"
+#include "loopus/io/load_model.hpp"
+#include "loopus/io/looped_io.hpp"
 #include "loopus/model/looped_dispatch.hpp"
-#include "loopus/model/looped_io.hpp"
 #include "loopus/tokenizer/bpe.hpp"
 #include "loopus/tokenizer/load.hpp"
 #include "loopus/tokenizer/spm.hpp"

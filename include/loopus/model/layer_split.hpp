@@ -95,19 +95,17 @@ struct LayerSplit {
   /// Builds and validates a split: no overlap, non-empty reasoning block.
   static LayerSplit from_specs(const std::string& enc, const std::string& dec, int n_layer) {
     LayerSplit s;
-    s.encoder = parse_spec(enc, n_layer, "--encoder-layers");
-    s.decoder = parse_spec(dec, n_layer, "--decoder-layers");
+    s.encoder = parse_spec(enc, n_layer, "encoder spec");
+    s.decoder = parse_spec(dec, n_layer, "decoder spec");
     for (int e : s.encoder)
       if (std::find(s.decoder.begin(), s.decoder.end(), e) != s.decoder.end())
-        throw Error("--encoder-layers '" + enc + "' and --decoder-layers '" + dec + "' overlap at layer " +
-                    std::to_string(e));
+        throw Error("encoder spec '" + enc + "' and decoder spec '" + dec + "' overlap at layer " + std::to_string(e));
     for (int l = 0; l < n_layer; ++l)
       if (std::find(s.encoder.begin(), s.encoder.end(), l) == s.encoder.end() &&
           std::find(s.decoder.begin(), s.decoder.end(), l) == s.decoder.end())
         s.reasoning.push_back(l);
     if (s.reasoning.empty())
-      throw Error("--encoder-layers '" + enc + "' and --decoder-layers '" + dec +
-                  "' leave no layer for the reasoning block");
+      throw Error("encoder spec '" + enc + "' and decoder spec '" + dec + "' leave no layer for the reasoning block");
     return s;
   }
 

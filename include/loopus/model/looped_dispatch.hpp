@@ -4,8 +4,8 @@
 #include <memory>
 #include <string>
 
+#include "loopus/core/random.hpp"
 #include "loopus/model/looped_model.hpp"
-#include "loopus/model/synth.hpp"
 #include "loopus/policies/gate/fixed_mix_gate.hpp"
 #include "loopus/policies/gate/no_gate.hpp"
 
@@ -37,7 +37,8 @@ struct LoopRunSpec {
     p.eval_interval = q_eval_interval > 0 ? q_eval_interval : lw.defaults.q_eval_interval;
     p.q_input = q_on_delta ? QInput::kDelta : QInput::kState;
     if (min_loops < 1 || min_loops > loops)
-      throw Error("--min-loops must be in 1..--loops (" + std::to_string(loops) + ")");
+      throw Error("LoopRunSpec::min_loops must be in 1..LoopRunSpec::loops (" + std::to_string(loops) + "), got " +
+                  std::to_string(min_loops));
     return p;
   }
 };
@@ -53,7 +54,8 @@ void with_looped_model(std::shared_ptr<const LoopedWeights> lw, const LoopRunSpe
     if (spec.cache == "per-depth") {
       PerDepthCache c;
       if (spec.exit_fill == "drop") c.exit_fill = ExitFill::kDrop;
-      else if (spec.exit_fill != "latest") throw Error("--exit-fill must be latest or drop, got '" + spec.exit_fill + "'");
+      else if (spec.exit_fill != "latest")
+        throw Error("LoopRunSpec::exit_fill must be latest or drop, got '" + spec.exit_fill + "'");
       LoopedModel<Backend, G, PerDepthCache> m(lw, lp, cp, std::move(gate), c);
       fn(m);
     } else if (spec.cache == "shared") {
@@ -63,7 +65,7 @@ void with_looped_model(std::shared_ptr<const LoopedWeights> lw, const LoopRunSpe
       LoopedModel<Backend, G, NoCache> m(lw, lp, cp, std::move(gate));
       fn(m);
     } else {
-      throw Error("--cache must be per-depth, shared or none, got '" + spec.cache + "'");
+      throw Error("LoopRunSpec::cache must be per-depth, shared or none, got '" + spec.cache + "'");
     }
   };
   std::string g = spec.gate;
@@ -83,11 +85,11 @@ void with_looped_model(std::shared_ptr<const LoopedWeights> lw, const LoopRunSpe
     try {
       a = std::stof(g.substr(4));
     } catch (const std::exception&) {
-      throw Error("--gate '" + g + "': expected mix:ALPHA with a number");
+      throw Error("LoopRunSpec::gate '" + g + "': expected mix:ALPHA with a number");
     }
     with_cache(FixedMixGate(a));
   } else {
-    throw Error("--gate must be selective, none or mix:ALPHA, got '" + g + "'");
+    throw Error("LoopRunSpec::gate must be selective, none or mix:ALPHA, got '" + g + "'");
   }
 }
 

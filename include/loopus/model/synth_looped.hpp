@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "loopus/core/random.hpp"
 #include "loopus/model/looped_weights.hpp"
-#include "loopus/model/synth.hpp"
 
 namespace loopus {
 

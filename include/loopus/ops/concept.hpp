@@ -5,8 +5,8 @@
 #include <cstdint>
 
 #include "loopus/core/backend.hpp"
+#include "loopus/core/rope.hpp"
 #include "loopus/core/tensor.hpp"
-#include "loopus/model/hparams.hpp"
 
 namespace loopus {
 

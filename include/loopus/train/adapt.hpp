@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/core/error.hpp"
-#include "loopus/model/synth.hpp"
+#include "loopus/core/random.hpp"
 #include "loopus/train/checkpoint.hpp"
 #include "loopus/train/data.hpp"
 #include "loopus/train/loopus_step.hpp"
@@ -89,16 +89,17 @@ struct AdaptConfig {
     return (max_tokens + tokens_per_batch() - 1) / tokens_per_batch();
   }
   void check() const {
-    if (batch < 1) throw Error("--batch must be >= 1");
-    if (seq_len < 2) throw Error("--seq-len must be >= 2");
-    if (accum < 1) throw Error("--accum must be >= 1");
-    if ((max_tokens > 0) == (max_steps > 0)) throw Error("give exactly one of --tokens and --steps (> 0)");
-    if (!(lr > 0)) throw Error("--lr must be > 0");
-    if (!(warmup >= 0 && warmup < 1)) throw Error("--warmup must be a fraction in [0, 1)");
-    if (!(gate_lr_mult > 0)) throw Error("--gate-lr-mult must be > 0");
+    if (batch < 1) throw Error("AdaptConfig::batch must be >= 1");
+    if (seq_len < 2) throw Error("AdaptConfig::seq_len must be >= 2");
+    if (accum < 1) throw Error("AdaptConfig::accum must be >= 1");
+    if ((max_tokens > 0) == (max_steps > 0))
+      throw Error("give exactly one of AdaptConfig::max_tokens and AdaptConfig::max_steps (> 0)");
+    if (!(lr > 0)) throw Error("AdaptConfig::lr must be > 0");
+    if (!(warmup >= 0 && warmup < 1)) throw Error("AdaptConfig::warmup must be a fraction in [0, 1)");
+    if (!(gate_lr_mult > 0)) throw Error("AdaptConfig::gate_lr_mult must be > 0");
     if (schedule != "cosine" && schedule != "official")
-      throw Error("--schedule must be cosine or official, got '" + schedule + "'");
-    if (warmup_steps < 0) throw Error("--warmup-steps must be >= 0");
+      throw Error("AdaptConfig::schedule must be cosine or official, got '" + schedule + "'");
+    if (warmup_steps < 0) throw Error("AdaptConfig::warmup_steps must be >= 0");
     step.check();
   }
   /// The values a resume checks against the checkpoint.

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/core/error.hpp"
-#include "loopus/model/synth.hpp"
+#include "loopus/core/random.hpp"
 #include "loopus/tokenizer/tokenizer.hpp"
 
 namespace loopus::train {
@@ -25,7 +25,7 @@ enum class DocSplit {
 inline DocSplit parse_doc_split(const std::string& s) {
   if (s == "blank") return DocSplit::kBlankLine;
   if (s == "line") return DocSplit::kLine;
-  throw Error("--docs must be blank or line, got '" + s + "'");
+  throw Error("DocSplit must be blank or line, got '" + s + "'");
 }
 
 /// The lines of a file, without their "\n" / "\r\n".
@@ -118,7 +118,7 @@ struct Corpus {
 inline Corpus load_corpus(const std::string& data, const std::string& val, double val_percent, const Tokenizer& tok,
                           DocSplit split, bool eos = false) {
   if (val.empty() && !(val_percent >= 0 && val_percent < 100))
-    throw Error("--val-percent must be in [0, 100), got " + std::to_string(val_percent));
+    throw Error("val_percent must be in [0, 100), got " + std::to_string(val_percent));
   Corpus c;
   const auto lines = read_lines(data);
   size_t cut = lines.size();
@@ -152,14 +152,14 @@ class PackedData {
  public:
   PackedData() = default;
   PackedData(std::vector<int32_t> ids, int64_t seq_len) : ids_(std::move(ids)), T_(seq_len) {
-    if (seq_len < 2) throw Error("--seq-len must be >= 2, got " + std::to_string(seq_len));
+    if (seq_len < 2) throw Error("seq_len must be >= 2, got " + std::to_string(seq_len));
     ids_.resize(size_t(size() * T_));
   }
   /// The padded layout: documents [starts[k], starts[k+1]) of `stream`; documents
   /// of fewer than 2 tokens (nothing to predict) are skipped.
   static PackedData padded(const std::vector<int32_t>& stream, const std::vector<int64_t>& starts, int64_t seq_len,
                            int32_t pad_id) {
-    if (seq_len < 2) throw Error("--seq-len must be >= 2, got " + std::to_string(seq_len));
+    if (seq_len < 2) throw Error("seq_len must be >= 2, got " + std::to_string(seq_len));
     PackedData d;
     d.T_ = seq_len;
     for (size_t k = 0; k < starts.size(); ++k) {
@@ -218,7 +218,7 @@ class Batcher {
   Batcher(const PackedData& d, int64_t batch, uint64_t seed) : d_(d), B_(batch), seed_(seed) {
     if (d_.size() < batch)
       throw Error("the training data has " + std::to_string(d_.size()) + " sequences of " +
-                  std::to_string(d_.seq_len()) + " tokens; --batch " + std::to_string(batch) + " needs more");
+                  std::to_string(d_.seq_len()) + " tokens; batch = " + std::to_string(batch) + " needs more");
     shuffle();
   }
   /// Copies the next B sequences into out[B·T] (and their labels into labels[B·T], when given).

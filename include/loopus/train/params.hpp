@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "loopus/core/error.hpp"
-#include "loopus/model/looped_io.hpp"
+#include "loopus/core/random.hpp"
+#include "loopus/io/looped_io.hpp"
 #include "loopus/model/looped_weights.hpp"
-#include "loopus/model/synth.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/train/kernels.hpp"
 
@@ -41,9 +41,9 @@ struct TrainSelect {
       else if (t == "norm") s.norm = true;
       else if (t == "lm_head" || t == "lm-head") s.lm_head = true;
       else if (t == "encoder" || t == "embeddings")
-        throw Error("--train '" + list + "': the " + t + " stays frozen (the method runs it without gradients)");
+        throw Error("TrainSelect '" + list + "': the " + t + " stays frozen (the method runs it without gradients)");
       else
-        throw Error("--train '" + list + "': unknown part '" + t +
+        throw Error("TrainSelect '" + list + "': unknown part '" + t +
                     "' (expected reasoning, gate, q_head, decoder, norm, lm_head or all)");
     };
     size_t start = 0;

@@ -14,10 +14,10 @@
 
 #include "loopus/core/backend.hpp"
 #include "loopus/core/buffer.hpp"
-#include "loopus/core/error.hpp"
 #include "loopus/core/dtype.hpp"
+#include "loopus/core/error.hpp"
+#include "loopus/core/rope.hpp"
 #include "loopus/core/tensor.hpp"
-#include "loopus/model/hparams.hpp"
 #include "loopus/ops/cpu/blas.hpp"
 #include "loopus/ops/concept.hpp"
 #include "loopus/ops/cpu/simd.hpp"

@@ -6,8 +6,8 @@
 #include <cstdint>
 
 #include "loopus/core/backend.hpp"
+#include "loopus/core/rope.hpp"
 #include "loopus/core/tensor.hpp"
-#include "loopus/model/hparams.hpp"
 #include "loopus/ops/concept.hpp"
 
 namespace loopus {

@@ -80,39 +80,6 @@ T meta_num_or(const nlohmann::json& m, const std::string& key, T dflt) {
   return (it == m.end() || !it->is_number()) ? dflt : it->get<T>();
 }
 
-inline void check_hparams(const HParams& hp, const std::string& path) {
-  auto bad = [&](const std::string& what) { throw Error(path + ": invalid hyperparameters: " + what); };
-  if (hp.n_embd <= 0 || hp.n_layer <= 0 || hp.n_head <= 0 || hp.n_head_kv <= 0 || hp.head_dim <= 0 ||
-      hp.n_ff <= 0 || hp.n_vocab <= 0)
-    bad("dims must be positive (d=" + std::to_string(hp.n_embd) + ", layers=" + std::to_string(hp.n_layer) +
-        ", heads=" + std::to_string(hp.n_head) + "/" + std::to_string(hp.n_head_kv) +
-        ", head_dim=" + std::to_string(hp.head_dim) + ", ff=" + std::to_string(hp.n_ff) +
-        ", vocab=" + std::to_string(hp.n_vocab) + ")");
-  if (hp.n_head % hp.n_head_kv != 0) bad("n_head must be a multiple of n_head_kv");
-  if (hp.n_rot <= 0 || hp.n_rot > hp.head_dim || hp.n_rot % 2) bad("rope dims must be even and <= head_dim");
-  if (!(hp.rms_eps > 0) || !(hp.rope_theta > 0)) bad("rms eps and rope theta must be > 0");
-  if (hp.n_embd > (1 << 20) || hp.n_layer > 4096 || hp.n_vocab > (1 << 24) || hp.n_ff > (1 << 22))
-    bad("dims are implausibly large");
-  if (hp.sliding_window < 0) bad("sliding_window must be >= 0");
-  const RopeScaling& rs = hp.rope_scaling;
-  if (rs.active() || !rs.short_factor.empty()) {
-    if (rs.short_factor.size() != size_t(hp.n_rot / 2) || rs.long_factor.size() != size_t(hp.n_rot / 2))
-      bad("longrope short/long factors need n_rot/2 = " + std::to_string(hp.n_rot / 2) + " values each (got " +
-          std::to_string(rs.short_factor.size()) + " and " + std::to_string(rs.long_factor.size()) + ")");
-    for (const auto* v : {&rs.short_factor, &rs.long_factor})
-      for (float x : *v)
-        if (!(x > 0) || !std::isfinite(x)) bad("longrope factors must be finite and > 0");
-    if (rs.orig_ctx <= 0) bad("longrope needs original_max_position_embeddings > 0");
-    if (!(rs.attn_factor > 0) || !std::isfinite(rs.attn_factor)) bad("longrope attention factor must be > 0");
-  }
-}
-
-/// HF's default longrope attention factor for a context extended from orig to n_ctx.
-inline float longrope_attn_factor(int n_ctx, int orig) {
-  const double scale = double(n_ctx) / double(orig);
-  return scale <= 1.0 ? 1.f : float(std::sqrt(1.0 + std::log(scale) / std::log(double(orig))));
-}
-
 inline std::vector<float> float_list(const nlohmann::json& j, const std::string& key, const std::string& where) {
   auto it = j.find(key);
   if (it == j.end() || !it->is_array()) throw Error(where + ": rope_scaling needs a number list '" + key + "'");

@@ -10,11 +10,11 @@
 
 #include "loopus/io/gguf.hpp"
 #include "loopus/io/load.hpp"
+#include "loopus/io/load_model.hpp"
 #include "loopus/io/quant.hpp"
 #include "loopus/io/safetensors.hpp"
-#include "loopus/model/load.hpp"
+#include "loopus/io/save.hpp"
 #include "loopus/model/looped_weights.hpp"
-#include "loopus/model/save.hpp"
 
 namespace loopus {
 
@@ -221,7 +221,7 @@ inline std::shared_ptr<LoopedWeights> load_looped(const std::string& path, const
                                       lw->base->hp.n_layer);
       if (s.encoder != lw->split.encoder || s.decoder != lw->split.decoder)
         throw Error(path + ": a LoopUS checkpoint fixes its split (" + lw->split.text() +
-                    "); drop --encoder-layers/--decoder-layers");
+                    "); pass empty enc_spec and dec_spec");
     }
     return lw;
   }

@@ -15,7 +15,7 @@
 
 #include "loopus/io/gguf.hpp"
 #include "loopus/io/safetensors.hpp"
-#include "loopus/model/weight_map.hpp"
+#include "loopus/io/weight_map.hpp"
 #include "loopus/model/weights.hpp"
 
 namespace loopus {

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "loopus/io/load.hpp"
-#include "loopus/model/weight_map.hpp"
+#include "loopus/io/weight_map.hpp"
 
 namespace loopus {
 
