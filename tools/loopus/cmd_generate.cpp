@@ -7,8 +7,6 @@
 #include "common.hpp"
 #include "loopus/model/causal_lm.hpp"
 #include "loopus/model/generate.hpp"
-#include "loopus/ops/cpu/ops.hpp"
-#include "loopus/ops/reference/ops.hpp"
 
 namespace loopus::cli {
 
@@ -24,7 +22,7 @@ struct GenArgs {
   bool ignore_eos = false;
   bool show_loops = false;
   int64_t n_ctx = 0;
-  std::string backend = "cpu";
+  BackendArgs backend;
 };
 
 std::vector<int32_t> prompt_ids_for(const GenArgs& a, const Tokenizer& tok) {
@@ -129,17 +127,13 @@ void register_generate(CLI::App& app) {
   sub->add_option("-c,--ctx-size", a->n_ctx, "KV cache size in tokens (default: prompt + n)");
   sub->add_flag("--ignore-eos", a->ignore_eos, "keep generating after the end-of-sequence token");
   sub->add_flag("--show-loops", a->show_loops, "print each token followed by [loops it used] (looped models)");
-  sub->add_option("--backend", a->backend, "cpu (default) or reference (slow scalar oracle)")
-      ->check(CLI::IsMember({"cpu", "reference"}));
+  a->backend.add_to(*sub);
   sub->add_flag("--json", a->json,
                 "print one JSON object: ids, text, prompt_ids, ms_per_token (+ loops_per_token when looped)");
   sub->callback([a] {
     a->model.apply_threads();
     auto m = open_runnable(a->model, a->loop);
-    if (a->backend == "reference")
-      run_generate<Reference>(*a, m);
-    else
-      run_generate<Cpu>(*a, m);
+    a->backend.dispatch([&]<class Backend>() { run_generate<Backend>(*a, m); });
   });
 }
 

@@ -4,6 +4,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "loopus/analysis/bench.hpp"
 
 namespace loopus::cli {
 
@@ -43,13 +44,11 @@ void register_info(CLI::App& app) {
         {"dtype", w.matrix_dtype()},
         {"n_params", w.n_params()},
         {"weight_bytes_per_token", w.bytes_per_token()},
-        {"kv_bytes_per_token", size_t(hp.n_layer) * size_t(hp.kv_dim()) * 2 * sizeof(float)},
+        {"kv_bytes_per_token", analysis::kv_bytes_per_token(hp)},
     };
     if (m.looped) {  // the recast: split, gate, halting, and KV cache per token for each cache policy
       const LoopedWeights& lw = *m.looped;
       const LoopRunSpec& sp = a->loop.spec;
-      const size_t row = size_t(hp.kv_dim()) * 2 * sizeof(float);
-      const size_t nE = lw.split.encoder.size(), nM = lw.split.reasoning.size(), nD = lw.split.decoder.size();
       const std::string gate = sp.gate == "auto" ? (lw.gate ? "selective" : "none") : sp.gate;
       j["split"] = {{"encoder", LayerSplit::range_text(lw.split.encoder)},
                     {"reasoning", LayerSplit::range_text(lw.split.reasoning)},
@@ -62,8 +61,8 @@ void register_info(CLI::App& app) {
       if (lw.gate) j["gate_rank"] = lw.gate->r;
       j["q_head"] = bool(lw.q_head);
       j["halting"] = sp.halting(lw).text();
-      j["kv_bytes_per_token_per_depth_cache"] = (nE + nM * size_t(sp.loops) + nD) * row;
-      j["kv_bytes_per_token_shared_cache"] = (nE + nM + nD) * row;
+      j["kv_bytes_per_token_per_depth_cache"] = analysis::looped_kv_bytes_per_token(lw, "per-depth", sp.loops);
+      j["kv_bytes_per_token_shared_cache"] = analysis::looped_kv_bytes_per_token(lw, "shared", sp.loops);
       j["checkpoint_defaults"] = {{"N", lw.defaults.n_loops},
                                   {"q_threshold", lw.defaults.q_threshold},
                                   {"halting_strategy", lw.defaults.halting_strategy}};

@@ -26,10 +26,10 @@ void register_tokenize(CLI::App& app) {
   sub->callback([a] {
     std::unique_ptr<Tokenizer> tok;
     if (!a->model.tokenizer.empty()) {
-      tok = open_tokenizer_file(a->model.tokenizer);
+      tok = io::open_tokenizer_file(a->model.tokenizer);
     } else if (!a->model.model.empty()) {
       auto f = io::open_any(a->model.model, io::LoadMode::kMmap);
-      tok = open_tokenizer(f, "");
+      tok = io::open_tokenizer(f);
     } else {
       throw Error("tokenize needs -m MODEL or --tokenizer FILE");
     }

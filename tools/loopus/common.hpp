@@ -1,22 +1,16 @@
-// Shared pieces of the loopus CLI: model + tokenizer opening, thread setup, JSON output.
+// Shared option parsing of the loopus CLI: model, loop and backend options, threads; the model is opened by io/discover.hpp.
 // SPDX-License-Identifier: MIT
 #pragma once
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
-#include <cstdio>
-#include <filesystem>
-#include <memory>
-#include <optional>
 #include <string>
+#include <vector>
 
-#include "loopus/io/load.hpp"
-#include "loopus/io/load_model.hpp"
-#include "loopus/io/looped_io.hpp"
+#include "loopus/io/discover.hpp"
 #include "loopus/model/looped_dispatch.hpp"
-#include "loopus/tokenizer/bpe.hpp"
-#include "loopus/tokenizer/load.hpp"
-#include "loopus/tokenizer/spm.hpp"
+#include "loopus/ops/cpu/ops.hpp"
+#include "loopus/ops/reference/ops.hpp"
 
 namespace loopus::cli {
 
@@ -50,44 +44,16 @@ struct ModelArgs {
     if (dtype == "bf16") o.weights.matrix_dtype = DType::kBF16;
     return o;
   }
+  io::OpenModelOptions open_options(bool need_tokenizer = true) const {
+    io::OpenModelOptions o;
+    o.load = load_options();
+    o.tokenizer = tokenizer;
+    o.need_tokenizer = need_tokenizer;
+    return o;
+  }
 };
 
-/// Opens a tokenizer from an explicit file (by extension / magic).
-inline std::unique_ptr<Tokenizer> open_tokenizer_file(const std::string& path) {
-  namespace fs = std::filesystem;
-  if (!fs::exists(path)) throw Error(path + ": tokenizer file not found");
-  if (fs::is_directory(path)) {
-    if (fs::exists(fs::path(path) / "tokenizer.json"))
-      return std::make_unique<BpeTokenizer>(BpeTokenizer::from_json_file((fs::path(path) / "tokenizer.json").string()));
-    throw Error(path + ": folder has no tokenizer.json");
-  }
-  if (fs::path(path).extension() == ".json") return std::make_unique<BpeTokenizer>(BpeTokenizer::from_json_file(path));
-  if (fs::path(path).extension() == ".gguf") {
-    auto f = io::open_gguf(path);
-    return load_tokenizer_from_gguf_meta(f.meta, path);
-  }
-  return std::make_unique<SpmTokenizer>(SpmTokenizer::from_llama2c(path));
-}
-
-/// The tokenizer that belongs to an opened model file, or the override.
-inline std::unique_ptr<Tokenizer> open_tokenizer(const io::TensorFile& f, const std::string& override_path) {
-  namespace fs = std::filesystem;
-  if (!override_path.empty()) return open_tokenizer_file(override_path);
-  if (f.format == "gguf") {
-    if (f.meta.contains("tokenizer.ggml.model")) return load_tokenizer_from_gguf_meta(f.meta, f.path);
-    throw Error(f.path + ": the GGUF has no vocabulary (tokenizer.ggml.*); pass --tokenizer FILE");
-  }
-  if (f.format == "safetensors") {
-    fs::path dir = fs::is_directory(f.path) ? fs::path(f.path) : fs::path(f.path).parent_path();
-    if (fs::exists(dir / "tokenizer.json")) return open_tokenizer_file((dir / "tokenizer.json").string());
-    // `loopus adapt` from a GGUF source writes DIR/model.gguf with the vocabulary next to the safetensors
-    if (fs::exists(dir / "model.gguf")) return open_tokenizer_file((dir / "model.gguf").string());
-    throw Error(f.path + ": no tokenizer.json (or model.gguf) beside the model; pass --tokenizer FILE");
-  }
-  throw Error(f.path + ": llama2.c checkpoints carry no vocabulary; pass --tokenizer tokenizer.bin");
-}
-
-/// Loop options shared by generate, bench, eval: split, B, gate, halting, cache.
+/// Loop options shared by info, generate, perplexity and bench: split, B, gate, halting, cache.
 struct LoopArgs {
   std::string enc, dec;
   LoopRunSpec spec;
@@ -127,37 +93,31 @@ struct LoopArgs {
   }
 };
 
-/// A model opened for running: plain, or looped (a LoopUS checkpoint, or a
-/// plain model recast because loop options were given), plus its tokenizer.
-struct RunnableModel {
-  std::shared_ptr<const ModelWeights> plain;
-  std::shared_ptr<const LoopedWeights> looped;
-  std::unique_ptr<Tokenizer> tok;
-  std::string format;
+/// --backend, for every subcommand that runs a model: the CPU backend, or the
+/// slow scalar reference ops (an oracle for checking the fast path).
+struct BackendArgs {
+  std::string backend = "cpu";
+
+  void add_to(CLI::App& app, const std::string& what = "cpu (default) or reference (slow scalar oracle)") {
+    app.add_option("--backend", backend, what)->check(CLI::IsMember({"cpu", "reference"}));
+  }
+  /// Calls fn.template operator()<Backend>() for the chosen backend.
+  template <class Fn>
+  decltype(auto) dispatch(Fn&& fn) const {
+    if (backend == "reference") return fn.template operator()<Reference>();
+    return fn.template operator()<Cpu>();
+  }
 };
 
+/// A model opened for running (io::open_model): recast when loop options were given.
+using RunnableModel = io::OpenedModel;
+
 inline RunnableModel open_runnable(const ModelArgs& a, const LoopArgs& loop, bool need_tokenizer = true) {
-  RunnableModel r;
-  const auto opt = a.load_options();
-  io::TensorFile f = io::open_any(a.model, opt.mode);
-  if (need_tokenizer) r.tok = open_tokenizer(f, a.tokenizer);
-  const bool ckpt = is_looped_checkpoint(f);
-  r.format = ckpt ? "loopus" : model_format(f);
-  if (ckpt) {
-    const std::string path = f.path;
-    auto lw = load_looped_checkpoint(std::move(f), opt);
-    if (!loop.enc.empty() || !loop.dec.empty())
-      throw Error(path + ": a LoopUS checkpoint fixes its split (" + lw->split.text() +
-                  "); drop --encoder-layers/--decoder-layers");
-    r.looped = lw;
-    r.plain = lw->base;
-  } else {
-    r.plain = load_weights(std::make_shared<const io::TensorFile>(std::move(f)), opt);
-    if (loop.given())
-      r.looped = recast(r.plain, LayerSplit::from_specs(loop.enc.empty() ? "none" : loop.enc,
-                                                        loop.dec.empty() ? "none" : loop.dec, r.plain->hp.n_layer));
-  }
-  return r;
+  io::OpenModelOptions o = a.open_options(need_tokenizer);
+  o.recast = loop.given();
+  o.encoder_layers = loop.enc;
+  o.decoder_layers = loop.dec;
+  return io::open_model(a.model, o);
 }
 
 }  // namespace loopus::cli
