@@ -30,7 +30,8 @@
 template <class Gate, class Cache, int Loops>
 class FixedLoops : public loopus::LoopedModel<loopus::Cpu, Gate, Cache> {
   static_assert(loopus::GatePolicy<Gate, loopus::Cpu>, "FixedLoops: Gate is not a gate policy (policies/concepts.hpp)");
-  static_assert(loopus::CachePolicy<Cache, loopus::Cpu>, "FixedLoops: Cache is not a cache policy (policies/concepts.hpp)");
+  static_assert(loopus::CachePolicy<Cache, loopus::Cpu>,
+                "FixedLoops: Cache is not a cache policy (policies/concepts.hpp)");
   static_assert(Loops >= 1 && Loops <= 1024, "FixedLoops: Loops must be in 1..1024");
   using Base = loopus::LoopedModel<loopus::Cpu, Gate, Cache>;
 
@@ -60,7 +61,8 @@ using Mix4Shared = FixedLoops<loopus::FixedMixGate, loopus::SharedCache, 4>;  //
 
 // The configuration is data the compiler can reason about.
 static_assert(Mix4::kLoops == 4 && Mix4::kGate == "mix" && Mix4::kCache == "per-depth");
-static_assert(loopus::CachePolicy<loopus::SharedCache, loopus::Cpu> && !loopus::CachePolicy<loopus::NoGate, loopus::Cpu>);
+static_assert(loopus::CachePolicy<loopus::SharedCache, loopus::Cpu> &&
+              !loopus::CachePolicy<loopus::NoGate, loopus::Cpu>);
 // FixedLoops<loopus::NoGate, loopus::NoGate, 4> would stop the build: "Cache is not a cache policy".
 
 namespace {

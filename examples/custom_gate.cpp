@@ -54,7 +54,7 @@ struct ClippedGate {
 
   // Backend is the backend tag; this kernel is a plain loop over host memory, so only Cpu qualifies.
   template <class Backend>
-    requires std::same_as<Backend, loopus::Cpu>
+  requires std::same_as<Backend, loopus::Cpu>
   void blend(loopus::CSpan<Backend> ps, loopus::Span<Backend> hs, int64_t T) {
     const float* p = loopus::Ops<loopus::Cpu>::data(ps);
     float* h = loopus::Ops<loopus::Cpu>::data(hs);

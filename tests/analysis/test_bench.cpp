@@ -104,8 +104,8 @@ TEST_CASE("[loopus] analysis: run_bench measures the plan in order; reports") {
   const auto rows = analysis::run_bench<Cpu>(lw, plan, [&](const analysis::BenchRow&) { ++seen; });
   REQUIRE(rows.size() == 10);
   CHECK(seen == 10);
-  const std::vector<std::pair<std::string, int>> order = {{"plain", 1}, {"per-depth", 1}, {"shared", 1},
-                                                          {"per-depth", 2}, {"shared", 2}};
+  const std::vector<std::pair<std::string, int>> order = {
+      {"plain", 1}, {"per-depth", 1}, {"shared", 1}, {"per-depth", 2}, {"shared", 2}};
   for (size_t i = 0; i < rows.size(); ++i) {
     const auto& r = rows[i];
     CAPTURE(i);
@@ -121,8 +121,8 @@ TEST_CASE("[loopus] analysis: run_bench measures the plan in order; reports") {
 
   const auto j = analysis::bench_json(rows);
   REQUIRE(j.size() == 10);
-  for (const char* k : {"cache", "loops", "n_prompt", "n_gen", "prompt_tokens_per_s", "gen_tokens_per_s", "ms_per_token",
-                        "mean_loops", "cache_bytes"})
+  for (const char* k : {"cache", "loops", "n_prompt", "n_gen", "prompt_tokens_per_s", "gen_tokens_per_s",
+                        "ms_per_token", "mean_loops", "cache_bytes"})
     CHECK(j[0].contains(k));
   CHECK(j[0].size() == 9);
   CHECK(j[1]["cache"] == "per-depth");
@@ -132,7 +132,8 @@ TEST_CASE("[loopus] analysis: run_bench measures the plan in order; reports") {
   std::vector<std::string> lines;
   while (std::getline(csv, line)) lines.push_back(line);
   REQUIRE(lines.size() == 11);
-  CHECK(lines[0] == "cache,loops,n_prompt,n_gen,prompt_tokens_per_s,gen_tokens_per_s,ms_per_token,mean_loops,cache_bytes");
+  CHECK(lines[0] ==
+        "cache,loops,n_prompt,n_gen,prompt_tokens_per_s,gen_tokens_per_s,ms_per_token,mean_loops,cache_bytes");
   CHECK(lines[1].rfind("plain,1,4,2,", 0) == 0);
   CHECK(lines[10].rfind("shared,2,4,3,", 0) == 0);
 

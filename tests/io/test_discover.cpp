@@ -48,8 +48,8 @@ TEST_CASE("[loopus] io: open_tokenizer_file picks the format from the path") {
   CHECK(json->encode(text, false) == folder->encode(text, false));
 
   const auto tmp = test::temp_dir("discover_tokfile");
-  CHECK_THROWS_WITH_AS(io::open_tokenizer_file((tmp / "nope.bin").string()), doctest::Contains("tokenizer file not found"),
-                       Error);
+  CHECK_THROWS_WITH_AS(io::open_tokenizer_file((tmp / "nope.bin").string()),
+                       doctest::Contains("tokenizer file not found"), Error);
   CHECK_THROWS_WITH_AS(io::open_tokenizer_file(tmp.string()), doctest::Contains("folder has no tokenizer.json"), Error);
 }
 

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "loopus/io/load_model.hpp"
 #include "loopus/model/causal_lm.hpp"
 #include "loopus/model/language_model.hpp"
-#include "loopus/io/load_model.hpp"
 #include "loopus/model/looped_model.hpp"
 #include "loopus/model/synth_looped.hpp"
 #include "loopus/ops/cpu/ops.hpp"
@@ -117,8 +117,9 @@ void compare_backends(Cache cache, const std::string& cache_name, std::vector<in
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("[backend] LoopedModel<Reference, G, C> equals LoopedModel<Cpu, G, C> for every cache and halting rule",
-                   Gate, NoGate, FixedMixGate, SelectiveGate) {
+TEST_CASE_TEMPLATE(
+    "[backend] LoopedModel<Reference, G, C> equals LoopedModel<Cpu, G, C> for every cache and halting rule", Gate,
+    NoGate, FixedMixGate, SelectiveGate) {
   std::vector<int> loops;
   PerDepthCache drop;
   PerDepthCache latest;

@@ -9,8 +9,11 @@
 #include "../../tools/loopus/flag_names.hpp"
 #include "loopus/model/layer_split.hpp"
 #include "loopus/model/looped_dispatch.hpp"
+#include "loopus/policies/gate/fixed_mix_gate.hpp"
+#include "loopus/policies/halting/halting.hpp"
 #include "loopus/train/adapt.hpp"
 #include "loopus/train/data.hpp"
+#include "loopus/train/loopus_step.hpp"
 #include "loopus/train/params.hpp"
 
 using namespace loopus;
@@ -73,4 +76,24 @@ TEST_CASE("[cli] library errors name parameters; the CLI maps them to flags") {
   CHECK_EQ(cli::flag_names("val_percent must be in [0, 100), got 100"), "--val-percent must be in [0, 100), got 100");
   // Text that is not one of the names stays as it is.
   CHECK_EQ(cli::flag_names("the selective gate of a batch"), "the selective gate of a batch");
+}
+
+TEST_CASE("[cli] the loop, halting and training-step parameters map to their flags") {
+  const auto halt = messages([] { HaltingParams::parse("q:2", 8); });
+  CHECK_EQ(halt.first.rfind("halting spec 'q:2'", 0), 0u);
+  CHECK_EQ(halt.second.rfind("--halt 'q:2'", 0), 0u);
+  train::StepConfig sc;
+  sc.n_apply = 0;
+  const auto step = messages([&] { sc.check(); });
+  CHECK_EQ(step.first, "StepConfig::n_apply must be in 1..16, got 0");
+  CHECK_EQ(step.second, "--n-apply must be in 1..16, got 0");
+  sc.n_apply = 2;
+  sc.n_supervision = 30;
+  const auto sup = messages([&] { sc.check(); });
+  CHECK_EQ(sup.second, "--n-supervision must be in 1..--n-steps (20), got 30");
+  const auto mix = messages([] { FixedMixGate g(1.5f); });
+  CHECK_EQ(mix.second.rfind("--gate mix:ALPHA needs 0 <= alpha <= 1", 0), 0u);
+  CHECK_EQ(cli::flag_names("x.gguf: the GGUF has no vocabulary (tokenizer.ggml.*); give a tokenizer file "
+                           "(OpenModelOptions::tokenizer)"),
+           "x.gguf: the GGUF has no vocabulary (tokenizer.ggml.*); pass --tokenizer FILE");
 }

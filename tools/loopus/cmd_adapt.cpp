@@ -95,8 +95,8 @@ void run_adapt(const AdaptArgs& a) {
                  "adapt: %s (%s, split %s) | train %lld tokens (%lld docs, %lld %s sequences of %lld) | held-out %lld "
                  "tokens (%lld sequences) | training %lld params (%s)%s\n",
                  s.model.c_str(), s.arch.c_str(), s.split.c_str(), (long long)s.train_tokens, (long long)s.train_docs,
-                 (long long)s.train_seqs, s.padded ? "padded" : "packed", (long long)s.seq_len,
-                 (long long)s.val_tokens, (long long)s.val_seqs, (long long)s.trainable, s.trained.c_str(),
+                 (long long)s.train_seqs, s.padded ? "padded" : "packed", (long long)s.seq_len, (long long)s.val_tokens,
+                 (long long)s.val_seqs, (long long)s.trainable, s.trained.c_str(),
                  s.no_loop ? " | --no-loop (plain fine-tune)" : "");
   };
   cb.on_resume = [](int64_t step, int64_t tokens) {
@@ -132,7 +132,9 @@ void run_adapt(const AdaptArgs& a) {
   // Worse than where it started: say so plainly (a summary line is easy to miss).
   for (const auto& w : res.warnings)
     std::fprintf(stderr, "adapt: WARNING: %s%s\n", w.c_str(),
-                 a.official ? "" : " (more tokens, or another --lr / --gate-lr-mult / --n-steps, may help; docs/training.md)");
+                 a.official
+                     ? ""
+                     : " (more tokens, or another --lr / --gate-lr-mult / --n-steps, may help; docs/training.md)");
   std::printf("%s", (res.summary.dump(2) + "\n").c_str());
 }
 
@@ -226,7 +228,9 @@ void register_adapt(CLI::App& app) {
   sub->add_option("--eval-loops", a->eval_loops, "loop counts B for the held-out perplexity (default 1,4,8)");
   sub->add_option("--eval-max-seqs", a->eval_max_seqs, "evaluate at most this many held-out sequences (default all)");
   sub->add_option("--eval-batch", a->eval_batch, "sequences per evaluation batch (default --batch)");
-  a->backend.add_to(*sub, "backend of the inference check (the saved model run by LoopedModel): cpu (default) or reference (slow scalar oracle); training always runs on the CPU kernels");
+  a->backend.add_to(*sub,
+                    "backend of the inference check (the saved model run by LoopedModel): cpu (default) or reference "
+                    "(slow scalar oracle); training always runs on the CPU kernels");
   sub->add_flag("-q,--quiet", a->quiet, "no progress line");
   sub->callback([a, sub] {
     if (a->cfg.max_tokens <= 0 && a->cfg.max_steps <= 0) throw Error("give a budget: --tokens N or --steps N");

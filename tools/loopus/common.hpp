@@ -3,9 +3,9 @@
 #pragma once
 #include <omp.h>
 
-#include <CLI/CLI.hpp>
 #include <string>
 #include <vector>
+#include <CLI/CLI.hpp>
 
 #include "loopus/io/discover.hpp"
 #include "loopus/model/looped_dispatch.hpp"

@@ -52,6 +52,17 @@ inline std::string flag_names(std::string msg) {
         {"halting rule ", "--halt "},
         // policies/gate/fixed_mix_gate.hpp
         {"FixedMixGate: alpha must be in [0, 1] (gate spec mix:ALPHA)", "--gate mix:ALPHA needs 0 <= alpha <= 1"},
+        // train/driver.hpp, io/discover.hpp
+        {"set AdaptRunOptions::resume to continue it, or choose another AdaptRunOptions::out",
+         "pass --resume to continue it, or use another --out"},
+        {"AdaptRunOptions::resume is set but there is no train_state.bin there",
+         "--resume but no train_state.bin there"},
+        {"leave encoder_layers/decoder_layers empty", "drop --encoder-layers/--decoder-layers"},
+        {"needs encoder_layers and decoder_layers", "needs --encoder-layers and --decoder-layers"},
+        {"give AdaptRunOptions::val a file or a larger AdaptRunOptions::val_percent",
+         "pass --val FILE or a larger --val-percent"},
+        {"give a tokenizer file (OpenModelOptions::tokenizer)", "pass --tokenizer FILE"},
+        {"give their tokenizer.bin (OpenModelOptions::tokenizer)", "pass --tokenizer tokenizer.bin"},
         // train/params.hpp: TrainSelect::parse
         {"TrainSelect '", "--train '"},
     };

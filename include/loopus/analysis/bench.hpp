@@ -56,8 +56,8 @@ size_t kv_cache_bytes(const Model& m) {
 
 /// One measured configuration.
 struct BenchRow {
-  std::string cache;      ///< per-depth, shared, none, or plain (the original model)
-  int loops = 0;          ///< B (1 for plain)
+  std::string cache;  ///< per-depth, shared, none, or plain (the original model)
+  int loops = 0;      ///< B (1 for plain)
   int n_prompt = 0, n_gen = 0;
   double prompt_tps = 0;    ///< prefill tokens/s
   double gen_tps = 0;       ///< decode tokens/s

@@ -59,9 +59,12 @@ class Span {
   using element_type = T;
   Span() = default;
   /// A read-only span from a writable one.
+  // (clang-format 14 cannot lay out a requires-clause)
+  // clang-format off
   template <class U>
     requires(std::is_const_v<T> && std::is_same_v<U, float>)
   Span(Span<Backend, U> s) : p_(s.p_), n_(s.n_) {}  // NOLINT(google-explicit-constructor)
+  // clang-format on
 
   int64_t size() const { return n_; }
   bool empty() const { return n_ == 0; }

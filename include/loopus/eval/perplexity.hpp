@@ -31,21 +31,21 @@ struct PerplexityOptions {
 
 /// What the progress callback sees.
 struct PerplexityProgress {
-  int64_t scored = 0;        ///< tokens scored so far
-  int64_t total = 0;         ///< tokens in the stream
-  double nll_sum = 0;        ///< summed negative log-likelihood so far (nats)
-  double seconds = 0;        ///< since the start
+  int64_t scored = 0;  ///< tokens scored so far
+  int64_t total = 0;   ///< tokens in the stream
+  double nll_sum = 0;  ///< summed negative log-likelihood so far (nats)
+  double seconds = 0;  ///< since the start
   double ppl() const { return std::exp(nll_sum / double(scored)); }
 };
 
 struct PerplexityResult {
-  double nll_sum = 0;      ///< summed negative log-likelihood of the scored tokens (nats)
-  int64_t tokens = 0;      ///< tokens scored: every token of a window but its first
-  int64_t windows = 0;     ///< windows scored (each restarts the context)
-  int64_t calls = 0;       ///< eval() calls
-  double mean_loops = 1;   ///< mean loops per eval() call of a looped model (last_loops()); 1 for a plain one
+  double nll_sum = 0;     ///< summed negative log-likelihood of the scored tokens (nats)
+  int64_t tokens = 0;     ///< tokens scored: every token of a window but its first
+  int64_t windows = 0;    ///< windows scored (each restarts the context)
+  int64_t calls = 0;      ///< eval() calls
+  double mean_loops = 1;  ///< mean loops per eval() call of a looped model (last_loops()); 1 for a plain one
   double seconds = 0;
-  bool reported = false;   ///< whether the progress callback was called
+  bool reported = false;                                   ///< whether the progress callback was called
   double nll() const { return nll_sum / double(tokens); }  ///< mean per token
   double ppl() const { return std::exp(nll()); }
 };
@@ -95,8 +95,7 @@ PerplexityResult perplexity(Model& m, std::span<const int32_t> toks, const Perpl
     if (progress && o.report_every > 0 && r.tokens - last_report >= o.report_every) {
       last_report = r.tokens;
       r.reported = true;
-      progress({r.tokens, int64_t(toks.size()), r.nll_sum,
-                std::chrono::duration<double>(clock::now() - t0).count()});
+      progress({r.tokens, int64_t(toks.size()), r.nll_sum, std::chrono::duration<double>(clock::now() - t0).count()});
     }
   }
   r.seconds = std::chrono::duration<double>(clock::now() - t0).count();

@@ -9,9 +9,9 @@
 #include "loopus/core/error.hpp"
 #include "loopus/io/gguf.hpp"
 #include "loopus/io/load.hpp"
-#include "loopus/model/layer_split.hpp"
 #include "loopus/io/load_model.hpp"
 #include "loopus/io/looped_io.hpp"
+#include "loopus/model/layer_split.hpp"
 #include "loopus/model/looped_weights.hpp"
 #include "loopus/tokenizer/bpe.hpp"
 #include "loopus/tokenizer/load.hpp"
@@ -48,15 +48,19 @@ inline std::string tokenizer_path_for(const TensorFile& f) {
   namespace fs = std::filesystem;
   if (f.format == "gguf") {
     if (f.meta.contains("tokenizer.ggml.model")) return f.path;
-    throw Error(f.path + ": the GGUF has no vocabulary (tokenizer.ggml.*); pass --tokenizer FILE");
+    throw Error(f.path +
+                ": the GGUF has no vocabulary (tokenizer.ggml.*); give a tokenizer file (OpenModelOptions::tokenizer)");
   }
   if (f.format == "safetensors") {
     const fs::path dir = fs::is_directory(f.path) ? fs::path(f.path) : fs::path(f.path).parent_path();
     if (fs::exists(dir / "tokenizer.json")) return (dir / "tokenizer.json").string();
     if (fs::exists(dir / "model.gguf")) return (dir / "model.gguf").string();
-    throw Error(f.path + ": no tokenizer.json (or model.gguf) beside the model; pass --tokenizer FILE");
+    throw Error(
+        f.path +
+        ": no tokenizer.json (or model.gguf) beside the model; give a tokenizer file (OpenModelOptions::tokenizer)");
   }
-  throw Error(f.path + ": llama2.c checkpoints carry no vocabulary; pass --tokenizer tokenizer.bin");
+  throw Error(f.path +
+              ": llama2.c checkpoints carry no vocabulary; give their tokenizer.bin (OpenModelOptions::tokenizer)");
 }
 
 /// The tokenizer of an opened model (tokenizer_path_for), or of `override_path` when it is not empty.
@@ -92,10 +96,10 @@ inline std::string copy_tokenizer_into(const std::string& dir, const std::string
 /// How open_model() opens a path.
 struct OpenModelOptions {
   ModelLoadOptions load;
-  std::string tokenizer;        ///< explicit tokenizer file (empty: the model's own, see tokenizer_path_for)
-  bool need_tokenizer = true;   ///< false: OpenedModel::tok stays empty
-  bool recast = false;          ///< recast a plain model into a looped one (split below; "" = none)
-  std::string encoder_layers;   ///< layer specs of the recast (LayerSplit::from_specs); a checkpoint takes none
+  std::string tokenizer;       ///< explicit tokenizer file (empty: the model's own, see tokenizer_path_for)
+  bool need_tokenizer = true;  ///< false: OpenedModel::tok stays empty
+  bool recast = false;         ///< recast a plain model into a looped one (split below; "" = none)
+  std::string encoder_layers;  ///< layer specs of the recast (LayerSplit::from_specs); a checkpoint takes none
   std::string decoder_layers;
 };
 
@@ -121,7 +125,7 @@ inline OpenedModel open_model(const std::string& path, const OpenModelOptions& o
     auto lw = load_looped_checkpoint(std::move(f), o.load);
     if (!o.encoder_layers.empty() || !o.decoder_layers.empty())
       throw Error(p + ": a LoopUS checkpoint fixes its split (" + lw->split.text() +
-                  "); drop --encoder-layers/--decoder-layers");
+                  "); leave encoder_layers/decoder_layers empty");
     r.looped = lw;
     r.plain = lw->base;
   } else {

@@ -11,6 +11,7 @@
 #include "loopus/io/gguf.hpp"
 #include "loopus/io/load.hpp"
 #include "loopus/io/load_model.hpp"
+#include "loopus/io/names.hpp"
 #include "loopus/io/quant.hpp"
 #include "loopus/io/safetensors.hpp"
 #include "loopus/io/save.hpp"
@@ -19,30 +20,6 @@
 namespace loopus {
 
 namespace detail {
-
-/// encoder.layers.j / reasoning.layers.j / decoder.layers.j for original layer l.
-inline NameScheme lds_names(const LayerSplit& s) {
-  NameScheme n = NameScheme::hf();
-  n.embd = "encoder.embed_tokens.weight";
-  n.out_norm = "decoder.norm.weight";
-  n.output = "decoder.lm_head.weight";
-  n.layer_prefix = [s](int l) -> std::string {
-    for (auto [block, ids] : {std::pair{"encoder", &s.encoder}, {"reasoning", &s.reasoning}, {"decoder", &s.decoder}})
-      for (size_t j = 0; j < ids->size(); ++j)
-        if ((*ids)[j] == l) return std::string(block) + ".layers." + std::to_string(j) + ".";
-    return "";
-  };
-  return n;
-}
-
-/// GGUF tensor names of the loop parameters (kept in f32).
-inline constexpr const char* kGgufGate[] = {"loopus.gate.A_log", "loopus.gate.delta_proj.weight",
-                                            "loopus.gate.delta_proj.bias", "loopus.gate.dt_input_proj.weight"};
-inline constexpr const char* kGgufQ[] = {"loopus.q_head.norm.weight", "loopus.q_head.norm.bias",
-                                         "loopus.q_head.proj.weight", "loopus.q_head.proj.bias"};
-inline constexpr const char* kLdsGate[] = {"reasoning.gate.A_log", "reasoning.gate.delta_proj.weight",
-                                           "reasoning.gate.delta_proj.bias", "reasoning.gate.dt_input_proj.weight"};
-inline constexpr const char* kLdsQ[] = {"q_head.0.weight", "q_head.0.bias", "q_head.1.weight", "q_head.1.bias"};
 
 /// A tensor widened to f32, with its element count checked.
 inline std::vector<float> f32_tensor(const io::TensorFile& f, const std::string& name, int64_t numel) {

@@ -49,10 +49,8 @@ class CausalLM {
       const Span<Backend> x = x_.rows(0, T);
       tf_.embed(ids.data() + t0, T, x);
       for (int l = 0; l < hp.n_layer; ++l) tf_.layer(l, x, T, n_past_, cache_.slot(l));
-      if (all_logits)
-        tf_.head_to_host(x, T, logits + t0 * hp.n_vocab);
-      else if (t0 + T == n)
-        tf_.head_to_host(x_.rows(T - 1, 1), 1, logits);
+      if (all_logits) tf_.head_to_host(x, T, logits + t0 * hp.n_vocab);
+      else if (t0 + T == n) tf_.head_to_host(x_.rows(T - 1, 1), 1, logits);
       n_past_ += T;
     }
   }

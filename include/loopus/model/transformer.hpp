@@ -9,8 +9,8 @@
 
 #include "loopus/core/backend.hpp"
 #include "loopus/core/error.hpp"
-#include "loopus/core/tensor.hpp"
 #include "loopus/core/kv_cache.hpp"
+#include "loopus/core/tensor.hpp"
 #include "loopus/model/weights.hpp"
 #include "loopus/ops/concept.hpp"
 

@@ -30,25 +30,25 @@ namespace loopus::train {
 
 /// Everything a run is given.
 struct AdaptRunOptions {
-  std::string model;               ///< model path (a plain model, or a LoopUS checkpoint to train on)
-  io::OpenModelOptions open;       ///< load mode, dtype, tokenizer file (the tokenizer is always opened)
-  std::string encoder_layers;      ///< split of a plain model (both required); a checkpoint takes none
+  std::string model;           ///< model path (a plain model, or a LoopUS checkpoint to train on)
+  io::OpenModelOptions open;   ///< load mode, dtype, tokenizer file (the tokenizer is always opened)
+  std::string encoder_layers;  ///< split of a plain model (both required); a checkpoint takes none
   std::string decoder_layers;
-  std::string data;                ///< training text (load_corpus)
-  std::string val;                 ///< held-out text; "" = the last val_percent % of data
+  std::string data;  ///< training text (load_corpus)
+  std::string val;   ///< held-out text; "" = the last val_percent % of data
   double val_percent = 10;
-  std::string docs = "blank";      ///< parse_doc_split
-  bool eos = false;                ///< append EOS to every document
-  std::string out;                 ///< output folder
+  std::string docs = "blank";  ///< parse_doc_split
+  bool eos = false;            ///< append EOS to every document
+  std::string out;             ///< output folder
   AdaptConfig cfg;
-  std::string train_parts = "all"; ///< TrainSelect::parse
-  std::string gate_init;           ///< "": the checkpoint's gate, else SelectiveGateWeights::from_spec (official, open, mix:A)
-  bool resume = false;             ///< continue from out/train_state.bin (an Error when absent; without it, an Error when present)
-  int64_t ckpt_every = 25;         ///< save state + model every this many batches (0: only at the end)
+  std::string train_parts = "all";  ///< TrainSelect::parse
+  std::string gate_init;  ///< "": the checkpoint's gate, else SelectiveGateWeights::from_spec (official, open, mix:A)
+  bool resume = false;  ///< continue from out/train_state.bin (an Error when absent; without it, an Error when present)
+  int64_t ckpt_every = 25;               ///< save state + model every this many batches (0: only at the end)
   std::vector<int> eval_loops{1, 4, 8};  ///< loop counts of the held-out evaluation (its last: the inference check's)
-  int64_t eval_max_seqs = 0;       ///< at most this many held-out sequences (0: all)
-  int64_t eval_batch = 0;          ///< sequences per evaluation batch (0: cfg.batch)
-  bool official = false;           ///< recorded as the summary's "recipe"
+  int64_t eval_max_seqs = 0;             ///< at most this many held-out sequences (0: all)
+  int64_t eval_batch = 0;                ///< sequences per evaluation batch (0: cfg.batch)
+  bool official = false;                 ///< recorded as the summary's "recipe"
 };
 
 /// The run as it starts (after the data is packed).
@@ -71,10 +71,10 @@ struct AdaptProgress {
 /// Where a run reports; every member may be left empty.
 struct AdaptCallbacks {
   std::function<void(const AdaptStart&)> on_start;
-  std::function<void(int64_t step, int64_t tokens)> on_resume;           ///< resumed at this batch
-  std::function<void(double ppl, double seconds)> on_original;           ///< the original model's held-out perplexity
-  std::function<void(const AdaptProgress&)> on_step;                      ///< after every batch (it may throw to stop)
-  std::function<void(double seconds)> on_trained;                         ///< training done, evaluation next
+  std::function<void(int64_t step, int64_t tokens)> on_resume;  ///< resumed at this batch
+  std::function<void(double ppl, double seconds)> on_original;  ///< the original model's held-out perplexity
+  std::function<void(const AdaptProgress&)> on_step;            ///< after every batch (it may throw to stop)
+  std::function<void(double seconds)> on_trained;               ///< training done, evaluation next
 };
 
 /// What a run ends with (summary.json holds the same summary).
@@ -85,8 +85,14 @@ struct AdaptResult {
 
 /// The losses of one supervised step, as log.jsonl and summary.json record them.
 inline nlohmann::json losses_json(const StepLosses& L) {
-  return {{"loop_index", L.loop_index}, {"loss", L.loss}, {"lm", L.lm},         {"prev", L.prev},
-          {"mono", L.mono},             {"q", L.q},       {"q_prob", L.q_prob}, {"token_acc", L.token_acc}};
+  return {{"loop_index", L.loop_index},
+          {"loss", L.loss},
+          {"lm", L.lm},
+          {"prev", L.prev},
+          {"mono", L.mono},
+          {"q", L.q},
+          {"q_prob", L.q_prob},
+          {"token_acc", L.token_acc}};
 }
 
 /// On resume: keeps the lines of a JSONL log whose "step" is <= max_step, up to
@@ -181,9 +187,11 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
   fs::create_directories(out);
   const fs::path state_path = out / "train_state.bin", log_path = out / "log.jsonl";
   if (!a.resume && fs::exists(state_path))
-    throw Error(out.string() + " already holds a training run (train_state.bin); pass --resume to continue it, or use "
-                "another --out");
-  if (a.resume && !fs::exists(state_path)) throw Error(out.string() + ": --resume but no train_state.bin there");
+    throw Error(out.string() +
+                " already holds a training run (train_state.bin); set AdaptRunOptions::resume to continue it, or "
+                "choose another AdaptRunOptions::out");
+  if (a.resume && !fs::exists(state_path))
+    throw Error(out.string() + ": AdaptRunOptions::resume is set but there is no train_state.bin there");
 
   // ---- model, tokenizer, data
   io::OpenModelOptions oo = a.open;
@@ -196,10 +204,10 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
   if (lw) {
     if (!a.encoder_layers.empty() || !a.decoder_layers.empty())
       throw Error(a.model + ": a LoopUS checkpoint fixes its split (" + lw->split.text() +
-                  "); drop --encoder-layers/--decoder-layers");
+                  "); leave encoder_layers/decoder_layers empty");
   } else {
     if (a.encoder_layers.empty() || a.decoder_layers.empty())
-      throw Error("adapting a plain model needs --encoder-layers and --decoder-layers (e.g. 0..0 and 4..4)");
+      throw Error("adapting a plain model needs encoder_layers and decoder_layers (e.g. 0..0 and 4..4)");
     lw = recast(rm.plain, LayerSplit::from_specs(a.encoder_layers, a.decoder_layers, rm.plain->hp.n_layer));
   }
   if (!a.gate_init.empty()) {
@@ -224,7 +232,8 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
     val_data = PackedData(std::move(corpus.val), a.cfg.seq_len);
   }
   if (val_data.size() == 0)
-    throw Error("no held-out sequence of " + std::to_string(a.cfg.seq_len) + " tokens: pass --val FILE or a larger --val-percent");
+    throw Error("no held-out sequence of " + std::to_string(a.cfg.seq_len) +
+                " tokens: give AdaptRunOptions::val a file or a larger AdaptRunOptions::val_percent");
   TrainSelect sel = TrainSelect::parse(a.train_parts);
   if (a.cfg.no_loop) sel.gate = sel.q_head = false;  // unused by the plain control
   TrainModel<float> m(lw, sel, a.cfg.seed);
@@ -266,8 +275,8 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
     const auto ts = clock::now();
     last = ad.step();
     const double dt = std::chrono::duration<double>(clock::now() - ts).count();
-    nlohmann::json rec = {{"step", last.step},     {"tokens", last.tokens}, {"seconds", elapsed()},
-                          {"step_seconds", dt},    {"lr", last.lr},         {"grad_norm", last.grad_norm},
+    nlohmann::json rec = {{"step", last.step},      {"tokens", last.tokens}, {"seconds", elapsed()},
+                          {"step_seconds", dt},     {"lr", last.lr},         {"grad_norm", last.grad_norm},
                           {"updates", last.updates}};
     rec["micro"] = nlohmann::json::array();
     for (const auto& L : last.micro) rec["micro"].push_back(losses_json(L));
@@ -296,8 +305,8 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
   const int check_loops = a.cfg.no_loop ? 1 : a.eval_loops.back();
   const PackedData check_data = val_data.head(check_seqs);
   const double check_train = perplexity(m, check_data, eval_b, a.cfg.no_loop ? 0 : check_loops);
-  const double check_infer =
-      saved_model_perplexity<Backend>(out.string(), check_data, check_seqs, check_loops, a.cfg.no_loop);
+  const double check_infer = saved_model_perplexity<Backend>(out.string(), check_data, check_seqs, check_loops,
+                                                             a.cfg.no_loop);
 
   // a model file that carries the vocabulary, so generation needs no tokenizer flag
   std::string gen_model = out.string();
@@ -335,7 +344,9 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
       {"adapted_ppl_plain", plain_ppl},
       {"last_step", {{"step", last.step}, {"lr", last.lr}, {"grad_norm", last.grad_norm}, {"losses", losses_json(L)}}},
       {"inference_check",  // the saved folder reloaded and run by LoopedModel vs the training path
-       {{"loops", check_loops}, {"sequences", check_seqs}, {"ppl_training_path", check_train},
+       {{"loops", check_loops},
+        {"sequences", check_seqs},
+        {"ppl_training_path", check_train},
         {"ppl_saved_model_looped_model", check_infer}}},
       {"warnings", res.warnings},
       {"recipe", a.official ? "official" : "small-run defaults"},

@@ -25,9 +25,10 @@ struct StepConfig {
   void check() const {
     if (n_steps < 1) throw Error("StepConfig::n_steps must be >= 1, got " + std::to_string(n_steps));
     if (n_supervision < 1 || n_supervision > n_steps)
-      throw Error("StepConfig::n_supervision must be in 1..StepConfig::n_steps (" + std::to_string(n_steps) + "), got " +
-                  std::to_string(n_supervision));
-    if (n_apply < 1 || n_apply > 16) throw Error("StepConfig::n_apply must be in 1..16, got " + std::to_string(n_apply));
+      throw Error("StepConfig::n_supervision must be in 1..StepConfig::n_steps (" + std::to_string(n_steps) +
+                  "), got " + std::to_string(n_supervision));
+    if (n_apply < 1 || n_apply > 16)
+      throw Error("StepConfig::n_apply must be in 1..16, got " + std::to_string(n_apply));
   }
 };
 
@@ -59,8 +60,8 @@ class LoopusTrainer {
     if (batch < 1 || seq_len < 2) throw Error("training needs batch >= 1 and seq_len >= 2");
     if (const int w = m.hp().sliding_window; w > 0 && seq_len > w)  // no window mask: see docs/architecture.md
       throw Error("training sequences of " + std::to_string(seq_len) + " tokens exceed the model's sliding window of " +
-                  std::to_string(w) + " tokens (sliding-window attention is not implemented); use seq_len <= " +
-                  std::to_string(w));
+                  std::to_string(w) +
+                  " tokens (sliding-window attention is not implemented); use seq_len <= " + std::to_string(w));
     const LayerSplit& s = m_.split();
     nM_ = int(s.reasoning.size());
     nD_ = int(s.decoder.size());

@@ -11,7 +11,7 @@
 
 #include "loopus/core/error.hpp"
 #include "loopus/core/random.hpp"
-#include "loopus/io/looped_io.hpp"
+#include "loopus/io/names.hpp"
 #include "loopus/model/looped_weights.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/train/kernels.hpp"

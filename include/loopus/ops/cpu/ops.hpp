@@ -18,8 +18,8 @@
 #include "loopus/core/error.hpp"
 #include "loopus/core/rope.hpp"
 #include "loopus/core/tensor.hpp"
-#include "loopus/ops/cpu/blas.hpp"
 #include "loopus/ops/concept.hpp"
+#include "loopus/ops/cpu/blas.hpp"
 #include "loopus/ops/cpu/simd.hpp"
 
 // LOOPUS_OMP(omp ...): an OpenMP pragma that vanishes (without unknown-pragma

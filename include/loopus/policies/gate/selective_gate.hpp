@@ -149,13 +149,13 @@ struct SelectiveGate {
     using K = Ops<Backend>;
     const int64_t d = w_->d, r = w_->r;
     auto* s = dynamic_cast<Scratch<Backend>*>(scratch_.get());
-    if (!s || s->diff.dim(0) < T) throw Error("SelectiveGate::blend: reserve<Backend>(T, d) was not called for this size");
+    if (!s || s->diff.dim(0) < T)
+      throw Error("SelectiveGate::blend: reserve<Backend>(T, d) was not called for this size");
     const Span<Backend> diff = s->diff.rows(0, T), z = s->z.rows(0, T), u = s->u.rows(0, T);
     K::sub(p, h, diff);
     K::matmul(Weight::f32(w_->in_w.data(), r, d), diff, T, u);
     K::matmul(Weight::f32(w_->delta_w.data(), d, r), u, T, z);
-    mean_alpha_ =
-        K::selective_mix(z, Weight::f32(w_->delta_b.data(), 1, d), Weight::f32(A_.data(), 1, d), p, h, T, d);
+    mean_alpha_ = K::selective_mix(z, Weight::f32(w_->delta_b.data(), 1, d), Weight::f32(A_.data(), 1, d), p, h, T, d);
   }
   /// Mean of a over the last blend (the "Alpha" of the paper's Fig. 4b).
   float last_mean_alpha() const { return mean_alpha_; }
