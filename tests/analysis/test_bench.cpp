@@ -92,7 +92,7 @@ TEST_CASE("[loopus] analysis: measure_speed prefills, then decodes greedily, rep
   CHECK(row.ms_per_token == doctest::Approx(1e3 / row.gen_tps));
 }
 
-TEST_CASE("[loopus] analysis: run_bench measures the plan in order; reports") {
+TEST_CASE("[loopus] analysis: run_bench measures the plan in order, reports") {
   auto lw = recast(synth_weights(test::tiny_params(9)), LayerSplit::from_specs("0..0", "3..3", 4));
   analysis::BenchPlan plan;
   plan.loops = {1, 2};

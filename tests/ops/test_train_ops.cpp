@@ -263,7 +263,8 @@ TEST_CASE_TEMPLATE("[loopus] train ops: causal GQA attention_fwd / attention_bwd
     CAPTURE(hd);
     const uint64_t seed = uint64_t(100 + T);
     // scores up to ~hd·4/√hd: peaked softmax rows, not near-uniform ones
-    const auto q = cast<S>(rand_vec(sz(N * H * hd), seed, -2, 2)), k = cast<S>(rand_vec(sz(N * KV * hd), seed + 1, -2, 2));
+    const auto q = cast<S>(rand_vec(sz(N * H * hd), seed, -2, 2)),
+               k = cast<S>(rand_vec(sz(N * KV * hd), seed + 1, -2, 2));
     const auto v = cast<S>(rand_vec(k.size(), seed + 2)), dout = cast<S>(rand_vec(q.size(), seed + 3));
     std::vector<S> ok(q.size()), orf(q.size()), lk(sz(B * H * T)), lr(lk.size());
     std::vector<S> scratch(sz(kern::attention_scratch(T, hd, kern::max_threads())));
@@ -321,7 +322,7 @@ TEST_CASE_TEMPLATE("[loopus] train ops: layernorm and layernorm_bwd (dx, dw, db)
   expect_close("layernorm xhat", xhk, xhr, tol_reduce<S>());
   expect_close("layernorm rstd", rk, rr, tol_reduce<S>());
   const auto dw0 = cast<S>(rand_vec(sz(d), 84)), db0 = cast<S>(rand_vec(sz(d), 85));  // accumulated into
-  std::vector<S> dxk = cast<S>(rand_vec(x.size(), 86)), dxr = dxk;                      // overwritten
+  std::vector<S> dxk = cast<S>(rand_vec(x.size(), 86)), dxr = dxk;                    // overwritten
   std::vector<S> dwk = dw0, dwr = dw0, dbk = db0, dbr = db0;
   kern::layernorm_bwd(xhr.data(), rr.data(), w.data(), dy.data(), N, d, dxk.data(), dwk.data(), dbk.data());
   ref::layernorm_bwd(xhr.data(), rr.data(), w.data(), dy.data(), N, d, dxr.data(), dwr.data(), dbr.data());
@@ -341,7 +342,7 @@ TEST_CASE_TEMPLATE("[loopus] train ops: cross_entropy (ignored rows, ties, grad_
   tgt[20] = -1;
   tgt[30] = 0;
   tgt[31] = int32_t(V - 1);
-  for (int64_t j = 0; j < V; ++j) x[sz(3 * V + j)] = S(0.5);  // all tied: argmax 0, uniform softmax
+  for (int64_t j = 0; j < V; ++j) x[sz(3 * V + j)] = S(0.5);   // all tied: argmax 0, uniform softmax
   x[sz(4 * V + 9)] = x[sz(4 * V + 40)] = S(9);                 // a tie for the max at 9 and 40: argmax 9
   x[sz(6 * V + 2)] = x[sz(6 * V + 5)] = S(9);                  // the same in an ignored row
   for (int64_t j = 0; j < V; ++j) x[sz(5 * V + j)] += S(100);  // e^100 overflows f32 unless shifted
@@ -385,7 +386,9 @@ TEST_CASE_TEMPLATE("[loopus] train ops: cross_entropy (ignored rows, ties, grad_
 
 TEST_CASE("[loopus] train ops: softplus, SiLU, BCE-with-logits and their derivatives match the reference") {
   const double zs[] = {-800, -40, -20.5, -3, -1e-3, 0, 1e-3, 0.7, 3, 19.99, 20, 20.01, 40, 800};
-  auto agree = [](double got, double want, double tol) { return std::abs(got - want) <= tol * std::abs(want) + 1e-300; };
+  auto agree = [](double got, double want, double tol) {
+    return std::abs(got - want) <= tol * std::abs(want) + 1e-300;
+  };
   double worst_f = 0, worst_d = 0;
   auto track = [](double& worst, double got, double want) {
     if (want != 0) worst = std::max(worst, std::abs(got - want) / std::abs(want));
@@ -513,7 +516,8 @@ TEST_CASE("[loopus] train ops: reference causal GQA attention backward (dq, dk, 
     double z = 0;
     for (int64_t j = 0; j <= i; ++j) {
       double s = 0;
-      for (int e = 0; e < hd; ++e) s += q[sz((b * T + i) * H * hd + h * hd + e)] * k[sz((b * T + j) * KV * hd + (h / 2) * hd + e)];
+      for (int e = 0; e < hd; ++e)
+        s += q[sz((b * T + i) * H * hd + h * hd + e)] * k[sz((b * T + j) * KV * hd + (h / 2) * hd + e)];
       z += std::exp(s / std::sqrt(double(hd)));
     }
     CHECK_EQ(lse[sz((b * H + h) * T + i)], doctest::Approx(std::log(z)).epsilon(1e-14));
@@ -576,7 +580,9 @@ TEST_CASE("[loopus] train ops: reference cross_entropy gradient matches finite d
   // the mean NLL, torch's reduction="mean" with ignore_index, from the definition
   std::vector<double> buf = x, rl(sz(N));
   int64_t n = 0;
-  const double mean = ref::cross_entropy(buf.data(), tgt.data(), N, V, 0.0, static_cast<int32_t*>(nullptr), rl.data(), &n) / double(n);
+  const double mean = ref::cross_entropy(buf.data(), tgt.data(), N, V, 0.0, static_cast<int32_t*>(nullptr), rl.data(),
+                                         &n) /
+                      double(n);
   double want = 0;
   for (int64_t r = 0; r < N; ++r) {
     if (tgt[sz(r)] < 0) continue;

@@ -63,7 +63,7 @@ TEST_CASE("[gate] mix:ALPHA init gives a = ALPHA on every token and channel, wha
   }
 }
 
-TEST_CASE("[gate] open init passes the proposal through (a close to 1); the official one keeps much of h") {
+TEST_CASE("[gate] open init passes the proposal through (a close to 1), the official one keeps much of h") {
   SplitMix64 r1(9), r2(9);
   const auto open = gate_alphas(SelectiveGateWeights::open_init(64, [&] { return r1.uniform(); }), 5, 2);
   const auto off = gate_alphas(SelectiveGateWeights::official_init(64, [&] { return r2.uniform(); }), 5, 2);

@@ -171,7 +171,7 @@ nlohmann::json synthetic_json(const nlohmann::json& pre_tokenizer, const nlohman
 
 }  // namespace
 
-TEST_CASE("[loopus] bpe: qwen3 goldens match HF ids; decode round-trips except NFC") {
+TEST_CASE("[loopus] bpe: qwen3 goldens match HF ids, decode round-trips except NFC") {
   const BpeTokenizer& tok = qwen3();
   CHECK_EQ(tok.n_vocab(), 151669);
   CHECK_EQ(tok.n_merges(), size_t{151387});
@@ -200,7 +200,7 @@ TEST_CASE("[loopus] bpe: qwen3 goldens match HF ids; decode round-trips except N
   CHECK_EQ(bad_decode, 0);
 }
 
-TEST_CASE("[loopus] bpe: llama3 goldens match HF ids; decode applies clean_up_tokenization_spaces") {
+TEST_CASE("[loopus] bpe: llama3 goldens match HF ids, decode applies clean_up_tokenization_spaces") {
   BpeTokenizer& tok = llama3();
   CHECK_EQ(tok.n_vocab(), 128256);
   CHECK_EQ(tok.n_merges(), size_t{280147});

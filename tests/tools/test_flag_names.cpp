@@ -34,7 +34,7 @@ std::pair<std::string, std::string> messages(Fn&& fn) {
 
 }  // namespace
 
-TEST_CASE("[cli] library errors name parameters; the CLI maps them to flags") {
+TEST_CASE("[cli] library errors name parameters, the CLI maps them to flags") {
   train::AdaptConfig ok;
   ok.max_steps = 10;
   auto check = [&](auto change, const std::string& lib, const std::string& cli) {

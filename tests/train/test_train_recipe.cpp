@@ -70,7 +70,8 @@ TEST_CASE("[loopus] train recipe: the official schedule is HF cosine-with-warmup
   CHECK_EQ(c.official_lr_factor(17), doctest::Approx(1.0));                 // ... and the cosine comes back up
 }
 
-TEST_CASE("[loopus] train recipe: updates use the official schedule at their micro-step; N = n_steps in the checkpoint") {
+TEST_CASE(
+    "[loopus] train recipe: updates use the official schedule at their micro-step, N = n_steps in the checkpoint") {
   auto lw = test::synth_loopus(test::tiny_params(61), "0..0", "3..3");
   const auto ids = test::random_ids(8 * 6 * 12, 32, 5);
   PackedData data(ids, 12);

@@ -217,7 +217,7 @@ TEST_CASE("[loopus] train step: supervised loop indices are sorted, distinct, se
   CHECK_EQ(LoopusTrainer<float>::sample_supervised(c, 5, 5), std::vector<int>{0, 1, 2, 3, 4});
 }
 
-TEST_CASE("[loopus] train step: export views see updates; save_lds round-trips the adapted model") {
+TEST_CASE("[loopus] train step: export views see updates, save_lds round-trips the adapted model") {
   auto lw = test::synth_loopus(tiny(Arch::kLlama, 44), "0..0", "3..3");
   TrainModel<float> m(lw, TrainSelect{});
   auto view = m.export_looped();
@@ -244,7 +244,7 @@ TEST_CASE("[loopus] train step: export views see updates; save_lds round-trips t
   CHECK_EQ(back->q_head->w, view->q_head->w);
 }
 
-TEST_CASE("[loopus] train step: a tied base gets its own lm_head; activation memory does not grow per step") {
+TEST_CASE("[loopus] train step: a tied base gets its own lm_head, activation memory does not grow per step") {
   SynthParams sp = tiny(Arch::kLlama, 45);
   sp.tied = true;
   auto w = synth_weights(sp);
@@ -273,7 +273,7 @@ TEST_CASE("[loopus] train step: a tied base gets its own lm_head; activation mem
   CHECK_LE(mallinfo2().uordblks, before);  // nothing retained per step
 }
 
-TEST_CASE("[loopus] train step: right padding changes nothing (losses, q target, every gradient; f64)") {
+TEST_CASE("[loopus] train step: right padding changes nothing (losses, q target, every gradient, f64)") {
   // One 10-token document alone (T = 10) vs the same document padded to T = 16
   // with labels -100: causal attention keeps padding out of the valid rows, the
   // CE and token accuracy skip it, and the q head reads the last valid token.
@@ -329,4 +329,28 @@ TEST_CASE("[loopus] train step: right padding changes nothing (losses, q target,
   tr.train_batch(ids.data(), lab_valid.data(), sup, 1.0, [&](const StepLosses& L) { x = L; });
   tr.train_batch(ids.data(), lab_last.data(), sup, 1.0, [&](const StepLosses& L) { y = L; });
   CHECK(x.q_prob != doctest::Approx(y.q_prob).epsilon(1e-9));
+}
+
+TEST_CASE("[loopus] train step: a plain batch without a counted label, or with grad_scale 0, adds no gradient") {
+  auto sp = tiny(Arch::kLlama, 78);
+  auto lw = test::synth_loopus(sp, "0..0", "3..3");
+  const int64_t T = 8;
+  const auto ids = ids_for(T, sp.vocab, 13);
+  for (int mode = 0; mode < 2; ++mode) {
+    CAPTURE(mode);
+    TrainModel<double> m(lw, TrainSelect{});
+    StepConfig cfg;
+    cfg.n_steps = 2;
+    cfg.n_supervision = 1;
+    LoopusTrainer<double> tr(m, 1, T, cfg);
+    std::vector<int32_t> labels(ids.begin(), ids.end());
+    if (mode == 0) std::fill(labels.begin(), labels.end(), -100);  // every label ignored
+    m.zero_grad();
+    const StepLosses L = tr.plain_step(ids.data(), labels.data(), mode == 0 ? 1.0 : 0.0);
+    CHECK_EQ(L.tokens, mode == 0 ? 0 : T - 1);
+    double gmax = 0;
+    for (auto& p : m.params())
+      for (int64_t i = 0; i < p.g.size(); ++i) gmax = std::max(gmax, std::abs(p.g[i]));
+    CHECK_EQ(gmax, 0.0);
+  }
 }

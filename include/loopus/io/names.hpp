@@ -22,11 +22,25 @@ struct NameScheme {
 
   /// GGUF / llama.cpp names (also what the llama2.c reader produces).
   static NameScheme gguf() {
-    NameScheme n{"token_embd.weight", "output_norm.weight", "output.weight",
+    NameScheme n{"token_embd.weight",
+                 "output_norm.weight",
+                 "output.weight",
                  [](int l) { return "blk." + std::to_string(l) + "."; },
-                 "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
-                 "attn_q_norm.weight", "attn_k_norm.weight", "ffn_norm.weight", "ffn_gate.weight",
-                 "ffn_up.weight", "ffn_down.weight", "", "", "", ""};
+                 "attn_norm.weight",
+                 "attn_q.weight",
+                 "attn_k.weight",
+                 "attn_v.weight",
+                 "attn_output.weight",
+                 "attn_q_norm.weight",
+                 "attn_k_norm.weight",
+                 "ffn_norm.weight",
+                 "ffn_gate.weight",
+                 "ffn_up.weight",
+                 "ffn_down.weight",
+                 "",
+                 "",
+                 "",
+                 ""};
     n.wqkv = "attn_qkv.weight";
     n.w_gate_up = "ffn_up.weight";  // llama.cpp phi3: one [2*ff, d] ffn_up, gate rows first
     n.rope_long = "rope_factors_long.weight";
@@ -35,12 +49,25 @@ struct NameScheme {
   }
   /// Hugging Face transformers names (LlamaForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM).
   static NameScheme hf() {
-    NameScheme n{"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+    NameScheme n{"model.embed_tokens.weight",
+                 "model.norm.weight",
+                 "lm_head.weight",
                  [](int l) { return "model.layers." + std::to_string(l) + "."; },
-                 "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                 "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_norm.weight",
-                 "self_attn.k_norm.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight",
-                 "mlp.up_proj.weight", "mlp.down_proj.weight", "", "", "", ""};
+                 "input_layernorm.weight",
+                 "self_attn.q_proj.weight",
+                 "self_attn.k_proj.weight",
+                 "self_attn.v_proj.weight",
+                 "self_attn.o_proj.weight",
+                 "self_attn.q_norm.weight",
+                 "self_attn.k_norm.weight",
+                 "post_attention_layernorm.weight",
+                 "mlp.gate_proj.weight",
+                 "mlp.up_proj.weight",
+                 "mlp.down_proj.weight",
+                 "",
+                 "",
+                 "",
+                 ""};
     n.wqkv = "self_attn.qkv_proj.weight";
     n.w_gate_up = "mlp.gate_up_proj.weight";
     return n;

@@ -314,6 +314,9 @@ class LoopusTrainer {
     L.lm = L.loss = sum * inv_n;
     L.tokens = n;
     L.token_acc = n ? double(correct) / double(n) : 0.0;
+    // No counted label (or grad_scale 0): cross_entropy left softmax values and raw logits in the buffer,
+    // which are no gradient. The gradient of this batch is zero.
+    if (inv_n * grad_scale == 0) std::fill(logits_.data(), logits_.data() + N * D_.V, S(0));
     head_bwd(m_.out_norm(), m_.lm_head(), D_, ws_, htape_, logits_.data(), dh_.data());
     for (int i = nD_ - 1; i >= 0; --i)
       layer_bwd(m_.layer(m_.split().decoder[size_t(i)]), D_, ws_, tapes_[size_t(cfg_.n_apply * nM_ + i)], dh_.data());

@@ -129,8 +129,8 @@ void rope_tables(int64_t T, int n_rot, float theta, S* cs, S* sn, const float* f
 /// with c, s = the tables at (r % T, i); dims ≥ n_rot pass. inverse: multiply by the transpose instead
 /// (s → −s), the backward; it is the inverse when mscale = 1.
 template <class S>
-void rope(S* x, int64_t N, int64_t T, int n_head, int head_dim, int n_rot, RopeStyle style, const S* cs,
-          const S* sn, bool inverse) {
+void rope(S* x, int64_t N, int64_t T, int n_head, int head_dim, int n_rot, RopeStyle style, const S* cs, const S* sn,
+          bool inverse) {
   const int half = n_rot / 2;
   for (int64_t r = 0; r < N; ++r) {
     const int64_t pos = r % T;
@@ -155,8 +155,7 @@ void rope(S* x, int64_t N, int64_t T, int n_head, int head_dim, int n_rot, RopeS
 /// reads K/V head h / (H/KV). s_ij = q_i·k_j/√hd for j ≤ i, lse_i = log Σ_j e^(s_ij) (lse [B, H, T],
 /// may be null), out_i = Σ_j e^(s_ij − lse_i)·v_j. No scratch.
 template <class S>
-void attention_fwd(const S* q, const S* k, const S* v, int64_t B, int64_t T, int H, int KV, int hd, S* out,
-                   S* lse) {
+void attention_fwd(const S* q, const S* k, const S* v, int64_t B, int64_t T, int H, int KV, int hd, S* out, S* lse) {
   LOOPUS_ASSERT(KV > 0 && H % KV == 0);
   const int group = H / KV;
   const double scale = 1.0 / std::sqrt(double(hd));
@@ -195,8 +194,8 @@ void attention_fwd(const S* q, const S* k, const S* v, int64_t B, int64_t T, int
 /// out and lse (the forward's tape in kern) are accepted for the same argument list but not read:
 /// P and Σ_l P_il·dP_il (= dout_i·out_i) are recomputed in double from q, k, v.
 template <class S>
-void attention_bwd(const S* q, const S* k, const S* v, const S* out, const S* lse, const S* dout, int64_t B,
-                   int64_t T, int H, int KV, int hd, S* dq, S* dk, S* dv) {
+void attention_bwd(const S* q, const S* k, const S* v, const S* out, const S* lse, const S* dout, int64_t B, int64_t T,
+                   int H, int KV, int hd, S* dq, S* dk, S* dv) {
   LOOPUS_ASSERT(KV > 0 && H % KV == 0);
   (void)out;
   (void)lse;
@@ -311,8 +310,7 @@ void layernorm(const S* x, const S* w, const S* b, int64_t N, int64_t d, double 
 /// gx = dy∘w, dx_j = r·(gx_j − mean(gx) − xhat_j·mean(gx∘xhat)) (overwritten); dw += Σ_t dy∘xhat and
 /// db += Σ_t dy (each may be null).
 template <class S>
-void layernorm_bwd(const S* xhat, const S* rstd, const S* w, const S* dy, int64_t N, int64_t d, S* dx, S* dw,
-                   S* db) {
+void layernorm_bwd(const S* xhat, const S* rstd, const S* w, const S* dy, int64_t N, int64_t d, S* dx, S* dw, S* db) {
   for (int64_t t = 0; t < N; ++t) {
     double mg = 0, mgx = 0;
     for (int64_t i = 0; i < d; ++i) {
