@@ -192,7 +192,9 @@ TEST_CASE("[loopus] halting: cdf clamps the hazard to 1 - 1e-7") {
   auto q1 = std::make_shared<ConfidenceHead>(*constant_q(0.5));
   q1->b = 60.f;  // sigmoid(60) is 1.0f
   lw->q_head = q1;
-  REQUIRE_EQ(q1->prob(std::vector<float>(64, 0.f).data()), 1.f);
+  Tensor<Cpu> zero({64});
+  Ops<Cpu>::fill(zero.span(), 0.f);
+  REQUIRE_EQ(q1->prob<Cpu>(zero.span()), 1.f);
   const float thr = std::nextafter(1.f, 0.f);
   REQUIRE_GT(double(thr), 1 - 1e-7);
   CHECK_EQ(run(lw, params(HaltRule::kCdf, thr)), 2);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "loopus/core/error.hpp"
+#include "loopus/core/tensor.hpp"
 
 namespace loopus {
 
@@ -22,19 +23,14 @@ struct ConfidenceHead {
     if (d <= 0 || ln_w.size() != size_t(d) || ln_b.size() != size_t(d) || w.size() != size_t(d))
       throw Error(where + ": q_head tensors have inconsistent shapes");
   }
-  /// The logit for one state vector x[d] (double accumulation; d-sized, off the hot path's critical cost).
-  float logit(const float* x) const {
-    double mean = 0, var = 0;
-    for (int64_t i = 0; i < d; ++i) mean += x[i];
-    mean /= double(d);
-    for (int64_t i = 0; i < d; ++i) var += (x[i] - mean) * (x[i] - mean);
-    var /= double(d);  // biased, as torch LayerNorm
-    const double inv = 1.0 / std::sqrt(var + double(eps));
-    double s = b;
-    for (int64_t i = 0; i < d; ++i) s += double(w[size_t(i)]) * ((x[i] - mean) * inv * ln_w[size_t(i)] + ln_b[size_t(i)]);
-    return float(s);
+  /// q = sigmoid(w · LayerNorm(x) + b) for one state x[d] in Backend's memory;
+  /// the arithmetic is Ops<Backend>::layernorm_dot.
+  template <class Backend>
+  float prob(CSpan<Backend> x) const {
+    const float logit = Ops<Backend>::layernorm_dot(x, Weight::f32(ln_w.data(), 1, d), Weight::f32(ln_b.data(), 1, d),
+                                                    Weight::f32(w.data(), 1, d), b, eps);
+    return 1.f / (1.f + std::exp(-logit));
   }
-  float prob(const float* x) const { return 1.f / (1.f + std::exp(-logit(x))); }
 };
 
 }  // namespace loopus

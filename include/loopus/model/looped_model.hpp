@@ -238,13 +238,8 @@ class LoopedModel {
   float halt_value(CS h, int64_t n, int64_t pos0, CS h_last) {
     switch (lp_.halting.rule) {
       case HaltRule::kThreshold:
-      case HaltRule::kCdf: {
-        const ConfidenceHead& q = *w_->q_head;
-        const CS x = lp_.halting.q_input == QInput::kDelta ? q_in_.span() : h_last;
-        const float logit = K::layernorm_dot(x, Weight::f32(q.ln_w.data(), 1, q.d), Weight::f32(q.ln_b.data(), 1, q.d),
-                                             Weight::f32(q.w.data(), 1, q.d), q.b, q.eps);
-        return 1.f / (1.f + std::exp(-logit));
-      }
+      case HaltRule::kCdf:
+        return w_->q_head->template prob<Backend>(lp_.halting.q_input == QInput::kDelta ? q_in_.span() : h_last);
       case HaltRule::kConvergence: return float(K::distance(h_last, last_in_.span()));
       case HaltRule::kKl: return decoded_kl(h, n, pos0);
       case HaltRule::kFixed: break;
