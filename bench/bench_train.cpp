@@ -22,6 +22,7 @@
 #include "loopus/model/looped_weights.hpp"
 #include "loopus/model/synth.hpp"
 #include "loopus/model/synth_looped.hpp"
+#include "loopus/ops/cpu/train.hpp"
 #include "loopus/train/adapt.hpp"
 
 namespace {
@@ -70,7 +71,7 @@ void BM_TrainBatch(benchmark::State& st) {
   synth_loop_parts(*lw, s.p.seed);
   train::TrainSelect sel;
   if (plain) sel.gate = sel.q_head = false;
-  train::TrainModel<float> m(lw, sel, 0);
+  train::TrainModel<Cpu, float> m(lw, sel, 0);
 
   train::AdaptConfig cfg;
   cfg.batch = 4;
@@ -85,7 +86,7 @@ void BM_TrainBatch(benchmark::State& st) {
   std::vector<int32_t> ids(size_t(32 * s.seq_len));
   for (auto& x : ids) x = int32_t(r.next() % uint64_t(s.p.vocab));
   train::PackedData data(std::move(ids), s.seq_len);
-  train::Adapter<float> ad(m, data, cfg);
+  train::Adapter<Cpu, float> ad(m, data, cfg);
   ad.step();  // warm-up: first touch of every buffer
   for (auto _ : st) benchmark::DoNotOptimize(ad.step().micro.back().loss);
 

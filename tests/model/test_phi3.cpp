@@ -32,6 +32,7 @@
 #include "loopus/model/synth.hpp"
 #include "loopus/model/synth_looped.hpp"
 #include "loopus/ops/cpu/ops.hpp"
+#include "loopus/ops/cpu/train.hpp"
 #include "loopus/ops/reference/ops.hpp"
 #include "loopus/policies/gate/no_gate.hpp"
 #include "loopus/train/loopus_step.hpp"
@@ -328,9 +329,9 @@ TEST_CASE("[phi3] unsupported rope scaling and out-of-window sequences give clea
   // Training has no window mask either: longer training sequences are refused up front.
   auto lw = recast(back, LayerSplit::from_specs("none", "none", back->hp.n_layer));
   synth_loop_parts(*lw, 3);
-  train::TrainModel<float> tm(lw, train::TrainSelect{});
-  CHECK_NOTHROW(train::LoopusTrainer<float>(tm, 1, 8));
-  const std::string tmsg = error_of([&] { train::LoopusTrainer<float>(tm, 1, 9); });
+  train::TrainModel<Cpu, float> tm(lw, train::TrainSelect{});
+  CHECK_NOTHROW(train::LoopusTrainer<Cpu, float>(tm, 1, 8));
+  const std::string tmsg = error_of([&] { train::LoopusTrainer<Cpu, float>(tm, 1, 9); });
   CHECK(tmsg.find("sliding window of 8") != std::string::npos);
   fs::remove_all(dir);
 }

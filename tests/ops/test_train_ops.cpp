@@ -11,12 +11,12 @@
 #include <type_traits>
 #include <vector>
 
+#include "loopus/ops/cpu/train.hpp"
 #include "loopus/ops/reference/ops.hpp"
 #include "loopus/ops/reference/train_ops.hpp"
-#include "loopus/train/kernels.hpp"
 #include "train/train_test_util.hpp"
 
-namespace kern = loopus::train::kern;
+namespace kern = loopus::cpu::kern;
 namespace ref = loopus::ref_train;
 using loopus::RopeStyle;
 using loopus::test::numeric_grad;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "loopus/ops/cpu/ops.hpp"
+#include "loopus/ops/cpu/train.hpp"
 #include "loopus/train/driver.hpp"
 #include "test_util.hpp"
 

@@ -18,18 +18,21 @@
 
 #include <omp.h>
 
-#include "loopus/tokenizer/spm.hpp"
-#include "loopus/tokenizer/load.hpp"
 #include "loopus/io/gguf.hpp"
 #include "loopus/model/causal_lm.hpp"
 #include "loopus/model/looped_model.hpp"
 #include "loopus/ops/cpu/ops.hpp"
+#include "loopus/ops/cpu/train.hpp"
+#include "loopus/tokenizer/load.hpp"
+#include "loopus/tokenizer/spm.hpp"
 #include "loopus/train/adapt.hpp"
 #include "test_util.hpp"
 #include "train/train_test_util.hpp"
 
 using namespace loopus;
 using namespace loopus::train;
+using loopus::test::ptr;
+using loopus::test::span_of;
 
 namespace {
 
@@ -40,16 +43,16 @@ using test::random_ids;
 /// saving to `to` when given) and returns every trained value, bit for bit.
 std::vector<float> run(const std::shared_ptr<const LoopedWeights>& lw, const PackedData& data, const AdaptConfig& cfg,
                        int steps, const std::string& from, const std::string& to, std::vector<float>* moments = nullptr) {
-  TrainModel<float> m(lw, TrainSelect{}, 9);
-  Adapter<float> a(m, data, cfg);
+  TrainModel<Cpu, float> m(lw, TrainSelect{}, 9);
+  Adapter<Cpu, float> a(m, data, cfg);
   if (!from.empty()) a.load(from);
   for (int i = 0; i < steps; ++i) a.step();
   if (!to.empty()) a.save(to);
   std::vector<float> out;
   for (const auto& p : m.params())
     if (p.trainable) {
-      out.insert(out.end(), p.w.data(), p.w.data() + p.numel());
-      out.insert(out.end(), p.g.data(), p.g.data() + p.numel());
+      out.insert(out.end(), ptr(p.w), ptr(p.w) + p.numel());
+      out.insert(out.end(), ptr(p.g), ptr(p.g) + p.numel());
     }
   (void)moments;
   return out;
@@ -99,24 +102,24 @@ double perplexity_by_hand(const std::shared_ptr<const LoopedWeights>& lw, const 
 
 TEST_CASE("[loopus] train adapt: AdamW follows torch.optim.AdamW, decay only on Linear weights, clipping") {
   auto lw = test::synth_loopus(tiny(51), "0..0", "3..3");
-  TrainModel<double> m(lw, TrainSelect{});
+  TrainModel<Cpu, double> m(lw, TrainSelect{});
   AdamWConfig cfg;
   cfg.weight_decay = 0.1;
-  AdamW<double> opt(m, cfg);
-  Param<double>* w = m.find("reasoning.layers.0.self_attn.q_proj.weight");
-  Param<double>* g = m.find("reasoning.layers.0.input_layernorm.weight");
-  Param<double>* A = m.find("reasoning.gate.A_log");
+  AdamW<Cpu, double> opt(m, cfg);
+  Param<Cpu, double>* w = m.find("reasoning.layers.0.self_attn.q_proj.weight");
+  Param<Cpu, double>* g = m.find("reasoning.layers.0.input_layernorm.weight");
+  Param<Cpu, double>* A = m.find("reasoning.gate.A_log");
   REQUIRE((w && g && A));
   CHECK(w->decay);
   CHECK_FALSE(g->decay);
   CHECK_FALSE(A->decay);
-  const double w0 = w->w[3], g0 = g->w[2];
+  const double w0 = ptr(w->w)[3], g0 = ptr(g->w)[2];
   double mm = 0, vv = 0, ww = w0, gg = g0, mg = 0, vg = 0;
   const double lr = 0.01;
   for (int t = 1; t <= 3; ++t) {
     const double grad = 0.5 * t - 0.3, gradg = -0.2 * t;
-    w->g[3] = grad;
-    g->g[2] = gradg;
+    ptr(w->g)[3] = grad;
+    ptr(g->g)[2] = gradg;
     opt.step(lr);
     // torch: p *= 1 - lr*wd; m, v; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
     const double bc1 = 1 - std::pow(0.9, t), bc2 = 1 - std::pow(0.999, t);
@@ -127,39 +130,40 @@ TEST_CASE("[loopus] train adapt: AdamW follows torch.optim.AdamW, decay only on 
     mg = 0.9 * mg + 0.1 * gradg;
     vg = 0.999 * vg + 0.001 * gradg * gradg;
     gg -= lr / bc1 * mg / (std::sqrt(vg) / std::sqrt(bc2) + 1e-8);
-    CHECK_EQ(w->w[3], doctest::Approx(ww).epsilon(1e-13));
-    CHECK_EQ(g->w[2], doctest::Approx(gg).epsilon(1e-13));
-    CHECK_EQ(w->g[3], 0.0);  // step() clears the gradients
+    CHECK_EQ(ptr(w->w)[3], doctest::Approx(ww).epsilon(1e-13));
+    CHECK_EQ(ptr(g->w)[2], doctest::Approx(gg).epsilon(1e-13));
+    CHECK_EQ(ptr(w->g)[3], 0.0);  // step() clears the gradients
   }
   CHECK_EQ(opt.steps(), 3);
   // clipping scales the whole gradient to the clip norm
   AdamWConfig c2;
   c2.clip = 1.0;
-  TrainModel<double> m2(lw, TrainSelect{});
-  AdamW<double> o2(m2, c2);
-  m2.find("decoder.norm.weight")->g[0] = 3.0;
-  m2.find("decoder.norm.weight")->g[1] = 4.0;
+  TrainModel<Cpu, double> m2(lw, TrainSelect{});
+  AdamW<Cpu, double> o2(m2, c2);
+  ptr(m2.find("decoder.norm.weight")->g)[0] = 3.0;
+  ptr(m2.find("decoder.norm.weight")->g)[1] = 4.0;
   CHECK_EQ(o2.grad_norm(), doctest::Approx(5.0));
   CHECK_EQ(o2.step(0.1), doctest::Approx(5.0));
-  CHECK_EQ(o2.state()[0].m.size(), o2.state()[0].p->numel());
-  const auto* mom = o2.state()[size_t(std::find_if(o2.state().begin(), o2.state().end(), [](auto& s) {
-                                   return s.p->name == "decoder.norm.weight";
-                                 }) - o2.state().begin())].m.data();
+  CHECK_EQ(o2.state()[0].m.numel(), o2.state()[0].p->numel());
+  const auto* mom = ptr(o2.state()[size_t(std::find_if(o2.state().begin(), o2.state().end(),
+                                                       [](auto& s) { return s.p->name == "decoder.norm.weight"; }) -
+                                          o2.state().begin())]
+                            .m);
   CHECK_EQ(mom[0], doctest::Approx(0.1 * 3.0 / (5.0 + 1e-6)));
   // a parameter group: the gate's learning rate is scaled (first Adam step moves by lr·mult·sign(g))
-  TrainModel<double> m3(lw, TrainSelect{});
+  TrainModel<Cpu, double> m3(lw, TrainSelect{});
   m3.set_gate_lr_mult(10);
   AdamWConfig c3;
   c3.weight_decay = 0;
-  AdamW<double> o3(m3, c3);
-  Param<double>* gb = m3.find("reasoning.gate.delta_proj.bias");
-  Param<double>* nw = m3.find("decoder.norm.weight");
-  const double b0 = gb->w[0], n0 = nw->w[0];
-  gb->g[0] = 0.5;
-  nw->g[0] = 0.5;
+  AdamW<Cpu, double> o3(m3, c3);
+  Param<Cpu, double>* gb = m3.find("reasoning.gate.delta_proj.bias");
+  Param<Cpu, double>* nw = m3.find("decoder.norm.weight");
+  const double b0 = ptr(gb->w)[0], n0 = ptr(nw->w)[0];
+  ptr(gb->g)[0] = 0.5;
+  ptr(nw->g)[0] = 0.5;
   o3.step(1e-3);
-  CHECK_EQ(gb->w[0] - b0, doctest::Approx(-1e-2).epsilon(1e-6));
-  CHECK_EQ(nw->w[0] - n0, doctest::Approx(-1e-3).epsilon(1e-6));
+  CHECK_EQ(ptr(gb->w)[0] - b0, doctest::Approx(-1e-2).epsilon(1e-6));
+  CHECK_EQ(ptr(nw->w)[0] - n0, doctest::Approx(-1e-3).epsilon(1e-6));
 }
 
 TEST_CASE("[loopus] train adapt: token-driven warm-up + cosine schedule") {
@@ -272,18 +276,18 @@ TEST_CASE("[loopus] train adapt: padded layout, one document per sequence (the o
   CHECK_EQ(u, v);
   // the run's config must say pad for padded data, and match seq_len
   auto lw = test::synth_loopus(test::tiny_params(3), "0..0", "3..3");
-  TrainModel<float> m(lw, TrainSelect{});
+  TrainModel<Cpu, float> m(lw, TrainSelect{});
   AdaptConfig cfg;
   cfg.batch = 2;
   cfg.seq_len = 8;
   cfg.max_steps = 1;
   const auto small = PackedData::padded(random_ids(30, 32, 4), {0, 6, 13, 20, 27}, 8, 0);  // ids in the vocabulary
-  CHECK_THROWS_WITH_AS(Adapter<float>(m, small, cfg), doctest::Contains("padded"), Error);
+  CHECK_THROWS_WITH_AS((Adapter<Cpu, float>(m, small, cfg)), doctest::Contains("padded"), Error);
   cfg.pad = true;
   cfg.seq_len = 10;
-  CHECK_THROWS_WITH_AS(Adapter<float>(m, small, cfg), doctest::Contains("sequences of 8"), Error);
+  CHECK_THROWS_WITH_AS((Adapter<Cpu, float>(m, small, cfg)), doctest::Contains("sequences of 8"), Error);
   cfg.seq_len = 8;
-  Adapter<float> ad(m, small, cfg);
+  Adapter<Cpu, float> ad(m, small, cfg);
   const auto rec = ad.step();
   CHECK(std::isfinite(rec.micro.back().loss));
 }
@@ -319,8 +323,8 @@ TEST_CASE("[loopus] train adapt: N steps straight == N/2 + resume + N/2, bit for
     // another seed gives another run; a changed setting is refused on resume
     AdaptConfig other = cfg;
     other.lr = 1e-3;
-    TrainModel<float> m(lw, TrainSelect{}, 9);
-    Adapter<float> a(m, data, other);
+    TrainModel<Cpu, float> m(lw, TrainSelect{}, 9);
+    Adapter<Cpu, float> a(m, data, other);
     CHECK_THROWS_WITH_AS(a.load((dir / "state.bin").string()), doctest::Contains("lr"), Error);
   }
   omp_set_num_threads(threads);
@@ -392,7 +396,7 @@ TEST_CASE("[loopus] train adapt: the looped model learns a repeating sequence, p
   std::vector<int32_t> ids;
   for (int i = 0; i < 40 * 16; ++i) ids.push_back(int32_t((i * 7) % 24));
   PackedData data(ids, 16);
-  TrainModel<float> m(lw, TrainSelect{}, 3);
+  TrainModel<Cpu, float> m(lw, TrainSelect{}, 3);
   const double before1 = perplexity(m, data, 4, 1), before0 = perplexity(m, data, 4, 0);
   CHECK_EQ(before0, doctest::Approx(perplexity_by_hand(lw, data, 0)).epsilon(1e-4));  // the plain base model
   CHECK_EQ(before1, doctest::Approx(perplexity_by_hand(lw, data, 1)).epsilon(1e-4));
@@ -404,7 +408,7 @@ TEST_CASE("[loopus] train adapt: the looped model learns a repeating sequence, p
   cfg.gate_lr_mult = 1;  // the recipe this bound was set for (the default became 100 later)
   cfg.step.n_steps = 6;
   cfg.step.n_supervision = 2;
-  Adapter<float> a(m, data, cfg);
+  Adapter<Cpu, float> a(m, data, cfg);
   double first = 0, last = 0;
   while (!a.done()) {
     auto r = a.step();

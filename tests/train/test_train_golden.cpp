@@ -14,6 +14,8 @@
 
 using namespace loopus;
 using namespace loopus::train;
+using loopus::test::ptr;
+using loopus::test::span_of;
 
 namespace {
 
@@ -41,18 +43,18 @@ void check_case(const std::string& name, const nlohmann::json& c, const nlohmann
   CAPTURE(name);
   const auto& s = c.at("synth");
   auto lw = test::synth_loopus(synth_params(s), s.at("encoder-layers"), s.at("decoder-layers"));
-  TrainModel<S> m(lw, TrainSelect{});
+  TrainModel<Cpu, S> m(lw, TrainSelect{});
   // same weights as the checkpoint the reference read
   for (const auto& item : c.at("fingerprint").items()) {  // (clang 14 cannot capture structured bindings)
     const std::string tname = item.key();
     const auto& fp = item.value();
     CAPTURE(tname);
-    Param<S>* p = m.find(tname);
+    Param<Cpu, S>* p = m.find(tname);
     REQUIRE(p);
     double sum = 0, sumsq = 0;
     for (int64_t i = 0; i < p->numel(); ++i) {
-      sum += double(p->w[i]);
-      sumsq += double(p->w[i]) * double(p->w[i]);
+      sum += double(ptr(p->w)[i]);
+      sumsq += double(ptr(p->w)[i]) * double(ptr(p->w)[i]);
     }
     REQUIRE_MESSAGE(std::abs(sumsq - num(fp.at("sumsq"))) <= 1e-9 * num(fp.at("sumsq")),
                     "synth weights changed: regenerate tests/golden/train/step.json");
@@ -62,7 +64,7 @@ void check_case(const std::string& name, const nlohmann::json& c, const nlohmann
   StepConfig cfg;
   cfg.n_apply = top.at("n_apply");
   cfg.beta = top.at("beta");
-  LoopusTrainer<S> tr(m, B, T, cfg);
+  LoopusTrainer<Cpu, S> tr(m, B, T, cfg);
   std::vector<int32_t> ids, labels;
   for (const auto& row : c.at("ids"))
     for (int v : row) ids.push_back(v);
@@ -70,10 +72,10 @@ void check_case(const std::string& name, const nlohmann::json& c, const nlohmann
     for (int v : row) labels.push_back(v);
   tr.set_labels(labels.data());
   std::vector<S> h(size_t(B * T * m.hp().n_embd));
-  tr.encode(ids.data(), h.data());
-  for (int i = 0; i < top.at("n_pre").get<int>(); ++i) tr.apply_block(h.data());
+  tr.encode(ids.data(), span_of(h));
+  for (int i = 0; i < top.at("n_pre").get<int>(); ++i) tr.apply_block(span_of(h));
   m.zero_grad();
-  const StepLosses L = tr.supervised_step(h.data());
+  const StepLosses L = tr.supervised_step(span_of(h));
   const auto& g = c.at("losses");
   CHECK_EQ(L.loss, doctest::Approx(num(g.at("loss"))).epsilon(tol));
   CHECK_EQ(L.lm, doctest::Approx(num(g.at("lm"))).epsilon(tol));
@@ -92,11 +94,11 @@ void check_case(const std::string& name, const nlohmann::json& c, const nlohmann
     const std::string pname = item.key();
     const auto& gr = item.value();
     CAPTURE(pname);
-    Param<S>* p = m.find(pname);
+    Param<Cpu, S>* p = m.find(pname);
     REQUIRE(p);
     REQUIRE(p->trainable);
     double norm = 0;
-    for (int64_t i = 0; i < p->numel(); ++i) norm += double(p->g[i]) * double(p->g[i]);
+    for (int64_t i = 0; i < p->numel(); ++i) norm += double(ptr(p->g)[i]) * double(ptr(p->g)[i]);
     norm = std::sqrt(norm);
     const double ref = gr.at("norm");
     CHECK_EQ(norm, doctest::Approx(ref).epsilon(tol));
@@ -104,7 +106,7 @@ void check_case(const std::string& name, const nlohmann::json& c, const nlohmann
     const auto& idx = gr.at("idx");
     const auto& val = gr.at("val");
     for (size_t k = 0; k < idx.size(); ++k) {
-      const double mine = double(p->g[int64_t(num(idx[k]))]), want = num(val[k]);
+      const double mine = double(ptr(p->g)[int64_t(num(idx[k]))]), want = num(val[k]);
       // entries relative to the tensor's gradient norm (single entries may be ~0)
       CHECK_LE(std::abs(mine - want), tol * ref);
       worst = std::max(worst, std::abs(mine - want) / ref);

@@ -5,15 +5,19 @@
 #include <cmath>
 #include <vector>
 
+#include "loopus/ops/cpu/train.hpp"
 #include "loopus/train/blocks.hpp"
-#include "loopus/train/kernels.hpp"
+#include "loopus/train/loopus_step.hpp"
 #include "train/train_test_util.hpp"
 
 using namespace loopus;
 using namespace loopus::train;
+using namespace loopus::cpu;
 using loopus::test::numeric_grad;
+using loopus::test::ptr;
 using loopus::test::rand_vec;
 using loopus::test::rel_err;
+using loopus::test::span_of;
 
 namespace {
 
@@ -26,20 +30,20 @@ double dotv(const std::vector<double>& w, const double* y) {
   return s;
 }
 
-Param<double> make_param(const std::string& name, int64_t rows, int64_t cols, uint64_t seed, double lo = -1,
-                         double hi = 1) {
-  Param<double> p;
+Param<Cpu, double> make_param(const std::string& name, int64_t rows, int64_t cols, uint64_t seed, double lo = -1,
+                              double hi = 1) {
+  Param<Cpu, double> p;
   p.name = name;
   p.rows = rows;
   p.cols = cols;
   p.trainable = true;
-  p.w.resize(rows * cols);
-  p.g.resize(rows * cols);
-  auto v = rand_vec(size_t(rows * cols), seed, lo, hi);
-  for (int64_t i = 0; i < rows * cols; ++i) p.w[i] = v[size_t(i)];
+  p.w.reshape({rows, cols});
+  p.g.reshape({rows, cols});
+  p.set_value(rand_vec(size_t(rows * cols), seed, lo, hi));
+  TrainOps<Cpu>::fill(p.g.span(), 0.0);
   return p;
 }
-std::vector<double> to_vec(const Buf<double>& b) { return std::vector<double>(b.data(), b.data() + b.size()); }
+std::vector<double> to_vec(const Tensor<Cpu, double>& b) { return test::host_vec(b); }
 
 }  // namespace
 
@@ -138,16 +142,16 @@ TEST_CASE("[loopus] train kernels: SwiGLU, softplus, SiLU, BCE-with-logits deriv
     double zz = z;
     auto sp = [&] { return kern::softplus(zz); };
     CHECK_EQ(kern::softplus_grad(z), doctest::Approx(numeric_grad(&zz, 1, sp)[0]).epsilon(1e-7));
-    auto si = [&] { return kern::silu(zz); };
-    CHECK_EQ(kern::silu_grad(z), doctest::Approx(numeric_grad(&zz, 1, si)[0]).epsilon(1e-7));
+    auto si = [&] { return train::silu(zz); };
+    CHECK_EQ(train::silu_grad(z), doctest::Approx(numeric_grad(&zz, 1, si)[0]).epsilon(1e-7));
     for (double t : {0.0, 0.3, 1.0}) {
-      auto bce = [&] { return kern::bce_with_logits(zz, t); };
-      CHECK_EQ(kern::bce_with_logits_grad(z, t), doctest::Approx(numeric_grad(&zz, 1, bce)[0]).epsilon(1e-7));
+      auto bce = [&] { return train::bce_with_logits(zz, t); };
+      CHECK_EQ(train::bce_with_logits_grad(z, t), doctest::Approx(numeric_grad(&zz, 1, bce)[0]).epsilon(1e-7));
     }
   }
   CHECK_EQ(kern::softplus(25.0), 25.0);  // torch threshold 20: linear above it
-  CHECK_EQ(kern::bce_with_logits(0.0, 0.5), doctest::Approx(std::log(2.0)));
-  CHECK_LT(kern::silu(-1.2784645), -0.2784); // the SiLU minimum, about -0.278
+  CHECK_EQ(train::bce_with_logits(0.0, 0.5), doctest::Approx(std::log(2.0)));
+  CHECK_LT(train::silu(-1.2784645), -0.2784);  // the SiLU minimum, about -0.278
 }
 
 TEST_CASE("[loopus] train kernels: cross-entropy with ignore index and its gradient") {
@@ -198,11 +202,11 @@ TEST_CASE("[loopus] train kernels: selective gate backward (inputs, A_log, delta
   auto dw = make_param("delta_w", D.d, r, 18, -1, 1);
   auto db = make_param("delta_b", 1, D.d, 19, -3, 2);
   auto iw = make_param("in_w", r, D.d, 20, -1, 1);
-  GateP<double> G{&A_log, &dw, &db, &iw, r};
+  GateP<Cpu, double> G{&A_log, &dw, &db, &iw, r};
   auto p = rand_vec(size_t(D.N * D.d), 21), h = rand_vec(p.size(), 22), w = rand_vec(p.size(), 23);
-  GateTape<double> tape;
+  GateTape<Cpu, double> tape;
   tape.allocate(D, r);
-  Workspace<double> ws;
+  Workspace<Cpu, double> ws;
   D.T = 3;
   D.n_rot = 2;
   D.H = D.KV = 1;
@@ -212,18 +216,18 @@ TEST_CASE("[loopus] train kernels: selective gate backward (inputs, A_log, delta
   ws.allocate(D, r);
   std::vector<double> out(p.size());
   auto loss = [&] {
-    gate_fwd(G, D, p.data(), h.data(), out.data(), tape);
+    gate_fwd(G, D, span_of(p), span_of(h), span_of(out), tape);
     return dotv(w, out.data());
   };
   loss();
-  for (auto* q : {&A_log, &dw, &db, &iw}) q->g.zero();
+  for (auto* q : {&A_log, &dw, &db, &iw}) TrainOps<Cpu>::fill(q->g.span(), 0.0);
   std::vector<double> dp(p.size()), dh(p.size());
-  gate_bwd(G, D, ws, tape, w.data(), dp.data(), dh.data());
+  gate_bwd(G, D, ws, tape, span_of(w), span_of(dp), span_of(dh));
   CHECK_LT(rel_err(dp, numeric_grad(p.data(), p.size(), loss)), kTol);
   CHECK_LT(rel_err(dh, numeric_grad(h.data(), h.size(), loss)), kTol);
   for (auto* q : {&A_log, &dw, &db, &iw}) {
     CAPTURE(q->name);
-    CHECK_LT(rel_err(to_vec(q->g), numeric_grad(q->w.data(), size_t(q->numel()), loss)), kTol);
+    CHECK_LT(rel_err(to_vec(q->g), numeric_grad(ptr(q->w), size_t(q->numel()), loss)), kTol);
   }
   // a in (0, 1): the output lies between p and h
   loss();
@@ -240,12 +244,12 @@ TEST_CASE("[loopus] train kernels: confidence head (LayerNorm + Linear) and BCE 
   D.N = 3;
   auto lw = make_param("ln_w", 1, D.d, 24, 0.5, 1.5), lb = make_param("ln_b", 1, D.d, 25);
   auto w = make_param("w", 1, D.d, 26), b = make_param("b", 1, 1, 27);
-  QHeadP<double> Q{&lw, &lb, &w, &b, 1e-5};
+  QHeadP<Cpu, double> Q{&lw, &lb, &w, &b, 1e-5};
   auto x = rand_vec(size_t(D.B * D.d), 28, -2, 2);
   const std::vector<double> target = {0.25, 0.9, 0.0};
-  QTape<double> tape;
+  QTape<Cpu, double> tape;
   tape.allocate(D);
-  Workspace<double> ws;
+  Workspace<Cpu, double> ws;
   D.T = 1;
   D.n_rot = 2;
   D.H = D.KV = 1;
@@ -254,20 +258,21 @@ TEST_CASE("[loopus] train kernels: confidence head (LayerNorm + Linear) and BCE 
   D.ff = 2;
   ws.allocate(D, 1);
   auto loss = [&] {
-    qhead_fwd(Q, D, x.data(), tape);
+    qhead_fwd(Q, D, span_of(x), tape);
     double l = 0;
-    for (int64_t i = 0; i < D.B; ++i) l += kern::bce_with_logits(tape.logit[i], target[size_t(i)]);
+    for (int64_t i = 0; i < D.B; ++i) l += train::bce_with_logits(ptr(tape.logit)[i], target[size_t(i)]);
     return l / double(D.B);
   };
   loss();
   std::vector<double> dlogit(static_cast<size_t>(D.B)), dx(x.size());
-  for (int64_t i = 0; i < D.B; ++i) dlogit[size_t(i)] = kern::bce_with_logits_grad(tape.logit[i], target[size_t(i)]) / double(D.B);
-  for (auto* q : {&lw, &lb, &w, &b}) q->g.zero();
-  qhead_bwd(Q, D, ws, tape, dlogit.data(), dx.data());
+  for (int64_t i = 0; i < D.B; ++i)
+    dlogit[size_t(i)] = train::bce_with_logits_grad(ptr(tape.logit)[i], target[size_t(i)]) / double(D.B);
+  for (auto* q : {&lw, &lb, &w, &b}) TrainOps<Cpu>::fill(q->g.span(), 0.0);
+  qhead_bwd(Q, D, ws, tape, span_of(dlogit), span_of(dx));
   CHECK_LT(rel_err(dx, numeric_grad(x.data(), x.size(), loss)), kTol);
   for (auto* q : {&lw, &lb, &w, &b}) {
     CAPTURE(q->name);
-    CHECK_LT(rel_err(to_vec(q->g), numeric_grad(q->w.data(), size_t(q->numel()), loss)), kTol);
+    CHECK_LT(rel_err(to_vec(q->g), numeric_grad(ptr(q->w), size_t(q->numel()), loss)), kTol);
   }
 }
 
@@ -280,30 +285,30 @@ TEST_CASE("[loopus] train kernels: a full transformer layer backward (Llama inte
     auto w = synth_weights(sp);
     if (arch == Arch::kLlama) w->hp.rope_style = RopeStyle::kInterleaved;
     auto lw = recast(w, LayerSplit::all_reasoning(1));
-    TrainModel<double> m(lw, TrainSelect{});
-    const LayerP<double>& P = m.layer(0);
+    TrainModel<Cpu, double> m(lw, TrainSelect{});
+    const LayerP<Cpu, double>& P = m.layer(0);
     const Dims D = Dims::of(m.hp(), 2, 4);
-    Workspace<double> ws;
+    Workspace<Cpu, double> ws;
     ws.allocate(D, 1);
-    LayerTape<double> tape;
+    LayerTape<Cpu, double> tape;
     tape.allocate(D);
     auto x = rand_vec(size_t(D.N * D.d), 32), wv = rand_vec(x.size(), 33);
     std::vector<double> y(x.size());
     auto loss = [&] {
       y = x;
-      layer_fwd(P, D, ws, y.data(), tape);
+      layer_fwd(P, D, ws, span_of(y), tape);
       return dotv(wv, y.data());
     };
     loss();
     m.zero_grad();
     std::vector<double> dx = wv;
-    layer_bwd(P, D, ws, tape, dx.data());
+    layer_bwd(P, D, ws, tape, span_of(dx));
     CHECK_LT(rel_err(dx, numeric_grad(x.data(), x.size(), loss)), kTol);
     int checked = 0;
     for (auto& p : m.params()) {
       if (!p.trainable || p.name.find("layers.0.") == std::string::npos) continue;
       CAPTURE(p.name);
-      CHECK_LT(rel_err(to_vec(p.g), numeric_grad(p.w.data(), size_t(p.numel()), loss)), kTol);
+      CHECK_LT(rel_err(to_vec(p.g), numeric_grad(ptr(p.w), size_t(p.numel()), loss)), kTol);
       ++checked;
     }
     CHECK_EQ(checked, arch == Arch::kQwen3 ? 11 : 9);
@@ -320,33 +325,33 @@ TEST_CASE("[loopus] train kernels: the f32 layer path agrees with f64") {
   sp.vocab = 16;
   sp.seed = 34;
   auto lw = recast(synth_weights(sp), LayerSplit::all_reasoning(1));
-  TrainModel<double> md(lw, TrainSelect{});
-  TrainModel<float> mf(lw, TrainSelect{});
+  TrainModel<Cpu, double> md(lw, TrainSelect{});
+  TrainModel<Cpu, float> mf(lw, TrainSelect{});
   const Dims D = Dims::of(md.hp(), 2, 20);
-  Workspace<double> wsd;
-  Workspace<float> wsf;
+  Workspace<Cpu, double> wsd;
+  Workspace<Cpu, float> wsf;
   wsd.allocate(D, 1);
   wsf.allocate(D, 1);
-  LayerTape<double> td;
-  LayerTape<float> tf;
+  LayerTape<Cpu, double> td;
+  LayerTape<Cpu, float> tf;
   td.allocate(D);
   tf.allocate(D);
   auto x = rand_vec(size_t(D.N * D.d), 35), wv = rand_vec(x.size(), 36);
   std::vector<float> xf(x.begin(), x.end()), wf(wv.begin(), wv.end());
-  layer_fwd(md.layer(0), D, wsd, x.data(), td);
-  layer_fwd(mf.layer(0), D, wsf, xf.data(), tf);
+  layer_fwd(md.layer(0), D, wsd, span_of(x), td);
+  layer_fwd(mf.layer(0), D, wsf, span_of(xf), tf);
   CHECK_LT(rel_err(x, std::vector<double>(xf.begin(), xf.end())), 1e-5);
   md.zero_grad();
   mf.zero_grad();
   std::vector<double> dx = wv;
-  layer_bwd(md.layer(0), D, wsd, td, dx.data());
-  layer_bwd(mf.layer(0), D, wsf, tf, wf.data());
+  layer_bwd(md.layer(0), D, wsd, td, span_of(dx));
+  layer_bwd(mf.layer(0), D, wsf, tf, span_of(wf));
   CHECK_LT(rel_err(dx, std::vector<double>(wf.begin(), wf.end())), 1e-4);
   for (size_t i = 0; i < md.params().size(); ++i) {
     const auto& pd = md.params()[i];
     const auto& pf = mf.params()[i];
     if (!pd.trainable || pd.name.find("layers.0.") == std::string::npos) continue;
     CAPTURE(pd.name);
-    CHECK_LT(rel_err(to_vec(pd.g), std::vector<double>(pf.g.data(), pf.g.data() + pf.g.size())), 1e-4);
+    CHECK_LT(rel_err(to_vec(pd.g), test::host_vec(pf.g)), 1e-4);
   }
 }

@@ -12,6 +12,8 @@
 
 using namespace loopus;
 using namespace loopus::train;
+using loopus::test::ptr;
+using loopus::test::span_of;
 
 namespace {
 
@@ -87,8 +89,8 @@ TEST_CASE(
   c.step.n_steps = 3;
   c.step.n_supervision = 2;
   c.step.n_apply = 1;
-  TrainModel<float> m(lw, TrainSelect{}, 4);
-  Adapter<float> a(m, data, c);
+  TrainModel<Cpu, float> m(lw, TrainSelect{}, 4);
+  Adapter<Cpu, float> a(m, data, c);
   int64_t micro = 0;
   int updates = 0;
   while (!a.done()) {
@@ -108,7 +110,7 @@ TEST_CASE(
   CHECK_EQ(a.export_looped()->defaults.n_loops, 3);  // the official trainer writes N = n_reasoning_steps
   AdaptConfig plain = c;
   plain.no_loop = true;
-  TrainModel<float> m2(lw, TrainSelect{}, 4);
-  Adapter<float> a2(m2, data, plain);
+  TrainModel<Cpu, float> m2(lw, TrainSelect{}, 4);
+  Adapter<Cpu, float> a2(m2, data, plain);
   CHECK_EQ(a2.export_looped()->defaults.n_loops, 1);
 }

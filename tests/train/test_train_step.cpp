@@ -11,6 +11,7 @@
 #include "loopus/io/looped_io.hpp"
 #include "loopus/model/looped_model.hpp"
 #include "loopus/ops/cpu/ops.hpp"
+#include "loopus/ops/cpu/train.hpp"
 #include "loopus/train/loopus_step.hpp"
 #include "test_util.hpp"
 #include "train/train_test_util.hpp"
@@ -18,7 +19,9 @@
 using namespace loopus;
 using namespace loopus::train;
 using loopus::test::numeric_grad;
+using loopus::test::ptr;
 using loopus::test::rel_err;
+using loopus::test::span_of;
 
 namespace {
 
@@ -55,11 +58,11 @@ TEST_CASE("[loopus] train step: whole supervised-step gradients match finite dif
       auto sp = tiny(arch, 41 + uint64_t(arch));
       auto lw = test::synth_loopus(sp, "0..0", "3..3");
       if (arch == Arch::kLlama) std::const_pointer_cast<ModelWeights>(lw->base)->hp.rope_style = RopeStyle::kInterleaved;
-      TrainModel<double> m(lw, TrainSelect{});
+      TrainModel<Cpu, double> m(lw, TrainSelect{});
       StepConfig cfg;
       cfg.n_apply = n_apply;
       cfg.beta = 0.7;
-      LoopusTrainer<double> tr(m, 2, 6, cfg);
+      LoopusTrainer<Cpu, double> tr(m, 2, 6, cfg);
       const Dims& D = tr.dims();
       auto ids = ids_for(D.N, sp.vocab, 7);
       // labels = ids except one target that is not the next input token and one ignored position
@@ -68,25 +71,25 @@ TEST_CASE("[loopus] train step: whole supervised-step gradients match finite dif
       labels[4] = -100;
       tr.set_labels(labels.data());
       std::vector<double> h0(size_t(D.N * D.d));
-      tr.encode(ids.data(), h0.data());
-      tr.apply_block(h0.data());  // start from a looped state, as after an unsupervised step
+      tr.encode(ids.data(), span_of(h0));
+      tr.apply_block(span_of(h0));  // start from a looped state, as after an unsupervised step
       std::vector<double> h = h0;
-      const double prev = tr.decode_loss(h0.data());
+      const double prev = tr.decode_loss(span_of(h0));
       m.zero_grad();
-      const StepLosses L = tr.supervised_step(h.data(), 1.0);
+      const StepLosses L = tr.supervised_step(span_of(h), 1.0);
       CHECK_EQ(L.prev, doctest::Approx(prev).epsilon(1e-14));
-      CHECK_EQ(L.loss, doctest::Approx(L.lm + 0.7 * kern::silu(L.lm - L.prev) + L.q).epsilon(1e-14));
+      CHECK_EQ(L.loss, doctest::Approx(L.lm + 0.7 * train::silu(L.lm - L.prev) + L.q).epsilon(1e-14));
       CHECK_EQ(L.tokens, 2 * 5 - 1);
       // h_new is G(M(G(M(h0)))) : compare with the no-grad path
       std::vector<double> hh = h0;
-      for (int a = 0; a < n_apply; ++a) tr.apply_block(hh.data());
+      for (int a = 0; a < n_apply; ++a) tr.apply_block(span_of(hh));
       CHECK_LT(rel_err(h, hh), 1e-14);
 
       std::vector<std::vector<double>> grads;
-      for (auto& p : m.params()) grads.emplace_back(p.g.data(), p.g.data() + p.g.size());
+      for (auto& p : m.params()) grads.push_back(test::host_vec(p.g));
       // L_LM and the token accuracy against the labels (not the ids), recomputed from the decoded logits
       {
-        const double* lg = tr.decode(hh.data());
+        const double* lg = TrainOps<Cpu>::data(tr.decode(span_of(hh)));
         double nll = 0;
         int64_t n = 0, correct = 0;
         for (int64_t b = 0; b < D.B; ++b)
@@ -109,21 +112,21 @@ TEST_CASE("[loopus] train step: whole supervised-step gradients match finite dif
       }
       auto loss = [&] {
         std::vector<double> hx = h0;
-        return tr.supervised_step(hx.data(), 1.0, &prev).loss;
+        return tr.supervised_step(span_of(hx), 1.0, &prev).loss;
       };
       int checked = 0;
       size_t pi = 0;
       for (auto& p : m.params()) {
         const auto& g = grads[pi++];
         if (!p.trainable) {
-          CHECK(p.g.size() == 0);
+          CHECK(p.g.numel() == 0);
           continue;
         }
         CAPTURE(p.name);
         auto idx = sample_idx(p.numel(), 5, 100 + pi);
         std::vector<double> an;
         for (size_t i : idx) an.push_back(g[i]);
-        auto num = numeric_grad(p.w.data(), size_t(p.numel()), loss, idx);
+        auto num = numeric_grad(ptr(p.w), size_t(p.numel()), loss, idx);
         CHECK_LT(rel_err(an, num), 1e-6);
         ++checked;
       }
@@ -139,14 +142,14 @@ TEST_CASE("[loopus] train step: plain fine-tune (the --no-loop control) gradient
   auto lw = test::synth_loopus(sp, "0..0", "3..3");
   TrainSelect sel;
   sel.gate = sel.q_head = false;
-  TrainModel<double> m(lw, sel);
-  LoopusTrainer<double> tr(m, 2, 5);
+  TrainModel<Cpu, double> m(lw, sel);
+  LoopusTrainer<Cpu, double> tr(m, 2, 5);
   auto ids = ids_for(tr.dims().N, sp.vocab, 8);
   m.zero_grad();
   const StepLosses L = tr.plain_step(ids.data(), nullptr);
   CHECK_GT(L.lm, 0);
   std::vector<std::vector<double>> grads;
-  for (auto& p : m.params()) grads.emplace_back(p.g.data(), p.g.data() + p.g.size());
+  for (auto& p : m.params()) grads.push_back(test::host_vec(p.g));
   auto loss = [&] { return tr.plain_step(ids.data(), nullptr).loss; };
   size_t pi = 0;
   for (auto& p : m.params()) {
@@ -156,7 +159,7 @@ TEST_CASE("[loopus] train step: plain fine-tune (the --no-loop control) gradient
     auto idx = sample_idx(p.numel(), 5, 200 + pi);
     std::vector<double> an;
     for (size_t i : idx) an.push_back(g[i]);
-    CHECK_LT(rel_err(an, numeric_grad(p.w.data(), size_t(p.numel()), loss, idx)), 1e-6);
+    CHECK_LT(rel_err(an, numeric_grad(ptr(p.w), size_t(p.numel()), loss, idx)), 1e-6);
   }
   // the plain path with the same parameters equals the non-looped original model
   int64_t n = 0;
@@ -169,9 +172,9 @@ TEST_CASE("[loopus] train step: the training forward equals the inference Looped
   SplitMix64 rng(5);
   lw->gate = std::make_shared<SelectiveGateWeights>(
       SelectiveGateWeights::official_init(lw->base->hp.n_embd, [&] { return rng.uniform(); }));
-  TrainModel<float> m(lw, TrainSelect{});
+  TrainModel<Cpu, float> m(lw, TrainSelect{});
   const int64_t T = 40;
-  LoopusTrainer<float> tr(m, 1, T);
+  LoopusTrainer<Cpu, float> tr(m, 1, T);
   std::vector<int32_t> ids = ids_for(T, 512, 9);
   ids[0] = 1;
   auto ex = m.export_looped();
@@ -180,9 +183,9 @@ TEST_CASE("[loopus] train step: the training forward equals the inference Looped
     // trainer: encode, B gated applications, decode
     tr.set_labels(ids.data());
     std::vector<float> h(static_cast<size_t>(T * 64));
-    tr.encode(ids.data(), h.data());
-    for (int r = 0; r < B; ++r) tr.apply_block(h.data());
-    const float* lt = tr.decode(h.data());
+    tr.encode(ids.data(), span_of(h));
+    for (int r = 0; r < B; ++r) tr.apply_block(span_of(h));
+    const float* lt = TrainOps<Cpu>::data(tr.decode(span_of(h)));
     std::vector<float> mine(lt, lt + T * 512);
     LoopParams lp;
     lp.halting.max_loops = B;
@@ -202,8 +205,8 @@ TEST_CASE("[loopus] train step: supervised loop indices are sorted, distinct, se
   SplitMix64 a(3), b(3);
   std::vector<int> hist(20, 0);
   for (int rep = 0; rep < 200; ++rep) {
-    auto s = LoopusTrainer<float>::sample_supervised(a, 20, 5);
-    CHECK_EQ(s, LoopusTrainer<float>::sample_supervised(b, 20, 5));
+    auto s = LoopusTrainer<Cpu, float>::sample_supervised(a, 20, 5);
+    CHECK_EQ(s, LoopusTrainer<Cpu, float>::sample_supervised(b, 20, 5));
     REQUIRE_EQ(s.size(), 5u);
     for (size_t i = 1; i < s.size(); ++i) CHECK_LT(s[i - 1], s[i]);
     for (int v : s) {
@@ -214,23 +217,23 @@ TEST_CASE("[loopus] train step: supervised loop indices are sorted, distinct, se
   }
   for (int c : hist) CHECK_GT(c, 20);  // every index gets picked (expected 50 each)
   SplitMix64 c(4);
-  CHECK_EQ(LoopusTrainer<float>::sample_supervised(c, 5, 5), std::vector<int>{0, 1, 2, 3, 4});
+  CHECK_EQ(LoopusTrainer<Cpu, float>::sample_supervised(c, 5, 5), std::vector<int>{0, 1, 2, 3, 4});
 }
 
 TEST_CASE("[loopus] train step: export views see updates, save_lds round-trips the adapted model") {
   auto lw = test::synth_loopus(tiny(Arch::kLlama, 44), "0..0", "3..3");
-  TrainModel<float> m(lw, TrainSelect{});
+  TrainModel<Cpu, float> m(lw, TrainSelect{});
   auto view = m.export_looped();
-  Param<float>* wq = m.find("reasoning.layers.0.self_attn.q_proj.weight");
+  Param<Cpu, float>* wq = m.find("reasoning.layers.0.self_attn.q_proj.weight");
   REQUIRE(wq);
-  wq->w[5] = 42.f;
+  ptr(wq->w)[5] = 42.f;
   CHECK_EQ(view->base->layers[1].wq.f32()[5], 42.f);
-  m.lm_head().w[3] = -7.f;
+  ptr(m.lm_head().w)[3] = -7.f;
   CHECK_EQ(view->base->output.f32()[3], -7.f);
   CHECK_NE(view->base->output.data, view->base->tok_embd.data);
   CHECK_FALSE(view->base->hp.tied_output);
   auto copy = m.export_looped(true);
-  wq->w[5] = 1.f;
+  ptr(wq->w)[5] = 1.f;
   CHECK_EQ(copy->base->layers[1].wq.f32()[5], 42.f);
   const auto dir = test::temp_dir("train_export");
   save_lds(*view, dir.string());
@@ -249,7 +252,7 @@ TEST_CASE("[loopus] train step: a tied base gets its own lm_head, activation mem
   sp.tied = true;
   auto w = synth_weights(sp);
   auto lw = recast(w, LayerSplit::from_specs("0..0", "3..3", 4));
-  TrainModel<float> m(lw, TrainSelect{});
+  TrainModel<Cpu, float> m(lw, TrainSelect{});
   CHECK(m.lm_head().trainable);
   auto ex = m.export_looped();
   CHECK_NE(ex->base->output.data, ex->base->tok_embd.data);
@@ -258,7 +261,7 @@ TEST_CASE("[loopus] train step: a tied base gets its own lm_head, activation mem
   StepConfig cfg;
   cfg.n_steps = 6;
   cfg.n_supervision = 2;
-  LoopusTrainer<float> tr(m, 2, 16, cfg);
+  LoopusTrainer<Cpu, float> tr(m, 2, 16, cfg);
   auto ids = ids_for(32, sp.vocab, 10);
   const std::vector<int> sup = {1, 4};
   int micro = 0;
@@ -281,11 +284,11 @@ TEST_CASE("[loopus] train step: right padding changes nothing (losses, q target,
   auto lw = test::synth_loopus(sp, "0..0", "3..3");
   const auto doc = ids_for(10, sp.vocab, 12);
   auto run = [&](int64_t T, bool plain) {
-    TrainModel<double> m(lw, TrainSelect{});
+    TrainModel<Cpu, double> m(lw, TrainSelect{});
     StepConfig cfg;
     cfg.n_steps = 2;
     cfg.n_supervision = 1;
-    LoopusTrainer<double> tr(m, 1, T, cfg);
+    LoopusTrainer<Cpu, double> tr(m, 1, T, cfg);
     std::vector<int32_t> ids(size_t(T), 5), labels(size_t(T), -100);  // padding id 5: any id will do
     for (size_t t = 0; t < doc.size(); ++t) ids[t] = labels[t] = doc[t];
     m.zero_grad();
@@ -298,7 +301,7 @@ TEST_CASE("[loopus] train step: right padding changes nothing (losses, q target,
     }
     std::vector<std::vector<double>> g;
     for (auto& p : m.params())
-      if (p.trainable) g.emplace_back(p.g.data(), p.g.data() + p.g.size());
+      if (p.trainable) g.push_back(test::host_vec(p.g));
     return std::make_pair(L, g);
   };
   for (bool plain : {false, true}) {
@@ -315,11 +318,11 @@ TEST_CASE("[loopus] train step: right padding changes nothing (losses, q target,
     for (size_t i = 0; i < ga.size(); ++i) CHECK_LT(rel_err(ga[i], gb[i]), 1e-12);
   }
   // and the q head does read the last valid token: with it at T - 1 instead, the q loss differs
-  TrainModel<double> m(lw, TrainSelect{});
+  TrainModel<Cpu, double> m(lw, TrainSelect{});
   StepConfig cfg;
   cfg.n_steps = 1;
   cfg.n_supervision = 1;
-  LoopusTrainer<double> tr(m, 1, 16, cfg);
+  LoopusTrainer<Cpu, double> tr(m, 1, 16, cfg);
   std::vector<int32_t> ids(16, 5), lab_valid(16, -100);
   for (size_t t = 0; t < doc.size(); ++t) ids[t] = lab_valid[t] = doc[t];
   std::vector<int32_t> lab_last = lab_valid;
@@ -338,11 +341,11 @@ TEST_CASE("[loopus] train step: a plain batch without a counted label, or with g
   const auto ids = ids_for(T, sp.vocab, 13);
   for (int mode = 0; mode < 2; ++mode) {
     CAPTURE(mode);
-    TrainModel<double> m(lw, TrainSelect{});
+    TrainModel<Cpu, double> m(lw, TrainSelect{});
     StepConfig cfg;
     cfg.n_steps = 2;
     cfg.n_supervision = 1;
-    LoopusTrainer<double> tr(m, 1, T, cfg);
+    LoopusTrainer<Cpu, double> tr(m, 1, T, cfg);
     std::vector<int32_t> labels(ids.begin(), ids.end());
     if (mode == 0) std::fill(labels.begin(), labels.end(), -100);  // every label ignored
     m.zero_grad();
@@ -350,7 +353,7 @@ TEST_CASE("[loopus] train step: a plain batch without a counted label, or with g
     CHECK_EQ(L.tokens, mode == 0 ? 0 : T - 1);
     double gmax = 0;
     for (auto& p : m.params())
-      for (int64_t i = 0; i < p.g.size(); ++i) gmax = std::max(gmax, std::abs(p.g[i]));
+      for (int64_t i = 0; i < p.g.numel(); ++i) gmax = std::max(gmax, std::abs(ptr(p.g)[i]));
     CHECK_EQ(gmax, 0.0);
   }
 }

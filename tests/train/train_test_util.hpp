@@ -10,9 +10,32 @@
 #include "loopus/model/looped_weights.hpp"
 #include "loopus/model/synth.hpp"
 #include "loopus/model/synth_looped.hpp"
-#include "loopus/train/kernels.hpp"
+#include "loopus/ops/cpu/train.hpp"
 
 namespace loopus::test {
+
+/// Host address of a Cpu tensor (Cpu memory is host memory; tests read and
+/// perturb parameters and tapes in place through it).
+template <class S>
+S* ptr(Tensor<Cpu, S>& t) {
+  return TrainOps<Cpu>::data(t.span());
+}
+template <class S>
+const S* ptr(const Tensor<Cpu, S>& t) {
+  return TrainOps<Cpu>::data(t.span());
+}
+/// A Cpu span over a host vector (Cpu memory is host memory).
+template <class S>
+Span<Cpu, S> span_of(std::vector<S>& v) {
+  return TrainOps<Cpu>::borrow_host(v.data(), int64_t(v.size()));
+}
+/// A tensor's values widened to double (any backend, through download).
+template <class Backend, class S>
+std::vector<double> host_vec(const Tensor<Backend, S>& t) {
+  std::vector<S> v(static_cast<size_t>(t.numel()));
+  TrainOps<Backend>::download(t.span(), v.data());
+  return std::vector<double>(v.begin(), v.end());
+}
 
 /// The LoopUS checkpoint `loopus synth --loopus` writes for these parameters:
 /// synth_weights, recast, then synth_loop_parts (official-init gate, random q head).

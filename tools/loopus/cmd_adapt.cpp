@@ -229,8 +229,8 @@ void register_adapt(CLI::App& app) {
   sub->add_option("--eval-max-seqs", a->eval_max_seqs, "evaluate at most this many held-out sequences (default all)");
   sub->add_option("--eval-batch", a->eval_batch, "sequences per evaluation batch (default --batch)");
   a->backend.add_to(*sub,
-                    "backend of the inference check (the saved model run by LoopedModel): cpu (default) or reference "
-                    "(slow scalar oracle); training always runs on the CPU kernels");
+                    "backend of the training step and of the saved model's inference check: cpu (default) or "
+                    "reference (the slow scalar oracle, for checks on tiny models)");
   sub->add_flag("-q,--quiet", a->quiet, "no progress line");
   sub->callback([a, sub] {
     if (a->cfg.max_tokens <= 0 && a->cfg.max_steps <= 0) throw Error("give a budget: --tokens N or --steps N");

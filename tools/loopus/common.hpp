@@ -10,7 +10,9 @@
 #include "loopus/io/discover.hpp"
 #include "loopus/model/looped_dispatch.hpp"
 #include "loopus/ops/cpu/ops.hpp"
+#include "loopus/ops/cpu/train.hpp"
 #include "loopus/ops/reference/ops.hpp"
+#include "loopus/ops/reference/train.hpp"
 
 namespace loopus::cli {
 

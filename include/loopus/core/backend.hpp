@@ -22,4 +22,10 @@ struct Cuda {
 template <class Backend>
 struct Ops;
 
+/// The training path's kernels for a backend (forward with tapes, backward,
+/// optimizer), templated on the scalar (f32; f64 for gradient checks);
+/// specialised in ops/reference/train.hpp, ops/cpu/train.hpp.
+template <class Backend>
+struct TrainOps;
+
 }  // namespace loopus

@@ -43,17 +43,18 @@ struct Weight {
   static Weight f32(const float* p, int64_t rows, int64_t cols) { return {p, DType::kF32, rows, cols}; }
 };
 
-template <class Backend>
+template <class Backend, class T = float>
 class Tensor;
 
-/// A range of f32 activations in `Backend`'s memory: what every Ops<Backend>
+/// A range of f32 (or, for gradient checks, f64) activations in `Backend`'s memory: what every Ops<Backend>
 /// kernel reads and writes. Code outside the backend cannot reach the address:
 /// only Ops<Backend> (a friend) unpacks it, so model and policy code, which is
 /// written once for all backends, can slice and pass spans but never
 /// dereference them. Span<B> converts to CSpan<B> (read-only).
 template <class Backend, class T = float>
 class Span {
-  static_assert(std::is_same_v<std::remove_const_t<T>, float>, "activations are f32");
+  static_assert(std::is_same_v<std::remove_const_t<T>, float> || std::is_same_v<std::remove_const_t<T>, double>,
+                "activations are f32 (f64 only for the training path's gradient checks)");
 
  public:
   using element_type = T;
@@ -62,7 +63,7 @@ class Span {
   // (clang-format 14 cannot lay out a requires-clause)
   // clang-format off
   template <class U>
-    requires(std::is_const_v<T> && std::is_same_v<U, float>)
+    requires(std::is_const_v<T> && std::is_same_v<const U, T>)
   Span(Span<Backend, U> s) : p_(s.p_), n_(s.n_) {}  // NOLINT(google-explicit-constructor)
   // clang-format on
 
@@ -79,21 +80,23 @@ class Span {
  private:
   template <class, class>
   friend class Span;
-  friend class Tensor<Backend>;
+  friend class Tensor<Backend, std::remove_const_t<T>>;
   friend struct Ops<Backend>;
+  friend struct TrainOps<Backend>;
   Span(T* p, int64_t n) : p_(p), n_(n) {}
   T* p_ = nullptr;
   int64_t n_ = 0;
 };
-template <class Backend>
-using CSpan = Span<Backend, const float>;
+template <class Backend, class T = float>
+using CSpan = Span<Backend, const T>;
 
-/// Owning f32 tensor with up to 4 dims (outermost first) in `Backend`'s
-/// memory. The host backends (Reference, Cpu) keep it in 64-byte aligned host
-/// memory; a device backend specialises Tensor for its allocator. Contents are
-/// read and written only through spans and Ops<Backend> (upload / download /
+/// Owning tensor of T (f32; f64 for the training path's gradient checks) with
+/// up to 4 dims (outermost first) in `Backend`'s memory. The host backends
+/// (Reference, Cpu) keep it in 64-byte aligned host memory; a device backend
+/// specialises Tensor for its allocator. Contents are read and written only
+/// through spans and Ops<Backend> / TrainOps<Backend> (upload / download /
 /// fill for host data). reshape() reallocates only to grow.
-template <class Backend>
+template <class Backend, class T>
 class Tensor {
  public:
   Tensor() = default;
@@ -102,7 +105,7 @@ class Tensor {
     shape_ = std::move(shape);
     int64_t n = 1;
     for (auto s : shape_) n *= s;
-    if (size_t(n) * 4 > buf_.size()) buf_.resize(size_t(n) * 4);
+    if (size_t(n) * sizeof(T) > buf_.size()) buf_.resize(size_t(n) * sizeof(T));
     numel_ = n;
   }
   int64_t numel() const { return numel_; }
@@ -111,11 +114,11 @@ class Tensor {
   /// Elements in one outermost row (numel / dim(0)).
   int64_t row_size() const { return shape_.empty() || shape_[0] == 0 ? 0 : numel_ / shape_[0]; }
 
-  Span<Backend> span() { return {buf_.as<float>(), numel_}; }
-  CSpan<Backend> span() const { return CSpan<Backend>(Span<Backend>(const_cast<float*>(buf_.as<float>()), numel_)); }
+  Span<Backend, T> span() { return {buf_.as<T>(), numel_}; }
+  CSpan<Backend, T> span() const { return CSpan<Backend, T>(Span<Backend, T>(const_cast<T*>(buf_.as<T>()), numel_)); }
   /// Outermost rows [r0, r0 + nr).
-  Span<Backend> rows(int64_t r0, int64_t nr) { return span().rows(r0, nr, row_size()); }
-  CSpan<Backend> rows(int64_t r0, int64_t nr) const { return span().rows(r0, nr, row_size()); }
+  Span<Backend, T> rows(int64_t r0, int64_t nr) { return span().rows(r0, nr, row_size()); }
+  CSpan<Backend, T> rows(int64_t r0, int64_t nr) const { return span().rows(r0, nr, row_size()); }
 
  private:
   AlignedBuffer buf_;

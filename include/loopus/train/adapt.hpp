@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <numbers>
 #include <string>
@@ -129,13 +130,12 @@ struct BatchRecord {
 /// Holds the optimizer, the schedule, the data order and the sampling RNG; its
 /// whole state goes into a checkpoint, so a resumed run continues bit for bit
 /// (with one thread: multi-threaded reductions in the GEMMs may reorder sums).
-template <class S>
+template <class Backend, class S = float>
 class Adapter {
  public:
-  Adapter(TrainModel<S>& m, const PackedData& train, AdaptConfig cfg)
+  Adapter(TrainModel<Backend, S>& m, const PackedData& train, AdaptConfig cfg)
       : m_(m), cfg_((cfg.check(), check_layout(train, cfg), cfg)), tr_(m, cfg.batch, cfg.seq_len, cfg.step),
-        opt_(m, cfg.adam),
-        batcher_(train, cfg.batch, cfg.seed), rng_(cfg.seed ^ 0x5afe5eedc0ffeeull) {
+        opt_(m, cfg.adam), batcher_(train, cfg.batch, cfg.seed), rng_(cfg.seed ^ 0x5afe5eedc0ffeeull) {
     sched_.lr = cfg_.lr;
     sched_.min_ratio = cfg_.min_lr_ratio;
     sched_.total_tokens = double(cfg_.total_steps() * cfg_.tokens_per_batch());
@@ -158,7 +158,7 @@ class Adapter {
   }
   const AdaptConfig& config() const { return cfg_; }
   const LrSchedule& schedule() const { return sched_; }
-  LoopusTrainer<S>& trainer() { return tr_; }
+  LoopusTrainer<Backend, S>& trainer() { return tr_; }
   int64_t steps_done() const { return step_; }
   int64_t tokens_done() const { return tokens_; }
   int64_t updates() const { return opt_.steps(); }
@@ -183,7 +183,7 @@ class Adapter {
     if (cfg_.no_loop) {
       after_micro(tr_.plain_step(ids_.data(), labels_.data(), scale), tok0 + double(BT));
     } else {
-      const auto sup = LoopusTrainer<S>::sample_supervised(rng_, cfg_.step.n_steps, cfg_.step.n_supervision);
+      const auto sup = LoopusTrainer<Backend, S>::sample_supervised(rng_, cfg_.step.n_steps, cfg_.step.n_supervision);
       int k = 0;
       tr_.train_batch(ids_.data(), labels_.data(), sup, scale, [&](const StepLosses& L) {
         ++k;
@@ -220,13 +220,18 @@ class Adapter {
                          {"scalar_bytes", sizeof(S)},
                          {"extra", extra}};
     std::vector<CheckpointBlob> blobs;
+    std::deque<std::vector<S>> host;  // the tensors downloaded (stable addresses while blobs point at them)
+    auto blob = [&](const std::string& name, const Tensor<Backend, S>& t) {
+      std::vector<S>& v = host.emplace_back(static_cast<size_t>(t.numel()));
+      TrainOps<Backend>::download(t.span(), v.data());
+      blobs.push_back({name, v.data(), uint64_t(v.size()) * sizeof(S)});
+    };
     for (auto& s : opt_.state()) {
-      const Param<S>& p = *s.p;
-      const uint64_t n = uint64_t(p.numel()) * sizeof(S);
-      blobs.push_back({p.name, p.w.data(), n});
-      blobs.push_back({p.name + "#grad", p.g.data(), n});
-      blobs.push_back({p.name + "#m", s.m.data(), n});
-      blobs.push_back({p.name + "#v", s.v.data(), n});
+      const Param<Backend, S>& p = *s.p;
+      blob(p.name, p.w);
+      blob(p.name + "#grad", p.g);
+      blob(p.name + "#m", s.m);
+      blob(p.name + "#v", s.v);
     }
     write_checkpoint(path, st, blobs);
   }
@@ -247,13 +252,18 @@ class Adapter {
         throw Error(path + ": the run was started with " + k + " = " + had.dump() + ", now " + v.dump() +
                     "; resume needs the same settings");
     }
+    std::vector<S> v;
+    auto restore = [&](const std::string& name, Tensor<Backend, S>& t) {
+      v.resize(static_cast<size_t>(t.numel()));
+      c.copy(name, v.data(), uint64_t(v.size()) * sizeof(S));
+      TrainOps<Backend>::upload(v.data(), t.span());
+    };
     for (auto& s : opt_.state()) {
-      Param<S>& p = *s.p;
-      const uint64_t n = uint64_t(p.numel()) * sizeof(S);
-      c.copy(p.name, p.w.data(), n);
-      c.copy(p.name + "#grad", p.g.data(), n);
-      c.copy(p.name + "#m", s.m.data(), n);
-      c.copy(p.name + "#v", s.v.data(), n);
+      Param<Backend, S>& p = *s.p;
+      restore(p.name, p.w);
+      restore(p.name + "#grad", p.g);
+      restore(p.name + "#m", s.m);
+      restore(p.name + "#v", s.v);
     }
     step_ = st.at("step").get<int64_t>();
     micro_ = st.at("micro").get<int64_t>();
@@ -279,10 +289,10 @@ class Adapter {
   }
 
  private:
-  TrainModel<S>& m_;
+  TrainModel<Backend, S>& m_;
   AdaptConfig cfg_;
-  LoopusTrainer<S> tr_;
-  AdamW<S> opt_;
+  LoopusTrainer<Backend, S> tr_;
+  AdamW<Backend, S> opt_;
   Batcher batcher_;
   SplitMix64 rng_;
   LrSchedule sched_;
@@ -295,13 +305,13 @@ class Adapter {
 /// batches of `batch`. loops = 0: the plain model (reasoning layers once, no
 /// gate: the original, non-looped network); loops >= 1: E, then `loops` gated
 /// applications of the block, then D (the looped model with a fixed B, no early exit).
-template <class S>
-double perplexity(TrainModel<S>& m, const PackedData& data, int64_t batch, int loops, int64_t max_seqs = 0) {
+template <class Backend, class S>
+double perplexity(TrainModel<Backend, S>& m, const PackedData& data, int64_t batch, int loops, int64_t max_seqs = 0) {
   int64_t n = data.size();
   if (max_seqs > 0) n = std::min(n, max_seqs);
   if (n == 0) throw Error("perplexity: no held-out sequence of " + std::to_string(data.seq_len()) + " tokens");
   const int64_t B = std::min(batch, n), T = data.seq_len();
-  LoopusTrainer<S> ev(m, B, T, StepConfig{}, /*training=*/false);
+  LoopusTrainer<Backend, S> ev(m, B, T, StepConfig{}, /*training=*/false);
   std::vector<int32_t> ids(size_t(B * T)), labels(size_t(B * T));
   double sum = 0;
   int64_t counted = 0;

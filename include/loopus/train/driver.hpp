@@ -176,8 +176,9 @@ double saved_model_perplexity(const std::string& dir, const PackedData& val, int
 /// Runs (or resumes) an adaptation into opt.out: train_state.bin, log.jsonl (one
 /// record per batch), the LoopUS checkpoint (config.json + model.safetensors,
 /// every ckpt_every batches and at the end), model.gguf when the source GGUF
-/// has a vocabulary, the tokenizer when one can be copied, summary.json. The
-/// saved model's inference check runs on Backend.
+/// has a vocabulary, the tokenizer when one can be copied, summary.json.
+/// Training (TrainOps<Backend>) and the saved model's inference check
+/// (Ops<Backend>) run on Backend.
 template <class Backend>
 AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = {}) {
   namespace fs = std::filesystem;
@@ -236,7 +237,7 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
                 " tokens: give AdaptRunOptions::val a file or a larger AdaptRunOptions::val_percent");
   TrainSelect sel = TrainSelect::parse(a.train_parts);
   if (a.cfg.no_loop) sel.gate = sel.q_head = false;  // unused by the plain control
-  TrainModel<float> m(lw, sel, a.cfg.seed);
+  TrainModel<Backend> m(lw, sel, a.cfg.seed);
   const int64_t eval_b = a.eval_batch > 0 ? a.eval_batch : a.cfg.batch;
 
   if (cb.on_start)
@@ -244,7 +245,7 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
                  train_data.size(), a.cfg.seq_len, val_data.tokens(), val_data.size(), m.n_trainable(), a.cfg.pad,
                  a.cfg.no_loop});
 
-  Adapter<float> ad(m, train_data, a.cfg);
+  Adapter<Backend> ad(m, train_data, a.cfg);
   double prior_seconds = 0, original_ppl = 0;
   if (a.resume) {
     const auto extra = ad.load(state_path.string());
@@ -336,7 +337,7 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
       {"optimizer_updates", ad.updates()},
       {"seconds", train_seconds},
       {"tokens_per_s", double(ad.tokens_done()) / train_seconds},
-      {"threads", kern::max_threads()},
+      {"threads", TrainOps<Backend>::threads()},
       {"train_tokens_available", train_data.tokens()},
       {"heldout_tokens", val_data.head(a.eval_max_seqs > 0 ? a.eval_max_seqs : val_data.size()).tokens()},
       {"original_ppl", original_ppl},

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <span>
 #include <vector>
 
@@ -32,6 +31,18 @@ struct StepConfig {
   }
 };
 
+/// SiLU(x) = x·σ(x) and its derivative (the monotonicity term, on host scalars).
+inline double silu(double x) { return x / (1.0 + std::exp(-x)); }
+inline double silu_grad(double x) {
+  const double s = 1.0 / (1.0 + std::exp(-x));
+  return s * (1.0 + x * (1.0 - s));
+}
+/// BCE-with-logits of one logit against a soft target t, as torch (stable form), and its derivative.
+inline double bce_with_logits(double x, double t) {
+  return std::max(x, 0.0) - x * t + std::log1p(std::exp(-std::abs(x)));
+}
+inline double bce_with_logits_grad(double x, double t) { return 1.0 / (1.0 + std::exp(-x)) - t; }
+
 /// The loss parts of one supervised step (or of one plain fine-tune step).
 struct StepLosses {
   double loss = 0;       ///< L_LM + beta·L_mono + L_Q
@@ -49,12 +60,23 @@ struct StepLosses {
 /// buffer, sized once for `batch` sequences of `seq_len` tokens: no allocation
 /// per step. Memory is one supervised step's tapes (n_apply·|M| + |D| layer
 /// tapes): each supervised step detaches its input, so neither the number of
-/// loop steps nor the number of supervised steps changes it.
-template <class S>
+/// loop steps nor the number of supervised steps changes it. Every
+/// activation, gradient and parameter lives in Backend's memory and is touched
+/// only through TrainOps<Backend>; the host sees the losses, the targets and
+/// the q head's B logits.
+template <class Backend, class S = float>
 class LoopusTrainer {
+  static_assert(TrainOpsFor<Backend, S>,
+                "Backend needs a TrainOps<Backend> with every training operation of ops/concept.hpp (include its "
+                "ops/<backend>/train.hpp)");
+
  public:
+  using Kernels = TrainOps<Backend>;
+  using Sp = Span<Backend, S>;
+  using CSp = CSpan<Backend, S>;
+
   /// training = false allocates no tapes (evaluation only: encode, apply_block, decode, eval_batch).
-  LoopusTrainer(TrainModel<S>& m, int64_t batch, int64_t seq_len, StepConfig cfg = {}, bool training = true)
+  LoopusTrainer(TrainModel<Backend, S>& m, int64_t batch, int64_t seq_len, StepConfig cfg = {}, bool training = true)
       : m_(m), cfg_(cfg), D_(Dims::of(m.hp(), batch, seq_len)), training_(training) {
     cfg_.check();
     if (batch < 1 || seq_len < 2) throw Error("training needs batch >= 1 and seq_len >= 2");
@@ -77,35 +99,31 @@ class LoopusTrainer {
     htape_.allocate(D_);
     scratch_tape_.allocate(D_);
     scratch_gate_.allocate(D_, m_.gate().r);
-    h_old_.resize(N * d);
-    cur_.resize(N * d);
-    nxt_.resize(N * d);
-    y_.resize(N * d);
-    dh_.resize(N * d);
-    dp_.resize(N * d);
-    dh_in_.resize(N * d);
-    pooled_.resize(D_.B * d);
-    dpooled_.resize(D_.B * d);
-    dlogit_.resize(D_.B);
-    logits_.resize(N * D_.V);
-    batch_h_.resize(N * d);
-    row_loss_.resize(N);
+    for (Tensor<Backend, S>* t : {&h_old_, &cur_, &nxt_, &y_, &dh_, &dp_, &dh_in_, &batch_h_}) zeros(*t, N * d);
+    zeros(pooled_, D_.B * d);
+    zeros(dpooled_, D_.B * d);
+    zeros(dlogit_, D_.B);
+    zeros(logits_, N * D_.V);
+    row_loss_.resize(size_t(N));
     targets_.resize(size_t(N));
     argmax_.resize(size_t(N));
-    last_.assign(size_t(D_.B), D_.T - 1);
+    qlogit_.resize(size_t(D_.B));
+    dlogit_host_.resize(size_t(D_.B));
+    last_rows_.resize(size_t(D_.B));
+    for (int64_t b = 0; b < D_.B; ++b) last_rows_[size_t(b)] = b * D_.T + D_.T - 1;
   }
   LoopusTrainer(const LoopusTrainer&) = delete;
   LoopusTrainer& operator=(const LoopusTrainer&) = delete;
 
   const Dims& dims() const { return D_; }
   const StepConfig& config() const { return cfg_; }
-  TrainModel<S>& model() { return m_; }
+  TrainModel<Backend, S>& model() { return m_; }
   /// Bytes of activation memory (tapes, workspace, logits) this trainer holds.
   int64_t activation_bytes() const {
     int64_t n = 0;
     for (const auto& t : tapes_) n += t.bytes();
     n += scratch_tape_.bytes();
-    n += int64_t(sizeof(S)) * (logits_.size() + 8 * D_.N * D_.d);
+    n += int64_t(sizeof(S)) * (logits_.numel() + 8 * D_.N * D_.d);
     return n;
   }
 
@@ -131,41 +149,42 @@ class LoopusTrainer {
   void set_labels(const int32_t* labels) {
     const int64_t B = D_.B, T = D_.T;
     for (int64_t b = 0; b < B; ++b) {
-      last_[size_t(b)] = T - 1;
-      while (last_[size_t(b)] > 0 && labels[b * T + last_[size_t(b)]] < 0) --last_[size_t(b)];
+      int64_t last = T - 1;
+      while (last > 0 && labels[b * T + last] < 0) --last;
+      last_rows_[size_t(b)] = b * T + last;
       for (int64_t t = 0; t < T; ++t)
         targets_[size_t(b * T + t)] = t + 1 < T ? std::max<int32_t>(labels[b * T + t + 1], -1) : -1;
     }
   }
 
   /// h[N, d] = encoder(embed(ids)), without gradients.
-  void encode(const int32_t* ids, S* h) {
+  void encode(const int32_t* ids, Sp h) {
     m_.embed(ids, D_.N, h);
     for (int l : m_.split().encoder) layer_fwd(m_.layer(l), D_, ws_, h, scratch_tape_);
   }
 
   /// h <- G(M(h), h), or h <- M(h) when gate is false; no gradients.
-  void apply_block(S* h, bool gate = true) {
-    std::memcpy(nxt_.data(), h, size_t(D_.N * D_.d) * sizeof(S));
-    for (int l : m_.split().reasoning) layer_fwd(m_.layer(l), D_, ws_, nxt_.data(), scratch_tape_);
-    if (gate) gate_fwd(m_.gate(), D_, nxt_.data(), h, h, scratch_gate_);
-    else std::memcpy(h, nxt_.data(), size_t(D_.N * D_.d) * sizeof(S));
+  void apply_block(Sp h, bool gate = true) {
+    Kernels::copy(nxt_.span(), h);
+    for (int l : m_.split().reasoning) layer_fwd(m_.layer(l), D_, ws_, nxt_.span(), scratch_tape_);
+    if (gate) gate_fwd(m_.gate(), D_, nxt_.span(), CSp(h), h, scratch_gate_);
+    else Kernels::copy(h, nxt_.span());
   }
 
   /// logits[N, V] of the decoder on h (no gradients); returns them (trainer-owned).
-  const S* decode(const S* h) {
-    std::memcpy(y_.data(), h, size_t(D_.N * D_.d) * sizeof(S));
-    for (int l : m_.split().decoder) layer_fwd(m_.layer(l), D_, ws_, y_.data(), scratch_tape_);
-    head_fwd(m_.out_norm(), m_.lm_head(), D_, y_.data(), logits_.data(), htape_);
-    return logits_.data();
+  CSp decode(CSp h) {
+    Kernels::copy(y_.span(), h);
+    for (int l : m_.split().decoder) layer_fwd(m_.layer(l), D_, ws_, y_.span(), scratch_tape_);
+    head_fwd(m_.out_norm(), m_.lm_head(), D_, y_.span(), logits_.span(), htape_);
+    return logits_.span();
   }
 
   /// Token-mean cross-entropy of the decoder on h against the current targets (no gradients).
-  double decode_loss(const S* h, int64_t* counted = nullptr) {
+  double decode_loss(CSp h, int64_t* counted = nullptr) {
     decode(h);
     int64_t n = 0;
-    const double sum = kern::cross_entropy(logits_.data(), targets_.data(), D_.N, D_.V, 0.0, nullptr,
-                                           row_loss_.data(), &n);
+    const double sum = Kernels::cross_entropy(logits_.span(), targets_.data(), D_.N, D_.V, 0.0, nullptr,
+                                              row_loss_.data(), &n);
     if (counted) *counted = n;
     return n ? sum / double(n) : 0.0;
   }
@@ -175,45 +194,41 @@ class LoopusTrainer {
   /// parameter's gradient (grad_scale = 1/accumulation, as Accelerate scales
   /// the loss). fixed_prev, when given, replaces L_prev (tests use it to hold
   /// the no-grad term constant under finite differences).
-  StepLosses supervised_step(S* h, double grad_scale = 1.0, const double* fixed_prev = nullptr) {
+  StepLosses supervised_step(Sp h, double grad_scale = 1.0, const double* fixed_prev = nullptr) {
     if (!training_) throw Error("LoopusTrainer: built for evaluation only (training = false)");
     const int64_t N = D_.N, d = D_.d, B = D_.B, T = D_.T;
-    const size_t bytes = size_t(N * d) * sizeof(S);
     StepLosses L;
-    std::memcpy(h_old_.data(), h, bytes);
-    L.prev = fixed_prev ? *fixed_prev : decode_loss(h_old_.data());
+    Kernels::copy(h_old_.span(), h);
+    L.prev = fixed_prev ? *fixed_prev : decode_loss(h_old_.span());
 
     // ---- forward with tapes: n_apply applications of the block
-    std::memcpy(cur_.data(), h_old_.data(), bytes);
+    Kernels::copy(cur_.span(), h_old_.span());
     for (int a = 0; a < cfg_.n_apply; ++a) {
-      std::memcpy(nxt_.data(), cur_.data(), bytes);
+      Kernels::copy(nxt_.span(), cur_.span());
       for (int j = 0; j < nM_; ++j)
-        layer_fwd(m_.layer(m_.split().reasoning[size_t(j)]), D_, ws_, nxt_.data(), tapes_[size_t(a * nM_ + j)]);
+        layer_fwd(m_.layer(m_.split().reasoning[size_t(j)]), D_, ws_, nxt_.span(), tapes_[size_t(a * nM_ + j)]);
       if (a + 1 == cfg_.n_apply) {  // q head on the pre-gate delta p − h at the last valid token (training path)
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t i = 0; i < d; ++i) {
-            const int64_t row = (b * T + last_[size_t(b)]) * d + i;
-            pooled_[b * d + i] = nxt_[row] - cur_[row];
-          }
-        qhead_fwd(m_.q_head(), D_, pooled_.data(), qtape_);
+        Kernels::gather_rows_diff(nxt_.span(), cur_.span(), last_rows_.data(), B, d, pooled_.span());
+        qhead_fwd(m_.q_head(), D_, pooled_.span(), qtape_);
       }
-      gate_fwd(m_.gate(), D_, nxt_.data(), cur_.data(), cur_.data(), gtapes_[size_t(a)]);
+      gate_fwd(m_.gate(), D_, nxt_.span(), cur_.span(), cur_.span(), gtapes_[size_t(a)]);
     }
     // cur_ = h_new
-    std::memcpy(y_.data(), cur_.data(), bytes);
+    Kernels::copy(y_.span(), cur_.span());
     for (int i = 0; i < nD_; ++i)
-      layer_fwd(m_.layer(m_.split().decoder[size_t(i)]), D_, ws_, y_.data(), tapes_[size_t(cfg_.n_apply * nM_ + i)]);
-    head_fwd(m_.out_norm(), m_.lm_head(), D_, y_.data(), logits_.data(), htape_);
+      layer_fwd(m_.layer(m_.split().decoder[size_t(i)]), D_, ws_, y_.span(), tapes_[size_t(cfg_.n_apply * nM_ + i)]);
+    head_fwd(m_.out_norm(), m_.lm_head(), D_, y_.span(), logits_.span(), htape_);
 
     // ---- losses; the CE pass turns logits into dL_LM/dlogits·n (scaled below)
     int64_t n = 0;
     for (int64_t r = 0; r < N; ++r) n += targets_[size_t(r)] >= 0;
     L.tokens = n;
     const double inv_n = n ? 1.0 / double(n) : 0.0;
-    const double sum = kern::cross_entropy(logits_.data(), targets_.data(), N, D_.V, n ? inv_n : 0.0, argmax_.data(),
-                                           row_loss_.data(), &n);
+    const double sum = Kernels::cross_entropy(logits_.span(), targets_.data(), N, D_.V, n ? inv_n : 0.0, argmax_.data(),
+                                              row_loss_.data(), &n);
     L.lm = sum * inv_n;
-    L.mono = kern::silu(L.lm - L.prev);
+    L.mono = silu(L.lm - L.prev);
+    Kernels::download(qtape_.logit.span(), qlogit_.data());
     int64_t correct_all = 0;
     double lq = 0, qp = 0;
     for (int64_t b = 0; b < B; ++b) {
@@ -226,44 +241,40 @@ class LoopusTrainer {
       }
       correct_all += correct;
       const double target = double(correct) / double(std::max<int64_t>(valid, 1));
-      const double x = double(qtape_.logit[b]);
-      lq += kern::bce_with_logits(x, target);
+      const double x = double(qlogit_[size_t(b)]);
+      lq += bce_with_logits(x, target);
       qp += 1.0 / (1.0 + std::exp(-x));
-      dlogit_[b] = S(kern::bce_with_logits_grad(x, target) / double(B) * grad_scale);
+      dlogit_host_[size_t(b)] = S(bce_with_logits_grad(x, target) / double(B) * grad_scale);
     }
+    Kernels::upload(dlogit_host_.data(), dlogit_.span());
     L.q = lq / double(B);
     L.q_prob = qp / double(B);
     L.token_acc = n ? double(correct_all) / double(n) : 0.0;
     L.loss = L.lm + cfg_.beta * L.mono + L.q;
 
     // ---- backward. dL/dL_LM = 1 + beta·SiLU'(L_LM − L_prev) (L_prev is a constant).
-    const S lm_scale = S((1.0 + cfg_.beta * kern::silu_grad(L.lm - L.prev)) * grad_scale);
-    S* dl = logits_.data();
-    if (n)
-      for (int64_t i = 0; i < N * D_.V; ++i) dl[i] *= lm_scale;
-    else
-      std::fill(dl, dl + N * D_.V, S(0));
-    head_bwd(m_.out_norm(), m_.lm_head(), D_, ws_, htape_, dl, dh_.data());
+    const S lm_scale = S((1.0 + cfg_.beta * silu_grad(L.lm - L.prev)) * grad_scale);
+    if (n) Kernels::scale(logits_.span(), lm_scale);
+    else Kernels::fill(logits_.span(), S(0));
+    head_bwd(m_.out_norm(), m_.lm_head(), D_, ws_, htape_, logits_.span(), dh_.span());
     for (int i = nD_ - 1; i >= 0; --i)
-      layer_bwd(m_.layer(m_.split().decoder[size_t(i)]), D_, ws_, tapes_[size_t(cfg_.n_apply * nM_ + i)], dh_.data());
+      layer_bwd(m_.layer(m_.split().decoder[size_t(i)]), D_, ws_, tapes_[size_t(cfg_.n_apply * nM_ + i)], dh_.span());
     // dh_ = dL/dh_new
     for (int a = cfg_.n_apply - 1; a >= 0; --a) {
-      gate_bwd(m_.gate(), D_, ws_, gtapes_[size_t(a)], dh_.data(), dp_.data(), dh_in_.data());
+      gate_bwd(m_.gate(), D_, ws_, gtapes_[size_t(a)], dh_.span(), dp_.span(), dh_in_.span());
       if (a + 1 == cfg_.n_apply) {
-        qhead_bwd(m_.q_head(), D_, ws_, qtape_, dlogit_.data(), dpooled_.data());
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t i = 0; i < d; ++i) {
-            const int64_t row = (b * T + last_[size_t(b)]) * d + i;
-            dp_[row] += dpooled_[b * d + i];
-            dh_in_[row] -= dpooled_[b * d + i];
-          }
+        qhead_bwd(m_.q_head(), D_, ws_, qtape_, dlogit_.span(), dpooled_.span());
+        Kernels::scatter_rows_add(dp_.span(), last_rows_.data(), B, d, dpooled_.span(), S(1));
+        Kernels::scatter_rows_add(dh_in_.span(), last_rows_.data(), B, d, dpooled_.span(), S(-1));
       }
       for (int j = nM_ - 1; j >= 0; --j)
-        layer_bwd(m_.layer(m_.split().reasoning[size_t(j)]), D_, ws_, tapes_[size_t(a * nM_ + j)], dp_.data());
-      if (a > 0)  // a == 0: the gradient reaching h_old is dropped (detach)
-        for (int64_t i = 0; i < N * d; ++i) dh_[i] = dh_in_[i] + dp_[i];
+        layer_bwd(m_.layer(m_.split().reasoning[size_t(j)]), D_, ws_, tapes_[size_t(a * nM_ + j)], dp_.span());
+      if (a > 0) {  // a == 0: the gradient reaching h_old is dropped (detach)
+        Kernels::copy(dh_.span(), dh_in_.span());
+        Kernels::add(dh_.span(), dp_.span());
+      }
     }
-    std::memcpy(h, cur_.data(), bytes);
+    Kernels::copy(h, cur_.span());
     return L;
   }
 
@@ -275,7 +286,7 @@ class LoopusTrainer {
   void train_batch(const int32_t* ids, const int32_t* labels, std::span<const int> supervised, double grad_scale,
                    OnMicro&& on_micro) {
     set_labels(labels ? labels : ids);
-    S* h = batch_h();
+    const Sp h = batch_h();
     encode(ids, h);
     size_t k = 0;
     for (int s = 0; s < cfg_.n_steps; ++s) {
@@ -295,20 +306,20 @@ class LoopusTrainer {
   /// backward adds grad_scale·dL/dθ.
   StepLosses plain_step(const int32_t* ids, const int32_t* labels, double grad_scale = 1.0) {
     if (!training_) throw Error("LoopusTrainer: built for evaluation only (training = false)");
-    const int64_t N = D_.N, d = D_.d;
+    const int64_t N = D_.N;
     set_labels(labels ? labels : ids);
-    S* x = batch_h();
+    const Sp x = batch_h();
     encode(ids, x);
     for (int j = 0; j < nM_; ++j) layer_fwd(m_.layer(m_.split().reasoning[size_t(j)]), D_, ws_, x, tapes_[size_t(j)]);
     for (int i = 0; i < nD_; ++i)
       layer_fwd(m_.layer(m_.split().decoder[size_t(i)]), D_, ws_, x, tapes_[size_t(cfg_.n_apply * nM_ + i)]);
-    head_fwd(m_.out_norm(), m_.lm_head(), D_, x, logits_.data(), htape_);
+    head_fwd(m_.out_norm(), m_.lm_head(), D_, x, logits_.span(), htape_);
     StepLosses L;
     int64_t n = 0;
     for (int64_t r = 0; r < N; ++r) n += targets_[size_t(r)] >= 0;
     const double inv_n = n ? 1.0 / double(n) : 0.0;
-    const double sum = kern::cross_entropy(logits_.data(), targets_.data(), N, D_.V, inv_n * grad_scale,
-                                           argmax_.data(), row_loss_.data(), &n);
+    const double sum = Kernels::cross_entropy(logits_.span(), targets_.data(), N, D_.V, inv_n * grad_scale,
+                                              argmax_.data(), row_loss_.data(), &n);
     int64_t correct = 0;
     for (int64_t r = 0; r < N; ++r) correct += targets_[size_t(r)] >= 0 && argmax_[size_t(r)] == targets_[size_t(r)];
     L.lm = L.loss = sum * inv_n;
@@ -316,13 +327,12 @@ class LoopusTrainer {
     L.token_acc = n ? double(correct) / double(n) : 0.0;
     // No counted label (or grad_scale 0): cross_entropy left softmax values and raw logits in the buffer,
     // which are no gradient. The gradient of this batch is zero.
-    if (inv_n * grad_scale == 0) std::fill(logits_.data(), logits_.data() + N * D_.V, S(0));
-    head_bwd(m_.out_norm(), m_.lm_head(), D_, ws_, htape_, logits_.data(), dh_.data());
+    if (inv_n * grad_scale == 0) Kernels::fill(logits_.span(), S(0));
+    head_bwd(m_.out_norm(), m_.lm_head(), D_, ws_, htape_, logits_.span(), dh_.span());
     for (int i = nD_ - 1; i >= 0; --i)
-      layer_bwd(m_.layer(m_.split().decoder[size_t(i)]), D_, ws_, tapes_[size_t(cfg_.n_apply * nM_ + i)], dh_.data());
+      layer_bwd(m_.layer(m_.split().decoder[size_t(i)]), D_, ws_, tapes_[size_t(cfg_.n_apply * nM_ + i)], dh_.span());
     for (int j = nM_ - 1; j >= 0; --j)
-      layer_bwd(m_.layer(m_.split().reasoning[size_t(j)]), D_, ws_, tapes_[size_t(j)], dh_.data());
-    (void)d;
+      layer_bwd(m_.layer(m_.split().reasoning[size_t(j)]), D_, ws_, tapes_[size_t(j)], dh_.span());
     return L;
   }
 
@@ -332,38 +342,40 @@ class LoopusTrainer {
   /// set_labels (null: the ids themselves).
   double eval_batch(const int32_t* ids, const int32_t* labels, int loops, bool gate, int64_t* counted) {
     set_labels(labels ? labels : ids);
-    S* h = batch_h();
+    const Sp h = batch_h();
     encode(ids, h);
     for (int r = 0; r < loops; ++r) apply_block(h, gate);
     decode(h);
     int64_t n = 0;
-    const double sum =
-        kern::cross_entropy(logits_.data(), targets_.data(), D_.N, D_.V, 0.0, nullptr, row_loss_.data(), &n);
+    const double sum = Kernels::cross_entropy(logits_.span(), targets_.data(), D_.N, D_.V, 0.0, nullptr,
+                                              row_loss_.data(), &n);
     if (counted) *counted += n;
     return sum;
   }
 
   /// The trainer's state buffer for a batch (h_old_ is free outside supervised_step).
-  S* batch_h() { return batch_h_.data(); }
-  const S* logits() const { return logits_.data(); }
+  Sp batch_h() { return batch_h_.span(); }
+  /// The logits buffer [N, V] (after decode / a step's backward: what the last call left there).
+  CSp logits() const { return logits_.span(); }
 
  private:
-  TrainModel<S>& m_;
+  TrainModel<Backend, S>& m_;
   StepConfig cfg_;
   Dims D_;
   bool training_ = true;
   int nM_ = 0, nD_ = 0;
-  Workspace<S> ws_;
-  std::vector<LayerTape<S>> tapes_;
-  std::vector<GateTape<S>> gtapes_;
-  QTape<S> qtape_;
-  HeadTape<S> htape_;
-  LayerTape<S> scratch_tape_;
-  GateTape<S> scratch_gate_;
-  Buf<S> h_old_, cur_, nxt_, y_, dh_, dp_, dh_in_, pooled_, dpooled_, dlogit_, logits_, batch_h_;
-  Buf<double> row_loss_;
+  Workspace<Backend, S> ws_;
+  std::vector<LayerTape<Backend, S>> tapes_;
+  std::vector<GateTape<Backend, S>> gtapes_;
+  QTape<Backend, S> qtape_;
+  HeadTape<Backend, S> htape_;
+  LayerTape<Backend, S> scratch_tape_;
+  GateTape<Backend, S> scratch_gate_;
+  Tensor<Backend, S> h_old_, cur_, nxt_, y_, dh_, dp_, dh_in_, pooled_, dpooled_, dlogit_, logits_, batch_h_;
+  std::vector<double> row_loss_;
   std::vector<int32_t> targets_, argmax_;
-  std::vector<int64_t> last_;  ///< per sequence: the position the q head reads
+  std::vector<S> qlogit_, dlogit_host_;
+  std::vector<int64_t> last_rows_;  ///< per sequence: the row (b·T + position) the q head reads
 };
 
 }  // namespace loopus::train

@@ -42,17 +42,22 @@ struct LrSchedule {
 };
 
 /// AdamW over the trainable tensors of a TrainModel. Moments are kept in S
-/// (f32 when training). step() uses and then clears the gradients.
-template <class S>
+/// (f32 when training) in Backend's memory; the update runs as
+/// TrainOps<Backend>::adamw. step() uses and then clears the gradients.
+template <class Backend, class S = float>
 class AdamW {
  public:
-  AdamW(TrainModel<S>& m, AdamWConfig cfg) : m_(m), cfg_(cfg) {
+  using Kernels = TrainOps<Backend>;
+
+  AdamW(TrainModel<Backend, S>& m, AdamWConfig cfg) : m_(m), cfg_(cfg) {
     for (auto& p : m_.params()) {
       if (!p.trainable) continue;
       State s;
       s.p = &p;
-      s.m.resize(p.numel());
-      s.v.resize(p.numel());
+      s.m.reshape({p.numel()});
+      s.v.reshape({p.numel()});
+      Kernels::fill(s.m.span(), S(0));
+      Kernels::fill(s.v.span(), S(0));
       state_.push_back(std::move(s));
     }
   }
@@ -65,8 +70,7 @@ class AdamW {
   /// Global L2 norm of the current gradients (double accumulation, fixed order).
   double grad_norm() const {
     double ss = 0;
-    for (const auto& s : state_)
-      for (int64_t i = 0; i < s.p->numel(); ++i) ss += double(s.p->g[i]) * double(s.p->g[i]);
+    for (const auto& s : state_) ss += Kernels::sum_squares(s.p->g.span());
     return std::sqrt(ss);
   }
 
@@ -78,42 +82,33 @@ class AdamW {
     ++t_;
     const double bc1 = 1.0 - std::pow(cfg_.beta1, double(t_));
     const double bc2 = 1.0 - std::pow(cfg_.beta2, double(t_));
-    const S b1 = S(cfg_.beta1), b2 = S(cfg_.beta2), one = S(1);
-    const S bc2_sqrt = S(std::sqrt(bc2));
-    const S eps = S(cfg_.eps);
     for (auto& s : state_) {
-      Param<S>& p = *s.p;
+      Param<Backend, S>& p = *s.p;
       const double plr = lr * p.lr_mult;  // parameter-group learning rate
-      const S step_size = S(plr / bc1);
-      const bool decay = cfg_.weight_decay > 0 && (cfg_.decay_all || p.decay);
-      const S keep = S(1.0 - plr * cfg_.weight_decay);
-      S* w = p.w.data();
-      S* g = p.g.data();
-      S* m = s.m.data();
-      S* v = s.v.data();
-      const S sc = S(scale);
-      for (int64_t i = 0; i < p.numel(); ++i) {
-        const S gi = g[i] * sc;
-        if (decay) w[i] *= keep;
-        m[i] = b1 * m[i] + (one - b1) * gi;
-        v[i] = b2 * v[i] + (one - b2) * gi * gi;
-        w[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
-        g[i] = S(0);
-      }
+      AdamWStep st;
+      st.beta1 = cfg_.beta1;
+      st.beta2 = cfg_.beta2;
+      st.eps = cfg_.eps;
+      st.step_size = plr / bc1;
+      st.bc2_sqrt = std::sqrt(bc2);
+      st.decay = cfg_.weight_decay > 0 && (cfg_.decay_all || p.decay);
+      st.keep = 1.0 - plr * cfg_.weight_decay;
+      st.scale = scale;
+      Kernels::adamw(p.w.span(), p.g.span(), s.m.span(), s.v.span(), st);
     }
     return gn;
   }
 
   /// The moment buffers of each trainable tensor, in TrainModel order (for checkpoints).
   struct State {
-    Param<S>* p = nullptr;
-    Buf<S> m, v;
+    Param<Backend, S>* p = nullptr;
+    Tensor<Backend, S> m, v;
   };
   std::vector<State>& state() { return state_; }
   void set_steps(int64_t t) { t_ = t; }
 
  private:
-  TrainModel<S>& m_;
+  TrainModel<Backend, S>& m_;
   AdamWConfig cfg_;
   std::vector<State> state_;
   int64_t t_ = 0;

@@ -11,10 +11,10 @@
 
 #include "loopus/core/error.hpp"
 #include "loopus/core/random.hpp"
+#include "loopus/core/tensor.hpp"
 #include "loopus/io/names.hpp"
 #include "loopus/model/looped_weights.hpp"
-#include "loopus/ops/cpu/ops.hpp"
-#include "loopus/train/kernels.hpp"
+#include "loopus/ops/concept.hpp"
 
 namespace loopus::train {
 
@@ -69,48 +69,75 @@ struct TrainSelect {
   }
 };
 
-/// One tensor of the model: its value (the f32 master for S = float) and,
-/// when trainable, its gradient. Matrices are [rows, cols] = [out, in].
-template <class S>
+/// One tensor of the model in Backend's memory: its value (the f32 master for
+/// S = float) and, when trainable, its gradient. Matrices are [rows, cols] =
+/// [out, in]. value() / grad() / set_value() move it through the host.
+template <class Backend, class S = float>
 struct Param {
-  std::string name;   ///< LoopUS ("lds") checkpoint name, e.g. reasoning.layers.0.self_attn.q_proj.weight
+  std::string name;  ///< LoopUS ("lds") checkpoint name, e.g. reasoning.layers.0.self_attn.q_proj.weight
   int64_t rows = 0, cols = 0;
-  Buf<S> w, g;        ///< g is empty when frozen
+  Tensor<Backend, S> w, g;  ///< g is empty when frozen
   bool trainable = false;
   bool decay = false;  ///< AdamW weight decay applies (Linear weights only, by default)
   double lr_mult = 1;  ///< this tensor's learning rate is the schedule's times this (a parameter group)
+
   int64_t numel() const { return rows * cols; }
+  /// The value as host S (a download).
+  std::vector<S> value() const { return host(w); }
+  /// The gradient as host S (empty when frozen).
+  std::vector<S> grad() const { return host(g); }
+  /// Replaces the value with numel() host values.
+  void set_value(const S* v) { TrainOps<Backend>::upload(v, w.span()); }
+  void set_value(const std::vector<S>& v) {
+    LOOPUS_ASSERT(int64_t(v.size()) == numel());
+    set_value(v.data());
+  }
+  /// Replaces the gradient (trainable tensors only).
+  void set_grad(const S* v) { TrainOps<Backend>::upload(v, g.span()); }
+
+ private:
+  static std::vector<S> host(const Tensor<Backend, S>& t) {
+    std::vector<S> v(static_cast<size_t>(t.numel()));
+    TrainOps<Backend>::download(t.span(), v.data());
+    return v;
+  }
 };
 
 /// One transformer layer's parameters (q_norm/k_norm null unless Qwen3).
-template <class S>
+template <class Backend, class S = float>
 struct LayerP {
-  Param<S>*attn_norm = nullptr, *wq = nullptr, *wk = nullptr, *wv = nullptr, *wo = nullptr;
-  Param<S>*q_norm = nullptr, *k_norm = nullptr;
-  Param<S>*ffn_norm = nullptr, *w_gate = nullptr, *w_up = nullptr, *w_down = nullptr;
+  Param<Backend, S>*attn_norm = nullptr, *wq = nullptr, *wk = nullptr, *wv = nullptr, *wo = nullptr;
+  Param<Backend, S>*q_norm = nullptr, *k_norm = nullptr;
+  Param<Backend, S>*ffn_norm = nullptr, *w_gate = nullptr, *w_up = nullptr, *w_down = nullptr;
   bool trainable = false;
 };
 /// reasoning.gate: A_log [d], delta_proj.weight [d, r], .bias [d], dt_input_proj.weight [r, d].
-template <class S>
+template <class Backend, class S = float>
 struct GateP {
-  Param<S>*A_log = nullptr, *delta_w = nullptr, *delta_b = nullptr, *in_w = nullptr;
+  Param<Backend, S>*A_log = nullptr, *delta_w = nullptr, *delta_b = nullptr, *in_w = nullptr;
   int64_t r = 0;
 };
 /// q_head: LayerNorm (weight, bias [d], eps 1e-5) then Linear(d, 1) (weight [1, d], bias [1]).
-template <class S>
+template <class Backend, class S = float>
 struct QHeadP {
-  Param<S>*ln_w = nullptr, *ln_b = nullptr, *w = nullptr, *b = nullptr;
+  Param<Backend, S>*ln_w = nullptr, *ln_b = nullptr, *w = nullptr, *b = nullptr;
   double eps = 1e-5;
 };
 
-/// A looped model held as S arrays for training. Every layer (the frozen
-/// encoder too) is copied, widened from its stored dtype; the token embedding
-/// stays in the source model (frozen, read through Ops<Cpu>::embed or Weight::at).
+/// A looped model held as S tensors in Backend's memory for training. Every
+/// layer (the frozen encoder too) is copied, widened from its stored dtype; the
+/// token embedding stays in the source model (frozen, read by TrainOps::embed).
 /// A tied source head becomes its own trainable copy of the embedding, as the
 /// official format stores decoder.lm_head.weight separately.
-template <class S>
+template <class Backend, class S = float>
 class TrainModel {
+  static_assert(TrainOpsFor<Backend, S>,
+                "Backend needs a TrainOps<Backend> with every training operation of ops/concept.hpp (include its "
+                "ops/<backend>/train.hpp)");
+
  public:
+  using Kernels = TrainOps<Backend>;
+
   /// init_seed seeds a fresh gate (official init) and q head (PyTorch default
   /// init) when the source has none.
   TrainModel(std::shared_ptr<const LoopedWeights> src, TrainSelect sel, uint64_t init_seed = 0)
@@ -129,7 +156,7 @@ class TrainModel {
       const bool train = enc ? false : dec ? sel.decoder : sel.reasoning;
       const LayerWeights& L = w.layers[size_t(l)];
       const std::string p = names.layer_prefix(l);
-      LayerP<S>& P = layers_[size_t(l)];
+      LayerP<Backend, S>& P = layers_[size_t(l)];
       P.trainable = train;
       P.attn_norm = &add(p + names.attn_norm, L.attn_norm, train, false);
       P.wq = &add(p + names.wq, L.wq, train, true);
@@ -186,14 +213,14 @@ class TrainModel {
   const LayerSplit& split() const { return src_->split; }
   const TrainSelect& select() const { return sel_; }
   const LoopedWeights& source() const { return *src_; }
-  std::deque<Param<S>>& params() { return params_; }
-  const std::deque<Param<S>>& params() const { return params_; }
-  const LayerP<S>& layer(int l) const { return layers_[size_t(l)]; }
-  const GateP<S>& gate() const { return gate_; }
-  const QHeadP<S>& q_head() const { return q_; }
-  Param<S>& out_norm() const { return *out_norm_; }
-  Param<S>& lm_head() const { return *lm_head_; }
-  Param<S>* find(const std::string& name) {
+  std::deque<Param<Backend, S>>& params() { return params_; }
+  const std::deque<Param<Backend, S>>& params() const { return params_; }
+  const LayerP<Backend, S>& layer(int l) const { return layers_[size_t(l)]; }
+  const GateP<Backend, S>& gate() const { return gate_; }
+  const QHeadP<Backend, S>& q_head() const { return q_; }
+  Param<Backend, S>& out_norm() const { return *out_norm_; }
+  Param<Backend, S>& lm_head() const { return *lm_head_; }
+  Param<Backend, S>* find(const std::string& name) {
     for (auto& p : params_)
       if (p.name == name) return &p;
     return nullptr;
@@ -201,7 +228,7 @@ class TrainModel {
 
   /// Scales the learning rate of the gate's four tensors (a parameter group).
   void set_gate_lr_mult(double m) {
-    for (Param<S>* p : {gate_.A_log, gate_.delta_w, gate_.delta_b, gate_.in_w}) p->lr_mult = m;
+    for (Param<Backend, S>* p : {gate_.A_log, gate_.delta_w, gate_.delta_b, gate_.in_w}) p->lr_mult = m;
   }
 
   /// Number of trainable scalars.
@@ -213,30 +240,25 @@ class TrainModel {
   }
   void zero_grad() {
     for (auto& p : params_)
-      if (p.trainable) p.g.zero();
+      if (p.trainable) Kernels::fill(p.g.span(), S(0));
   }
 
-  /// out[N, d] = the frozen token embedding rows of ids.
-  void embed(const int32_t* ids, int64_t N, S* out) const {
+  /// out[N, d] = the frozen token embedding rows of ids (host ids, checked).
+  void embed(const int32_t* ids, int64_t N, Span<Backend, S> out) const {
     const Weight& E = src_->base->tok_embd;
     for (int64_t t = 0; t < N; ++t)
       if (ids[t] < 0 || ids[t] >= E.rows)
         throw Error("token id " + std::to_string(ids[t]) + " outside the vocabulary (0.." +
                     std::to_string(E.rows - 1) + ")");
-    if constexpr (std::is_same_v<S, float>) {
-      Ops<Cpu>::embed(E, ids, N, out);
-    } else {
-      for (int64_t t = 0; t < N; ++t)
-        for (int64_t c = 0; c < E.cols; ++c) out[t * E.cols + c] = S(E.at(ids[t], c));
-    }
+    Kernels::embed(E, ids, N, out);
   }
-
   /// The model as LoopedWeights for every inference path (LoopedModel,
-  /// save_lds, save_looped_gguf). With S = float and copy = false the layer,
-  /// norm and head Weights are f32 views of the master tensors: they see later
-  /// updates and are valid while this TrainModel lives. The gate and q head are
-  /// copies taken now (their weight types own their storage). copy = true (or
-  /// S = double) gives a model owning f32 copies of everything trained.
+  /// save_lds, save_looped_gguf). With S = float, a backend whose memory is
+  /// host memory (TrainOps::data) and copy = false, the layer, norm and head
+  /// Weights are f32 views of the master tensors: they see later updates and
+  /// are valid while this TrainModel lives. The gate and q head are copies
+  /// taken now (their weight types own their storage). Otherwise (copy = true,
+  /// S = double, a device backend) the model owns f32 copies of everything.
   std::shared_ptr<LoopedWeights> export_looped(bool copy = false) const {
     struct Holder {
       std::shared_ptr<const ModelWeights> base;
@@ -248,18 +270,19 @@ class TrainModel {
     w.hp = hp_;
     w.path = src_->base->path;
     w.tok_embd = src_->base->tok_embd;
-    const bool own = copy || !std::is_same_v<S, float>;
-    auto view = [&](const Param<S>* p) -> Weight {
+    auto view = [&](const Param<Backend, S>* p) -> Weight {
       if (!p) return {};
-      if (!own) return Weight{p->w.data(), DType::kF32, p->rows, p->cols};
+      if constexpr (std::is_same_v<S, float> && requires { Kernels::data(p->w.span()); })
+        if (!copy) return Weight{Kernels::data(p->w.span()), DType::kF32, p->rows, p->cols};
       AlignedBuffer b(size_t(p->numel()) * sizeof(float));
-      for (int64_t i = 0; i < p->numel(); ++i) b.as<float>()[i] = float(p->w[i]);
+      const std::vector<S> v = p->value();
+      for (int64_t i = 0; i < p->numel(); ++i) b.as<float>()[i] = float(v[size_t(i)]);
       w.owned.push_back(std::move(b));
       return Weight{w.owned.back().data(), DType::kF32, p->rows, p->cols};
     };
     w.layers.resize(layers_.size());
     for (size_t l = 0; l < layers_.size(); ++l) {
-      const LayerP<S>& P = layers_[l];
+      const LayerP<Backend, S>& P = layers_[l];
       LayerWeights& L = w.layers[l];
       L.attn_norm = view(P.attn_norm);
       L.wq = view(P.wq);
@@ -279,10 +302,9 @@ class TrainModel {
     out->base = std::shared_ptr<const ModelWeights>(holder, &holder->w);
     out->split = src_->split;
     out->defaults = src_->defaults;
-    auto vec = [](const Param<S>* p) {
-      std::vector<float> v(static_cast<size_t>(p->numel()));
-      for (int64_t i = 0; i < p->numel(); ++i) v[size_t(i)] = float(p->w[i]);
-      return v;
+    auto vec = [](const Param<Backend, S>* p) {
+      const std::vector<S> h = p->value();
+      return std::vector<float>(h.begin(), h.end());
     };
     auto g = std::make_shared<SelectiveGateWeights>();
     g->d = hp_.n_embd;
@@ -298,47 +320,55 @@ class TrainModel {
     q->ln_w = vec(q_.ln_w);
     q->ln_b = vec(q_.ln_b);
     q->w = vec(q_.w);
-    q->b = float(q_.b->w[0]);
+    q->b = float(q_.b->value()[0]);
     out->q_head = q;
     return out;
   }
 
  private:
-  Param<S>& add(const std::string& name, const Weight& src, bool train, bool decay) {
+  Param<Backend, S>& add(const std::string& name, const Weight& src, bool train, bool decay) {
     if (src.empty()) throw Error("TrainModel: tensor '" + name + "' is missing from the source model");
     if (src.dtype != DType::kF32 && src.dtype != DType::kF16 && src.dtype != DType::kBF16)
       throw Error("TrainModel: tensor '" + name + "' has dtype " + std::string(dtype_name(src.dtype)) +
                   " (expected f32, f16 or bf16)");
-    Param<S>& p = new_param(name, src.rows, src.cols, train, decay);
+    Param<Backend, S>& p = new_param(name, src.rows, src.cols, train, decay);
+    std::vector<S> v(static_cast<size_t>(p.numel()));
     for (int64_t r = 0; r < src.rows; ++r)
-      for (int64_t c = 0; c < src.cols; ++c) p.w[r * src.cols + c] = S(src.at(r, c));
+      for (int64_t c = 0; c < src.cols; ++c) v[size_t(r * src.cols + c)] = S(src.at(r, c));
+    p.set_value(v);
     return p;
   }
-  Param<S>& add_vec(const std::string& name, const float* v, int64_t rows, int64_t cols, bool train, bool decay) {
-    Param<S>& p = new_param(name, rows, cols, train, decay);
-    for (int64_t i = 0; i < rows * cols; ++i) p.w[i] = S(v[i]);
+  Param<Backend, S>& add_vec(const std::string& name, const float* v, int64_t rows, int64_t cols, bool train,
+                             bool decay) {
+    Param<Backend, S>& p = new_param(name, rows, cols, train, decay);
+    const std::vector<S> h(v, v + rows * cols);
+    p.set_value(h);
     return p;
   }
-  Param<S>& new_param(const std::string& name, int64_t rows, int64_t cols, bool train, bool decay) {
-    Param<S>& p = params_.emplace_back();
+  Param<Backend, S>& new_param(const std::string& name, int64_t rows, int64_t cols, bool train, bool decay) {
+    Param<Backend, S>& p = params_.emplace_back();
     p.name = name;
     p.rows = rows;
     p.cols = cols;
     p.trainable = train;
     p.decay = decay;
-    p.w.resize(rows * cols);
-    if (train) p.g.resize(rows * cols);
+    p.w.reshape({rows, cols});
+    Kernels::fill(p.w.span(), S(0));
+    if (train) {
+      p.g.reshape({rows, cols});
+      Kernels::fill(p.g.span(), S(0));
+    }
     return p;
   }
 
   std::shared_ptr<const LoopedWeights> src_;
   TrainSelect sel_;
   HParams hp_;
-  std::deque<Param<S>> params_;
-  std::vector<LayerP<S>> layers_;
-  Param<S>*out_norm_ = nullptr, *lm_head_ = nullptr;
-  GateP<S> gate_;
-  QHeadP<S> q_;
+  std::deque<Param<Backend, S>> params_;
+  std::vector<LayerP<Backend, S>> layers_;
+  Param<Backend, S>*out_norm_ = nullptr, *lm_head_ = nullptr;
+  GateP<Backend, S> gate_;
+  QHeadP<Backend, S> q_;
 };
 
 }  // namespace loopus::train

@@ -1,4 +1,5 @@
-// Forward and backward kernels of the training path, templated on the scalar (float to train, double to check gradients).
+// Cpu kernels of the training path (forward with tapes, backward, optimizer) on raw host arrays, templated on the
+// scalar (float to train, double to check gradients). TrainOps<Cpu> (ops/cpu/train.hpp) wraps them for spans.
 // SPDX-License-Identifier: MIT
 #pragma once
 #include <algorithm>
@@ -14,11 +15,11 @@
 #endif
 
 #include "loopus/core/buffer.hpp"
+#include "loopus/core/rope.hpp"
 #include "loopus/core/tensor.hpp"
-#include "loopus/model/hparams.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 
-namespace loopus::train {
+namespace loopus::cpu {
 
 /// Owning, 64-byte aligned, fixed-size array of S (allocated once, never on the hot path).
 template <class S>
@@ -65,8 +66,8 @@ using CSMatMap = Eigen::Map<const RowMat<S>, 0, Eigen::OuterStride<>>;
 inline constexpr int64_t kSerialWork = int64_t(1) << 22;
 
 // OpenMP thread queries shared with the inference kernels.
-using cpu::detail::max_threads;
-inline int thread_id() { return cpu::detail::thread_num(); }
+using detail::max_threads;
+inline int thread_id() { return detail::thread_num(); }
 
 // ---------------------------------------------------------------- linear
 
@@ -92,7 +93,7 @@ void linear(const S* W, int64_t out, int64_t in, const S* x, int64_t N, S* y) {
 /// waiting, which collapses when another process holds one of the cores.
 /// Each output element is computed by one thread, so results are
 /// deterministic for a given thread count. f32 chunks go to OpenBLAS when the
-/// build has it (cpu::detail::sgemm), f64 (the gradient checks) stays on Eigen.
+/// build has it (detail::sgemm), f64 (the gradient checks) stays on Eigen.
 template <class F>
 void gemm_chunks(int64_t n, double macs, F&& f) {
   const int nt = max_threads();
@@ -110,8 +111,8 @@ void linear_dx(const S* W, int64_t out, int64_t in, const S* dy, int64_t N, S* d
   gemm_chunks(N, double(N) * double(out) * double(in), [&](int64_t r0, int64_t r1) {
 #if defined(LOOPUS_HAS_CBLAS)
     if constexpr (std::is_same_v<S, float>) {
-      cpu::detail::sgemm(false, false, r1 - r0, in, out, dy + r0 * out, out, W, in, accumulate ? 1.f : 0.f,
-                         dx + r0 * in, in);
+      detail::sgemm(false, false, r1 - r0, in, out, dy + r0 * out, out, W, in, accumulate ? 1.f : 0.f, dx + r0 * in,
+                    in);
       return;
     }
 #endif
@@ -127,7 +128,7 @@ void linear_dw(const S* x, int64_t in, const S* dy, int64_t out, int64_t N, S* d
   gemm_chunks(out, double(N) * double(out) * double(in), [&](int64_t r0, int64_t r1) {
 #if defined(LOOPUS_HAS_CBLAS)
     if constexpr (std::is_same_v<S, float>) {
-      cpu::detail::sgemm(true, false, r1 - r0, in, N, dy + r0, out, x, in, 1.f, dW + r0 * in, in);
+      detail::sgemm(true, false, r1 - r0, in, N, dy + r0, out, x, in, 1.f, dW + r0 * in, in);
       return;
     }
 #endif
@@ -246,7 +247,7 @@ inline int64_t attention_scratch(int64_t T, int hd, int threads) {
 template <class S>
 inline double exp_shift(S* row, int64_t n, S m) {
   if constexpr (std::is_same_v<S, float>) {
-    return cpu::detail::exp_shift_sum(row, n, m);
+    return detail::exp_shift_sum(row, n, m);
   } else {
     double z = 0;
     for (int64_t j = 0; j < n; ++j) z += double(row[j] = std::exp(row[j] - m));
@@ -256,7 +257,7 @@ inline double exp_shift(S* row, int64_t n, S m) {
 template <class S>
 inline S row_max(const S* row, int64_t n) {
   if constexpr (std::is_same_v<S, float>) {
-    return cpu::detail::max_of(row, n);
+    return detail::max_of(row, n);
   } else {
     S m = row[0];
     for (int64_t j = 1; j < n; ++j) m = std::max(m, row[j]);
@@ -397,7 +398,7 @@ template <class S>
 void swiglu(const S* g, const S* u, int64_t n, S* act) {
   int64_t i = 0;
   if constexpr (std::is_same_v<S, float>) {
-    namespace simd = cpu::simd;
+    namespace simd = simd;
     using simd::VecF;
     constexpr int64_t W = simd::kLanes;
     const VecF one = VecF::set1(1.f), zero = VecF::zero();
@@ -414,7 +415,7 @@ template <class S>
 void swiglu_bwd(const S* g, const S* u, const S* dact, int64_t n, S* dg, S* du) {
   int64_t i = 0;
   if constexpr (std::is_same_v<S, float>) {
-    namespace simd = cpu::simd;
+    namespace simd = simd;
     using simd::VecF;
     constexpr int64_t W = simd::kLanes;
     const VecF one = VecF::set1(1.f), zero = VecF::zero();
@@ -548,5 +549,108 @@ double cross_entropy(S* logits, const int32_t* target, int64_t N, int64_t V, dou
   return total;
 }
 
+// ---------------------------------------------------------------- selective gate, q head, rows
+
+/// The gate's elementwise forward on N rows of d: z += bias; a = exp(−softplus(z)·exp(A_log));
+/// out = a·p + (1 − a)·h (out must not alias p, h, z or a).
+template <class S>
+void gate_mix(const S* A_log, const S* bias, S* z, const S* p, const S* h, S* a, S* out, int64_t N, int64_t d) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < d; ++c) {
+      const int64_t i = n * d + c;
+      z[i] += bias[c];
+      const S ai = std::exp(-softplus(z[i]) * std::exp(A_log[c]));
+      a[i] = ai;
+      out[i] = ai * p[i] + (S(1) - ai) * h[i];
+    }
+}
+
+/// Backward of gate_mix: dp = a·dout, dh = (1 − a)·dout (overwritten), dz = dL/dz (overwritten),
+/// gA += dL/dA_log (may be null). With a = exp(−δ·A), δ = softplus(z), A = exp(A_log):
+/// da/dδ = −A·a and da/dA_log = −δ·A·a.
+template <class S>
+void gate_mix_bwd(const S* dout, const S* p, const S* h, const S* z, const S* a, const S* A_log, S* dp, S* dh, S* dz,
+                  S* gA, int64_t N, int64_t d) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < d; ++c) {
+      const int64_t i = n * d + c;
+      const S ai = a[i], diff = p[i] - h[i], A = std::exp(A_log[c]);
+      const S da = dout[i] * diff;
+      dp[i] = ai * dout[i];
+      dh[i] = (S(1) - ai) * dout[i];
+      if (gA) gA[c] += -softplus(z[i]) * A * ai * da;
+      dz[i] = -A * ai * da * softplus_grad(z[i]);
+    }
+}
+
+/// acc[c] += Σ_n x[n, c] (rows in order).
+template <class S>
+void col_sum_add(const S* x, int64_t N, int64_t d, S* acc) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < d; ++c) acc[c] += x[n * d + c];
+}
+
+/// out[n] = bias[0] + Σ_i w[i]·y[n, i] (double accumulation).
+template <class S>
+void row_dot(const S* y, const S* w, const S* bias, int64_t N, int64_t d, S* out) {
+  for (int64_t n = 0; n < N; ++n) {
+    double s = double(bias[0]);
+    for (int64_t i = 0; i < d; ++i) s += double(w[i]) * double(y[n * d + i]);
+    out[n] = S(s);
+  }
+}
+
+/// Backward of row_dot from dout[N]: dy = dout ⊗ w (overwritten); gw += Σ_n dout[n]·y[n] and gb += Σ dout
+/// (each may be null).
+template <class S>
+void row_dot_bwd(const S* dout, const S* w, const S* y, int64_t N, int64_t d, S* dy, S* gw, S* gb) {
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t i = 0; i < d; ++i) {
+      dy[n * d + i] = dout[n] * w[i];
+      if (gw) gw[i] += dout[n] * y[n * d + i];
+    }
+    if (gb) gb[0] += dout[n];
+  }
+}
+
+/// out[i, :] = a[rows[i], :] − b[rows[i], :] for i < n (rows of width d).
+template <class S>
+void gather_rows_diff(const S* a, const S* b, const int64_t* rows, int64_t n, int64_t d, S* out) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < d; ++c) out[i * d + c] = a[rows[i] * d + c] - b[rows[i] * d + c];
+}
+
+/// x[rows[i], :] += sign·src[i, :] for i < n.
+template <class S>
+void scatter_rows_add(S* x, const int64_t* rows, int64_t n, int64_t d, const S* src, S sign) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < d; ++c) x[rows[i] * d + c] += sign * src[i * d + c];
+}
+
+// ---------------------------------------------------------------- optimizer
+
+/// Σ x² in double, in index order.
+template <class S>
+double sum_squares(const S* x, int64_t n) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * double(x[i]);
+  return ss;
+}
+
+/// One AdamW update of n parameters (torch semantics, decoupled decay); zeroes g.
+/// step_size = lr / bc1, keep = 1 − lr·wd (applied when decay), bc2_sqrt = sqrt(bc2), scale = clip factor.
+template <class S>
+void adamw(S* w, S* g, S* m, S* v, int64_t n, S b1, S b2, S eps, S step_size, S bc2_sqrt, bool decay, S keep, S scale) {
+  const S one = S(1);
+  for (int64_t i = 0; i < n; ++i) {
+    const S gi = g[i] * scale;
+    if (decay) w[i] *= keep;
+    m[i] = b1 * m[i] + (one - b1) * gi;
+    v[i] = b2 * v[i] + (one - b2) * gi * gi;
+    w[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
+    g[i] = S(0);
+  }
+}
+
 }  // namespace kern
-}  // namespace loopus::train
+}  // namespace loopus::cpu
