@@ -32,23 +32,18 @@ inline std::vector<float> f32_tensor(const io::TensorFile& f, const std::string&
   return v;
 }
 
-inline void read_gate_and_q(const io::TensorFile& f, LoopedWeights& lw, const char* const gate[4],
+inline void read_gate_and_q(const io::TensorFile& f, LoopedWeights& lw, const std::string& gate_prefix,
                             const char* const q[4], std::set<std::string>& used) {
   const int64_t d = lw.base->hp.n_embd;
-  if (f.find(gate[0])) {
-    auto g = std::make_shared<SelectiveGateWeights>();
-    g->d = d;
-    const io::TensorRecord& in = f.get(gate[3]);
-    if (in.shape.size() != 2 || in.shape[1] != d)
-      throw Error(f.path + ": tensor '" + std::string(gate[3]) + "' should be [r, " + std::to_string(d) + "]");
-    g->r = in.shape[0];
-    g->A_log = f32_tensor(f, gate[0], d);
-    g->delta_w = f32_tensor(f, gate[1], d * g->r);
-    g->delta_b = f32_tensor(f, gate[2], d);
-    g->in_w = f32_tensor(f, gate[3], g->r * d);
-    g->check(f.path);
-    lw.gate = g;
-    for (int i = 0; i < 4; ++i) used.insert(gate[i]);
+  const auto full = [&](std::string_view name) { return gate_prefix + std::string(name); };
+  if (f.find(full(SelectiveGateWeights::kTensorNames[0]))) {
+    lw.gate = std::make_shared<SelectiveGateWeights>(SelectiveGateWeights::read(
+        d, [&](std::string_view name) { return f.get(full(name)).shape; },
+        [&](std::string_view name, int64_t numel) {
+          used.insert(full(name));
+          return f32_tensor(f, full(name), numel);
+        },
+        f.path, gate_prefix));
   }
   if (f.find(q[0])) {
     auto h = std::make_shared<ConfidenceHead>();
@@ -155,7 +150,7 @@ inline std::shared_ptr<LoopedWeights> load_looped_checkpoint(io::TensorFile&& fi
     lw->defaults.q_eval_interval = m.value("loopus.q_eval_interval", 1);
     lw->defaults.halting_strategy = m.value("loopus.halting_strategy", std::string("threshold"));
     lw->defaults.convergence_epsilon = m.value("loopus.convergence_epsilon", 1e-2f);
-    detail::read_gate_and_q(*f, *lw, detail::kGgufGate, detail::kGgufQ, used);
+    detail::read_gate_and_q(*f, *lw, detail::kGgufGatePrefix, detail::kGgufQ, used);
     detail::mark_model_tensors(*lw->base, NameScheme::gguf(), used);
     detail::reject_unused(*f, used);
     return lw;
@@ -179,7 +174,7 @@ inline std::shared_ptr<LoopedWeights> load_looped_checkpoint(io::TensorFile&& fi
   lw->defaults.q_eval_interval = c.value("q_eval_interval", 1);
   lw->defaults.halting_strategy = c.value("halting_strategy", std::string("threshold"));
   lw->defaults.convergence_epsilon = c.value("convergence_epsilon", 1e-2f);
-  detail::read_gate_and_q(*f, *lw, detail::kLdsGate, detail::kLdsQ, used);
+  detail::read_gate_and_q(*f, *lw, detail::kLdsGatePrefix, detail::kLdsQ, used);
   detail::mark_model_tensors(*lw->base, names, used);
   detail::reject_unused(*f, used);
   return lw;
@@ -234,15 +229,12 @@ inline io::TensorRecord f32_record(const std::string& name, const std::vector<fl
   return {name, DType::kF32, std::move(shape), v.data(), v.size() * 4};
 }
 /// Gate and q-head tensors (f32) under the given names.
-inline void loop_records(const LoopedWeights& lw, const char* const gate[4], const char* const q[4],
+inline void loop_records(const LoopedWeights& lw, const std::string& gate_prefix, const char* const q[4],
                          std::vector<io::TensorRecord>& out, std::vector<float>& qbias) {
-  if (lw.gate) {
-    const auto& g = *lw.gate;
-    out.push_back(f32_record(gate[0], g.A_log, {g.d}));
-    out.push_back(f32_record(gate[1], g.delta_w, {g.d, g.r}));
-    out.push_back(f32_record(gate[2], g.delta_b, {g.d}));
-    out.push_back(f32_record(gate[3], g.in_w, {g.r, g.d}));
-  }
+  if (lw.gate)
+    lw.gate->for_each([&](std::string_view name, const std::vector<int64_t>& shape, const std::vector<float>& v, bool) {
+      out.push_back(f32_record(gate_prefix + std::string(name), v, shape));
+    });
   if (lw.q_head) {
     const auto& h = *lw.q_head;
     qbias = {h.b};
@@ -265,7 +257,7 @@ inline void save_lds(const LoopedWeights& lw, const std::string& dir, const std:
   recs.push_back(detail::record("decoder.norm.weight", w.out_norm, true));
   recs.push_back(detail::record("decoder.lm_head.weight", w.output));
   std::vector<float> qbias;
-  detail::loop_records(lw, detail::kLdsGate, detail::kLdsQ, recs, qbias);
+  detail::loop_records(lw, detail::kLdsGatePrefix, detail::kLdsQ, recs, qbias);
   io::write_safetensors((fs::path(dir) / "model.safetensors").string(), recs, {{"format", "pt"}});
   io::AtomicFileWriter cw((fs::path(dir) / "config.json").string());
   const std::string text = lds_config(lw, base_name).dump(2) + "\n";
@@ -292,7 +284,7 @@ inline void save_looped_gguf(const LoopedWeights& lw, const std::string& path, c
   std::vector<AlignedBuffer> keep;
   auto recs = detail::named_records(w, NameScheme::gguf(), gguf_rope_style(w.hp.arch), keep);
   std::vector<float> qbias;
-  detail::loop_records(lw, detail::kGgufGate, detail::kGgufQ, recs, qbias);
+  detail::loop_records(lw, detail::kGgufGatePrefix, detail::kGgufQ, recs, qbias);
   for (const auto& r : recs) g.add_tensor(r);
   gguf_add_rope_factors(g, w.hp);
   g.write(path);

@@ -91,13 +91,12 @@ inline NameScheme lds_names(const LayerSplit& s) {
   return n;
 }
 
-/// GGUF tensor names of the loop parameters (kept in f32).
-inline constexpr const char* kGgufGate[] = {"loopus.gate.A_log", "loopus.gate.delta_proj.weight",
-                                            "loopus.gate.delta_proj.bias", "loopus.gate.dt_input_proj.weight"};
+/// Prefixes of the gate's tensors (the gate names them: SelectiveGateWeights::kTensorNames) and the q
+/// head's tensor names, in GGUF (kept in f32) and in a LoopUS folder.
+inline constexpr const char* kGgufGatePrefix = "loopus.gate.";
+inline constexpr const char* kLdsGatePrefix = "reasoning.gate.";
 inline constexpr const char* kGgufQ[] = {"loopus.q_head.norm.weight", "loopus.q_head.norm.bias",
                                          "loopus.q_head.proj.weight", "loopus.q_head.proj.bias"};
-inline constexpr const char* kLdsGate[] = {"reasoning.gate.A_log", "reasoning.gate.delta_proj.weight",
-                                           "reasoning.gate.delta_proj.bias", "reasoning.gate.dt_input_proj.weight"};
 inline constexpr const char* kLdsQ[] = {"q_head.0.weight", "q_head.0.bias", "q_head.1.weight", "q_head.1.bias"};
 
 }  // namespace detail

@@ -182,11 +182,17 @@ class TrainModel {
     if (!gw) gw = std::make_shared<SelectiveGateWeights>(SelectiveGateWeights::official_init(d, uni));
     gw->check("reasoning.gate");
     gate_.r = gw->r;
-    gate_.A_log = &add_vec("reasoning.gate.A_log", gw->A_log.data(), 1, d, sel.gate, false);
-    gate_.delta_w = &add_vec("reasoning.gate.delta_proj.weight", gw->delta_w.data(), d, gw->r, sel.gate, true);
-    gate_.delta_b = &add_vec("reasoning.gate.delta_proj.bias", gw->delta_b.data(), 1, d, sel.gate, false);
-    gate_.in_w = &add_vec("reasoning.gate.dt_input_proj.weight", gw->in_w.data(), gw->r, d, sel.gate, true);
-
+    gw->for_each(
+        [&](std::string_view name, const std::vector<int64_t>& shape, const std::vector<float>& v, bool decay) {
+          const int64_t rows = shape.size() == 2 ? shape[0] : 1, cols = shape.back();
+          add_vec(loopus::detail::kLdsGatePrefix + std::string(name), v.data(), rows, cols, sel.gate, decay);
+        });
+    const std::string gp = loopus::detail::kLdsGatePrefix;
+    const auto& gn = SelectiveGateWeights::kTensorNames;
+    gate_.A_log = find(gp + std::string(gn[0]));
+    gate_.delta_w = find(gp + std::string(gn[1]));
+    gate_.delta_b = find(gp + std::string(gn[2]));
+    gate_.in_w = find(gp + std::string(gn[3]));
     std::shared_ptr<const ConfidenceHead> qh = src_->q_head;
     if (!qh) {  // torch defaults: LayerNorm (1, 0), Linear U(+-1/sqrt(d)) for weight and bias
       auto h = std::make_shared<ConfidenceHead>();
@@ -222,6 +228,11 @@ class TrainModel {
   Param<Backend, S>& lm_head() const { return *lm_head_; }
   Param<Backend, S>* find(const std::string& name) {
     for (auto& p : params_)
+      if (p.name == name) return &p;
+    return nullptr;
+  }
+  const Param<Backend, S>* find(const std::string& name) const {
+    for (const auto& p : params_)
       if (p.name == name) return &p;
     return nullptr;
   }
@@ -309,10 +320,9 @@ class TrainModel {
     auto g = std::make_shared<SelectiveGateWeights>();
     g->d = hp_.n_embd;
     g->r = gate_.r;
-    g->A_log = vec(gate_.A_log);
-    g->delta_w = vec(gate_.delta_w);
-    g->delta_b = vec(gate_.delta_b);
-    g->in_w = vec(gate_.in_w);
+    g->for_each([&](std::string_view name, const std::vector<int64_t>&, std::vector<float>& v, bool) {
+      v = vec(find(loopus::detail::kLdsGatePrefix + std::string(name)));
+    });
     out->gate = g;
     auto q = std::make_shared<ConfidenceHead>();
     q->d = hp_.n_embd;

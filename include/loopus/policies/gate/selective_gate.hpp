@@ -97,6 +97,55 @@ struct SelectiveGateWeights {
     throw Error("gate init must be official, open or mix:ALPHA, got '" + spec + "'");
   }
 
+  /// The gate's tensors as checkpoints store them, in this order, named below
+  /// the gate's prefix ("reasoning.gate." in a LoopUS folder, "loopus.gate." in
+  /// a loopus GGUF). Readers, writers and the trainer enumerate them through
+  /// for_each / read; no other file names a gate tensor.
+  static constexpr std::string_view kTensorNames[] = {"A_log", "delta_proj.weight", "delta_proj.bias",
+                                                      "dt_input_proj.weight"};
+
+  /// Calls f(name, shape, values, decay) for each tensor: shape as stored
+  /// ([d] for vectors, [rows, cols] for matrices), decay = AdamW decays it by
+  /// default (the Linear weights).
+  template <class F>
+  void for_each(F&& f) const {
+    f(kTensorNames[0], std::vector<int64_t>{d}, A_log, false);
+    f(kTensorNames[1], std::vector<int64_t>{d, r}, delta_w, true);
+    f(kTensorNames[2], std::vector<int64_t>{d}, delta_b, false);
+    f(kTensorNames[3], std::vector<int64_t>{r, d}, in_w, true);
+  }
+  template <class F>
+  void for_each(F&& f) {
+    f(kTensorNames[0], std::vector<int64_t>{d}, A_log, false);
+    f(kTensorNames[1], std::vector<int64_t>{d, r}, delta_w, true);
+    f(kTensorNames[2], std::vector<int64_t>{d}, delta_b, false);
+    f(kTensorNames[3], std::vector<int64_t>{r, d}, in_w, true);
+  }
+
+  /// A gate of width d read from a checkpoint: shape_of(name) gives a stored
+  /// tensor's shape, values(name, numel) its values as f32 (both throw for a
+  /// missing or mis-sized tensor, naming it). The rank r comes from
+  /// dt_input_proj.weight [r, d]; errors name the file (`where`) and the
+  /// tensor under its `prefix`.
+  template <class ShapeOf, class Values>
+  static SelectiveGateWeights read(int64_t d, ShapeOf&& shape_of, Values&& values, const std::string& where,
+                                   const std::string& prefix) {
+    SelectiveGateWeights g;
+    g.d = d;
+    const std::vector<int64_t> in = shape_of(kTensorNames[3]);
+    if (in.size() != 2 || in[1] != d)
+      throw Error(where + ": tensor '" + prefix + std::string(kTensorNames[3]) + "' should be [r, " +
+                  std::to_string(d) + "]");
+    g.r = in[0];
+    g.for_each([&](std::string_view name, const std::vector<int64_t>& shape, std::vector<float>& v, bool) {
+      int64_t n = 1;
+      for (int64_t e : shape) n *= e;
+      v = values(name, n);
+    });
+    g.check(where);
+    return g;
+  }
+
   void check(const std::string& where) const {
     if (d <= 0 || r <= 0 || A_log.size() != size_t(d) || delta_w.size() != size_t(d * r) ||
         delta_b.size() != size_t(d) || in_w.size() != size_t(r * d))
