@@ -29,6 +29,11 @@ static_assert(LanguageModel<LoopedModel<Cpu, SelectiveGate, PerDepthCache>>);
 
 namespace {
 
+template <class B>
+concept BorrowsHost = requires(float* p) {
+  Ops<B>::borrow_host(p, 1);
+};
+
 const std::vector<int32_t> kPrompt = {1, 403, 407, 261, 378, 290, 17};
 const std::vector<int32_t> kSteps = {448, 259, 411, 302, 288};
 constexpr int kB = 4;
@@ -146,4 +151,27 @@ TEST_CASE_TEMPLATE("[backend] CausalLM and the B = 1 looped model on each backen
   lp.halting.max_loops = 1;
   LoopedModel<Backend, NoGate, PerDepthCache> one(looped(), lp, {.n_ctx = 32, .n_batch = 8});
   CHECK_LT(max_rel_diff(run(one), b), 2e-4);
+}
+
+TEST_CASE(
+    "[backend] logits through head_to_host's staging path (Reference: no borrow_host) equal Cpu's in-place ones") {
+  static_assert(!BorrowsHost<Reference>, "Reference must stage, as a device does");
+  static_assert(BorrowsHost<Cpu>);
+  // 150 tokens: three staging chunks of at most 64 rows, the last one partial
+  const int64_t T = 150;
+  std::vector<int32_t> ids(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) ids[size_t(t)] = int32_t(t == 0 ? 1 : 3 + (t * 37) % 500);
+  const auto w = looped()->base;
+  CausalLM<Reference> ref(w, {.n_ctx = 160, .n_batch = 160});
+  CausalLM<Cpu> cpu(w, {.n_ctx = 160, .n_batch = 160});
+  const size_t V = size_t(cpu.n_vocab());
+  std::vector<float> a(size_t(T) * V, -1e30f), b(size_t(T) * V, 1e30f);
+  ref.eval(ids, a.data(), true);
+  cpu.eval(ids, b.data(), true);
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    worst = std::max(worst, double(std::abs(a[i] - b[i])));
+    scale = std::max(scale, double(std::abs(b[i])));
+  }
+  CHECK_LT(worst, 2e-4 * scale);  // every row written (the sentinels would show), and right
 }

@@ -37,9 +37,11 @@ namespace loopus {
 /// | kl_div(logp, logq) -> KL(P‖Q) | KL halting, of two log-distributions |
 /// | argmax(x) -> index | greedy choice |
 ///
-/// Optional: borrow_host(p, n) -> Span<B> over caller host memory, which only
-/// backends whose memory is host memory provide; Transformer::head_to_host
-/// then writes logits in place instead of staging and downloading them.
+/// Optional: borrow_host(p, n) -> Span<B> over caller host memory, which a
+/// backend whose memory is host memory may provide (Cpu does); Transformer::
+/// head_to_host then writes logits in place instead of staging and
+/// downloading them. Reference leaves it out on purpose, so its tests run the
+/// staging path a device backend takes.
 template <class B>
 concept OpsBackend = requires(const Weight& W, const int32_t* ids, const float* host_in, float* host_out, int64_t n,
                               int i, float f, RopeStyle style, Span<B> y, CSpan<B> x) {
