@@ -4,13 +4,16 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "loopus/ops/cpu/train.hpp"
 #include "loopus/ops/reference/train.hpp"
+#include "loopus/train/adapt.hpp"
 #include "loopus/train/loopus_step.hpp"
 #include "loopus/train/optim.hpp"
+#include "test_util.hpp"
 #include "train/train_test_util.hpp"
 
 using namespace loopus;
@@ -135,4 +138,39 @@ TEST_CASE("[loopus] train backends: Cpu f32 training equals Reference f32 traini
     CAPTURE(int(arch));
     compare(run<Reference, float>(arch), run<Cpu, float>(arch), 1e-5, 2e-5);
   }
+}
+
+TEST_CASE("[loopus] train backends: Reference adaptation resumes bit for bit (checkpoint through download / upload)") {
+  // Reference has no host address (TrainOps::data): Adapter::save downloads and load uploads every tensor.
+  auto lw = test::synth_loopus(test::tiny_params(63), "0..0", "3..3");
+  PackedData data(test::random_ids(12 * 10, 32, 3), 10);
+  AdaptConfig cfg;
+  cfg.batch = 2;
+  cfg.seq_len = 10;
+  cfg.accum = 3;  // an update straddles the checkpoint: pending gradients must survive it
+  cfg.max_steps = 4;
+  cfg.lr = 3e-3;
+  cfg.step.n_steps = 3;
+  cfg.step.n_supervision = 2;
+  cfg.step.n_apply = 2;
+  cfg.seed = 4;
+  const auto path = (test::temp_dir("train_backends_resume") / "state.bin").string();
+  auto run = [&](int steps, const std::string& from, const std::string& to) {
+    TrainModel<Reference> m(lw, TrainSelect{}, 9);
+    Adapter<Reference> a(m, data, cfg);
+    if (!from.empty()) a.load(from);
+    for (int i = 0; i < steps; ++i) a.step();
+    if (!to.empty()) a.save(to);
+    std::vector<float> out;
+    for (const auto& p : m.params())
+      if (p.trainable)
+        for (const auto& v : {p.value(), p.grad()}) out.insert(out.end(), v.begin(), v.end());
+    return out;
+  };
+  const auto straight = run(4, "", "");
+  run(2, "", path);
+  const auto resumed = run(2, path, "");
+  REQUIRE_EQ(straight.size(), resumed.size());
+  CHECK_EQ(std::memcmp(straight.data(), resumed.data(), straight.size() * sizeof(float)), 0);
+  CHECK_NE(std::memcmp(straight.data(), run(0, "", "").data(), straight.size() * sizeof(float)), 0);
 }

@@ -220,11 +220,18 @@ class Adapter {
                          {"scalar_bytes", sizeof(S)},
                          {"extra", extra}};
     std::vector<CheckpointBlob> blobs;
-    std::deque<std::vector<S>> host;  // the tensors downloaded (stable addresses while blobs point at them)
+    // A host backend's tensors are written where they are; any other backend's are downloaded first
+    // (the deque keeps their addresses stable while blobs point at them).
+    std::deque<std::vector<S>> host;
     auto blob = [&](const std::string& name, const Tensor<Backend, S>& t) {
-      std::vector<S>& v = host.emplace_back(static_cast<size_t>(t.numel()));
-      TrainOps<Backend>::download(t.span(), v.data());
-      blobs.push_back({name, v.data(), uint64_t(v.size()) * sizeof(S)});
+      const uint64_t bytes = uint64_t(t.numel()) * sizeof(S);
+      if constexpr (requires { TrainOps<Backend>::data(t.span()); }) {
+        blobs.push_back({name, TrainOps<Backend>::data(t.span()), bytes});
+      } else {
+        std::vector<S>& v = host.emplace_back(static_cast<size_t>(t.numel()));
+        TrainOps<Backend>::download(t.span(), v.data());
+        blobs.push_back({name, v.data(), bytes});
+      }
     };
     for (auto& s : opt_.state()) {
       const Param<Backend, S>& p = *s.p;
@@ -254,9 +261,14 @@ class Adapter {
     }
     std::vector<S> v;
     auto restore = [&](const std::string& name, Tensor<Backend, S>& t) {
-      v.resize(static_cast<size_t>(t.numel()));
-      c.copy(name, v.data(), uint64_t(v.size()) * sizeof(S));
-      TrainOps<Backend>::upload(v.data(), t.span());
+      const uint64_t bytes = uint64_t(t.numel()) * sizeof(S);
+      if constexpr (requires { TrainOps<Backend>::data(t.span()); }) {
+        c.copy(name, TrainOps<Backend>::data(t.span()), bytes);
+      } else {
+        v.resize(static_cast<size_t>(t.numel()));
+        c.copy(name, v.data(), bytes);
+        TrainOps<Backend>::upload(v.data(), t.span());
+      }
     };
     for (auto& s : opt_.state()) {
       Param<Backend, S>& p = *s.p;

@@ -92,8 +92,6 @@ struct Param {
     LOOPUS_ASSERT(int64_t(v.size()) == numel());
     set_value(v.data());
   }
-  /// Replaces the gradient (trainable tensors only).
-  void set_grad(const S* v) { TrainOps<Backend>::upload(v, g.span()); }
 
  private:
   static std::vector<S> host(const Tensor<Backend, S>& t) {
