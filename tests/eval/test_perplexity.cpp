@@ -115,7 +115,7 @@ TEST_CASE("[loopus] eval: streaming feeds one token per call and scores the same
 
 TEST_CASE("[loopus] eval: progress, and a context shorter than a window") {
   std::vector<int32_t> toks(100);
-  std::iota(toks.begin(), toks.end(), 0);
+  for (size_t i = 0; i < toks.size(); ++i) toks[i] = int32_t(i % 10);  // ids of the model's 10-token vocabulary
   SuccessorModel m;
   eval::PerplexityOptions o;
   o.window = 10;
@@ -165,4 +165,15 @@ TEST_CASE("[loopus] eval: windowed and streamed perplexity agree on a causal mod
     CHECK(r.mean_loops == 3);
     CHECK(r.tokens == win.tokens);
   });
+}
+
+TEST_CASE("[loopus] eval: a token id outside the vocabulary is an error naming it, not a read past the logits") {
+  SuccessorModel m;  // V = 10
+  eval::PerplexityOptions o;
+  o.window = 4;
+  std::vector<int32_t> toks = {1, 2, 3, 12, 4};
+  CHECK_THROWS_WITH_AS(eval::perplexity(m, toks, o), doctest::Contains("token 3 has id 12"), Error);
+  toks[3] = -1;
+  CHECK_THROWS_WITH_AS(eval::perplexity(m, toks, o), doctest::Contains("outside the model's vocabulary (0..9"), Error);
+  CHECK_EQ(m.calls, 0);  // refused before any evaluation
 }

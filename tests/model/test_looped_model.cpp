@@ -21,25 +21,48 @@
 using namespace loopus;
 
 // Counts heap allocations made by this process (the no-allocation test reads it).
+// Every replaceable form of operator new / delete is replaced (array, nothrow and aligned ones
+// too): a sanitizer runtime replaces all of them, and a form left to it would hand memory from its
+// allocator to our free() (std::stable_sort's buffer comes from the nothrow form).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 static std::atomic<long> g_allocs{0};
-void* operator new(std::size_t n) {
+namespace {
+void* counted_alloc(std::size_t n) noexcept {
   g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
+  return std::malloc(n ? n : 1);
 }
-void* operator new(std::size_t n, std::align_val_t a) {
+void* counted_alloc(std::size_t n, std::align_val_t a) noexcept {
   g_allocs.fetch_add(1, std::memory_order_relaxed);
-  const size_t al = size_t(a);
-  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
-  throw std::bad_alloc();
+  const size_t al = std::max(size_t(a), sizeof(void*));
+  return std::aligned_alloc(al, (std::max<size_t>(n, 1) + al - 1) / al * al);
 }
+void* or_throw(void* p) {
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+}  // namespace
+void* operator new(std::size_t n) { return or_throw(counted_alloc(n)); }
+void* operator new[](std::size_t n) { return or_throw(counted_alloc(n)); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
+void* operator new(std::size_t n, std::align_val_t a) { return or_throw(counted_alloc(n, a)); }
+void* operator new[](std::size_t n, std::align_val_t a) { return or_throw(counted_alloc(n, a)); }
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept { return counted_alloc(n, a); }
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept { return counted_alloc(n, a); }
 void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace {
 

@@ -67,6 +67,11 @@ PerplexityResult perplexity(Model& m, std::span<const int32_t> toks, const Perpl
   using clock = std::chrono::steady_clock;
   PerplexityResult r;
   const int64_t V = m.n_vocab();
+  for (size_t i = 0; i < toks.size(); ++i)  // a target outside the vocabulary has no logit to read
+    if (toks[i] < 0 || toks[i] >= V)
+      throw Error("perplexity: token " + std::to_string(i) + " has id " + std::to_string(toks[i]) +
+                  ", outside the model's vocabulary (0.." + std::to_string(V - 1) +
+                  "; was the text tokenized for another model?)");
   const size_t W = size_t(o.window);
   std::vector<float> logits(static_cast<size_t>(V) * (o.stream ? 1 : W));
   double loops = 0;
