@@ -1,4 +1,4 @@
-// The training kernels (train::kern, f32 and f64) against their scalar oracle (ops/reference/train_ops.hpp),
+// The training kernels (cpu::kern, f32 and f64) against their scalar oracle (ops/reference/train_ops.hpp),
 // and every reference backward against central differences of the reference forward.
 // SPDX-License-Identifier: MIT
 #include <doctest/doctest.h>

@@ -1,4 +1,4 @@
-// Scalar reference of the training kernels (train/kernels.hpp): the oracle for their backends (issue 13).
+// Scalar reference of the training kernels (ops/cpu/train_kernels.hpp): the oracle behind TrainOps<Reference>.
 // SPDX-License-Identifier: MIT
 #pragma once
 #include <algorithm>
@@ -12,7 +12,7 @@
 /// The oracle of the training path's forward and backward kernels.
 ///
 /// Every function here has the argument list of its namesake in
-/// loopus::train::kern (train/kernels.hpp), so a test hands both the same
+/// loopus::cpu::kern (ops/cpu/train_kernels.hpp), so a test hands both the same
 /// buffers; the attention pair alone takes no scratch. They are written from
 /// the math, as plain loops over the scalar S (float or double) that read S,
 /// compute and accumulate in double, and round to S once per output element:
