@@ -14,6 +14,7 @@
 #include "loopus/ops/cpu/train.hpp"
 #include "loopus/ops/reference/ops.hpp"
 #include "loopus/ops/reference/train_ops.hpp"
+#include "loopus/train/loopus_step.hpp"
 #include "train/train_test_util.hpp"
 
 namespace kern = loopus::cpu::kern;
@@ -400,21 +401,21 @@ TEST_CASE("[loopus] train ops: softplus, SiLU, BCE-with-logits and their derivat
     CHECK(agree(kern::softplus_grad(zf), ref::softplus_grad(zf), 1e-6));
     CHECK(agree(kern::softplus(z), ref::softplus(z), 1e-14));
     CHECK(agree(kern::softplus_grad(z), ref::softplus_grad(z), 1e-14));
-    CHECK(agree(kern::silu(z), ref::silu(z), 1e-14));
-    CHECK(agree(kern::silu_grad(z), ref::silu_grad(z), 1e-14));
+    CHECK(agree(loopus::train::silu(z), ref::silu(z), 1e-14));
+    CHECK(agree(loopus::train::silu_grad(z), ref::silu_grad(z), 1e-14));
     track(worst_f, kern::softplus(zf), ref::softplus(zf));
     track(worst_f, kern::softplus_grad(zf), ref::softplus_grad(zf));
     track(worst_d, kern::softplus(z), ref::softplus(z));
     track(worst_d, kern::softplus_grad(z), ref::softplus_grad(z));
-    track(worst_d, kern::silu(z), ref::silu(z));
-    track(worst_d, kern::silu_grad(z), ref::silu_grad(z));
+    track(worst_d, loopus::train::silu(z), ref::silu(z));
+    track(worst_d, loopus::train::silu_grad(z), ref::silu_grad(z));
     for (double t : {0.0, 0.3, 1.0}) {
       CAPTURE(t);
       // two formulas: kern max(x,0) − x·t + log1p(e^−|x|), ref t·sp(−x) + (1 − t)·sp(x)
-      CHECK(agree(kern::bce_with_logits(z, t), ref::bce_with_logits(z, t), 1e-13));
-      CHECK(agree(kern::bce_with_logits_grad(z, t), ref::bce_with_logits_grad(z, t), 1e-13));
-      track(worst_d, kern::bce_with_logits(z, t), ref::bce_with_logits(z, t));
-      track(worst_d, kern::bce_with_logits_grad(z, t), ref::bce_with_logits_grad(z, t));
+      CHECK(agree(loopus::train::bce_with_logits(z, t), ref::bce_with_logits(z, t), 1e-13));
+      CHECK(agree(loopus::train::bce_with_logits_grad(z, t), ref::bce_with_logits_grad(z, t), 1e-13));
+      track(worst_d, loopus::train::bce_with_logits(z, t), ref::bce_with_logits(z, t));
+      track(worst_d, loopus::train::bce_with_logits_grad(z, t), ref::bce_with_logits_grad(z, t));
     }
   }
   report("scalar (softplus, grad) f32 vs ref", worst_f);

@@ -444,13 +444,6 @@ inline S softplus_grad(S z) {
   return z > S(20) ? S(1) : sigmoid(z);
 }
 
-/// SiLU(x) = x·σ(x) and its derivative (the monotonicity term).
-inline double silu(double x) { return x / (1.0 + std::exp(-x)); }
-inline double silu_grad(double x) {
-  const double s = 1.0 / (1.0 + std::exp(-x));
-  return s * (1.0 + x * (1.0 - s));
-}
-
 // ---------------------------------------------------------------- LayerNorm (q head)
 
 /// y = (x − mean)/sqrt(var + eps)·w + b per row of d (biased variance, as torch); keeps xhat and rstd.
@@ -497,12 +490,6 @@ void layernorm_bwd(const S* xhat, const S* rstd, const S* w, const S* dy, int64_
 }
 
 // ---------------------------------------------------------------- losses
-
-/// BCE-with-logits of one logit against a soft target t, as torch (stable form).
-inline double bce_with_logits(double x, double t) {
-  return std::max(x, 0.0) - x * t + std::log1p(std::exp(-std::abs(x)));
-}
-inline double bce_with_logits_grad(double x, double t) { return 1.0 / (1.0 + std::exp(-x)) - t; }
 
 /// Token-level cross-entropy over rows of V logits. Row r's target is
 /// target[r] (< 0: ignored, like ignore_index = −100). Returns the sum of the
