@@ -90,7 +90,7 @@ int main(int argc, char** argv) try {
     const std::string flag = argv[i];
     if (flag == "-m") model_path = argv[i + 1];
     else if (flag == "-p") prompt_text = argv[i + 1];
-    else throw loopus::Error("unknown option " + flag);
+    else throw loopus::UsageError("unknown option " + flag);
   }
   auto lw = loopus::load_looped(model_path, "0..0", "4..4");
   auto tok = loopus::load_tokenizer_from_gguf_meta(lw->base->source->meta, model_path);

@@ -118,7 +118,7 @@ int main(int argc, char** argv) try {
     if (flag == "-m") model_path = value;
     else if (flag == "-p") prompt_text = value;
     else if (flag == "--max-step") max_step = std::stof(value);
-    else throw loopus::Error("unknown option " + flag);
+    else throw loopus::UsageError("unknown option " + flag);
   }
 
   auto lw = loopus::load_looped(model_path, "0..0", "4..4");

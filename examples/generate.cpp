@@ -42,7 +42,7 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (i + 1 >= argc) throw loopus::Error("missing value after " + flag);
+    if (i + 1 >= argc) throw loopus::UsageError("missing value after " + flag);
     const std::string value = argv[++i];
     if (flag == "-m") o.model = value;
     else if (flag == "-p") o.prompt = value;
@@ -52,7 +52,7 @@ Options parse(int argc, char** argv) {
     else if (flag == "--halt") o.halt = value;
     else if (flag == "--alpha") o.alpha = std::stof(value);
     else if (flag == "-n") o.n_predict = std::stoi(value);
-    else throw loopus::Error("unknown option " + flag + " (see the comment at the top of generate.cpp)");
+    else throw loopus::UsageError("unknown option " + flag + " (see the comment at the top of generate.cpp)");
   }
   return o;
 }

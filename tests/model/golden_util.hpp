@@ -51,7 +51,7 @@ inline std::vector<float> b64_f32(const std::string& s, const std::string& what)
   for (char c : s) {
     if (c == '=') break;
     const int v = val(c);
-    if (v < 0) throw Error(what + ": invalid base64 character");
+    if (v < 0) throw FormatError(what + ": invalid base64 character");
     acc = (acc << 6) | uint32_t(v);
     bits += 6;
     if (bits >= 8) {
@@ -59,7 +59,7 @@ inline std::vector<float> b64_f32(const std::string& s, const std::string& what)
       bytes.push_back(uint8_t(acc >> bits));
     }
   }
-  if (bytes.size() % 4) throw Error(what + ": base64 payload is not a whole number of float32");
+  if (bytes.size() % 4) throw FormatError(what + ": base64 payload is not a whole number of float32");
   std::vector<float> out(bytes.size() / 4);
   for (size_t i = 0; i < out.size(); ++i) {
     const uint32_t u = uint32_t(bytes[4 * i]) | uint32_t(bytes[4 * i + 1]) << 8 | uint32_t(bytes[4 * i + 2]) << 16 |

@@ -147,7 +147,7 @@ TEST_CASE("[loopus] train: run_adaptation writes the run folder, reports, and re
   // ---- the same run, stopped after batch 3 (the checkpoint holds batch 2), then resumed
   AdaptCallbacks stop;
   stop.on_step = [](const AdaptProgress& p) {
-    if (p.rec.step == 3) throw Error("stop");
+    if (p.rec.step == 3) throw IoError("stop");
   };
   CHECK_THROWS_WITH(run_adaptation<Cpu>(small_run(dir / "b", 6), stop), "stop");
   CHECK(read_jsonl(dir / "b" / "log.jsonl").size() == 3);

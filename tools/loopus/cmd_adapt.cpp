@@ -50,10 +50,10 @@ std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
       if (used != item.size() || v < 1 || v > 1024) throw std::invalid_argument("range");
       out.push_back(v);
     } catch (const std::exception&) {
-      throw Error(what + " '" + s + "': expected a comma list of loop counts in 1..1024");
+      throw UsageError(what + " '" + s + "': expected a comma list of loop counts in 1..1024");
     }
   }
-  if (out.empty()) throw Error(what + " is empty");
+  if (out.empty()) throw UsageError(what + " is empty");
   return out;
 }
 
@@ -233,7 +233,7 @@ void register_adapt(CLI::App& app) {
                     "reference (the slow scalar oracle, for checks on tiny models)");
   sub->add_flag("-q,--quiet", a->quiet, "no progress line");
   sub->callback([a, sub] {
-    if (a->cfg.max_tokens <= 0 && a->cfg.max_steps <= 0) throw Error("give a budget: --tokens N or --steps N");
+    if (a->cfg.max_tokens <= 0 && a->cfg.max_steps <= 0) throw UsageError("give a budget: --tokens N or --steps N");
     if (a->official) apply_official(*sub, a->cfg);
     run_adapt(*a);
   });

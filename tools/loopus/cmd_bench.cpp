@@ -24,16 +24,16 @@ std::vector<int> parse_int_list(const std::string& s, const std::string& flag) {
       if (used != item.size() || x <= 0) throw std::invalid_argument("");
       v.push_back(x);
     } catch (const std::exception&) {
-      throw Error(flag + " '" + s + "': expected a comma-separated list of positive integers");
+      throw UsageError(flag + " '" + s + "': expected a comma-separated list of positive integers");
     }
   }
-  if (v.empty()) throw Error(flag + " is empty");
+  if (v.empty()) throw UsageError(flag + " is empty");
   return v;
 }
 
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream f(path);
-  if (!f) throw Error(path + ": cannot write");
+  if (!f) throw IoError(path + ": cannot write");
   f << text;
 }
 

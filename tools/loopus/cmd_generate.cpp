@@ -27,11 +27,11 @@ struct GenArgs {
 
 std::vector<int32_t> prompt_ids_for(const GenArgs& a, const Tokenizer& tok) {
   if (a.prompt.empty()) {
-    if (tok.bos_id() < 0) throw Error("empty prompt and the vocabulary has no BOS token; pass -p TEXT");
+    if (tok.bos_id() < 0) throw UsageError("empty prompt and the vocabulary has no BOS token; pass -p TEXT");
     return {tok.bos_id()};
   }
   auto ids = tok.encode(a.prompt, /*add_special=*/true);
-  if (ids.empty()) throw Error("the prompt encodes to no tokens");
+  if (ids.empty()) throw UsageError("the prompt encodes to no tokens");
   return ids;
 }
 

@@ -50,12 +50,12 @@ void register_perplexity(CLI::App& app) {
     a->model.apply_threads();
     auto m = open_runnable(a->model, a->loop);
     std::ifstream in(a->file, std::ios::binary);
-    if (!in) throw Error(a->file + ": cannot open");
+    if (!in) throw IoError(a->file + ": cannot open");
     std::stringstream ss;
     ss << in.rdbuf();
     std::vector<int32_t> toks = m.tok->encode(ss.str(), /*add_special=*/true);
     if (a->max_tokens > 0 && int64_t(toks.size()) > a->max_tokens) toks.resize(size_t(a->max_tokens));
-    if (toks.size() < 2) throw Error(a->file + ": fewer than 2 tokens to score");
+    if (toks.size() < 2) throw UsageError(a->file + ": fewer than 2 tokens to score");
     ContextParams cp;
     cp.n_ctx = a->window;
     eval::PerplexityOptions po;

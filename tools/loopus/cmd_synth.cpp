@@ -52,11 +52,11 @@ void register_synth(CLI::App& app) {
   sub->callback([a] {
     a->p.arch = a->arch == "qwen3" ? Arch::kQwen3 : a->arch == "phi3" ? Arch::kPhi3 : Arch::kLlama;
     if (a->p.arch != Arch::kPhi3 && (a->p.partial_rotary != 1.f || a->p.sliding_window || a->p.rope_orig_ctx))
-      throw Error("--partial-rotary, --sliding-window and --rope-orig-ctx need --arch phi3");
+      throw UsageError("--partial-rotary, --sliding-window and --rope-orig-ctx need --arch phi3");
     if (a->p.kv_heads <= 0) a->p.kv_heads = a->p.heads;
     a->p.dtype = a->dtype == "bf16" ? DType::kBF16 : a->dtype == "f16" ? DType::kF16 : DType::kF32;
     if (a->p.head_dim <= 0 && a->p.dim % a->p.heads)
-      throw Error("--dim " + std::to_string(a->p.dim) + " is not a multiple of --heads; pass --head-dim");
+      throw UsageError("--dim " + std::to_string(a->p.dim) + " is not a multiple of --heads; pass --head-dim");
     auto w = synth_weights(a->p);
     const bool gguf = a->out.size() > 5 && a->out.substr(a->out.size() - 5) == ".gguf";
     if (a->loopus) {

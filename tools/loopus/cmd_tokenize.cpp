@@ -31,7 +31,7 @@ void register_tokenize(CLI::App& app) {
       auto f = io::open_any(a->model.model, io::LoadMode::kMmap);
       tok = io::open_tokenizer(f);
     } else {
-      throw Error("tokenize needs -m MODEL or --tokenizer FILE");
+      throw UsageError("tokenize needs -m MODEL or --tokenizer FILE");
     }
     auto print = [&](const std::string& s) {
       nlohmann::json ids = tok->encode(s, !a->no_special);
@@ -39,7 +39,7 @@ void register_tokenize(CLI::App& app) {
     };
     if (!a->jsonl.empty()) {
       std::ifstream in(a->jsonl, std::ios::binary);
-      if (!in) throw Error(a->jsonl + ": cannot open");
+      if (!in) throw IoError(a->jsonl + ": cannot open");
       std::string line;
       size_t n = 0;
       while (std::getline(in, line)) {
@@ -49,10 +49,10 @@ void register_tokenize(CLI::App& app) {
         try {
           obj = nlohmann::json::parse(line);
         } catch (const std::exception& e) {
-          throw Error(a->jsonl + ":" + std::to_string(n) + ": not valid JSON (" + e.what() + ")");
+          throw FormatError(a->jsonl + ":" + std::to_string(n) + ": not valid JSON (" + e.what() + ")");
         }
         if (!obj.is_object() || !obj.contains("text") || !obj["text"].is_string())
-          throw Error(a->jsonl + ":" + std::to_string(n) + ": expected an object with a string field \"text\"");
+          throw FormatError(a->jsonl + ":" + std::to_string(n) + ": expected an object with a string field \"text\"");
         print(obj["text"].get<std::string>());
       }
     } else {

@@ -41,7 +41,7 @@ inline size_t looped_kv_bytes_per_token(const LoopedWeights& lw, const std::stri
   size_t depths = 1;
   if (cache == "per-depth") depths = size_t(loops);
   else if (cache != "shared" && cache != "none")
-    throw Error("cache must be per-depth, shared or none, got '" + cache + "'");
+    throw UsageError("cache must be per-depth, shared or none, got '" + cache + "'");
   return (nE + nM * depths + nD) * kv_row_bytes(lw.base->hp);
 }
 
@@ -92,7 +92,7 @@ inline std::vector<int32_t> bench_prompt(int n, int n_vocab) {
 template <class Model>
 BenchRow measure_speed(Model& m, int n_prompt, int n_gen, int reps) {
   using clock = std::chrono::steady_clock;
-  if (n_prompt < 1 || n_gen < 1 || reps < 1) throw Error("bench: n_prompt, n_gen and reps must be >= 1");
+  if (n_prompt < 1 || n_gen < 1 || reps < 1) throw UsageError("bench: n_prompt, n_gen and reps must be >= 1");
   std::vector<float> logits(static_cast<size_t>(m.n_vocab()));
   const std::vector<int32_t> prompt = bench_prompt(n_prompt, m.n_vocab());
   std::vector<double> pp, tg;

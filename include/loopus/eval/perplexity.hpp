@@ -61,17 +61,17 @@ using PerplexityCallback = std::function<void(const PerplexityProgress&)>;
 template <class Model>
 PerplexityResult perplexity(Model& m, std::span<const int32_t> toks, const PerplexityOptions& o = {},
                             const PerplexityCallback& progress = {}) {
-  if (o.window < 2) throw Error("perplexity: the window must be at least 2 tokens");
+  if (o.window < 2) throw UsageError("perplexity: the window must be at least 2 tokens");
   if (m.n_ctx() < o.window - 1)
-    throw Error("perplexity: the model's context (" + std::to_string(m.n_ctx()) + ") is shorter than a window");
+    throw UsageError("perplexity: the model's context (" + std::to_string(m.n_ctx()) + ") is shorter than a window");
   using clock = std::chrono::steady_clock;
   PerplexityResult r;
   const int64_t V = m.n_vocab();
   for (size_t i = 0; i < toks.size(); ++i)  // a target outside the vocabulary has no logit to read
     if (toks[i] < 0 || toks[i] >= V)
-      throw Error("perplexity: token " + std::to_string(i) + " has id " + std::to_string(toks[i]) +
-                  ", outside the model's vocabulary (0.." + std::to_string(V - 1) +
-                  "; was the text tokenized for another model?)");
+      throw UsageError("perplexity: token " + std::to_string(i) + " has id " + std::to_string(toks[i]) +
+                       ", outside the model's vocabulary (0.." + std::to_string(V - 1) +
+                       "; was the text tokenized for another model?)");
   const size_t W = size_t(o.window);
   std::vector<float> logits(static_cast<size_t>(V) * (o.stream ? 1 : W));
   double loops = 0;

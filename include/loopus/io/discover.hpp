@@ -25,11 +25,11 @@ namespace loopus::io {
 /// else a llama2.c tokenizer.bin. Throws Error when the path is missing.
 inline std::unique_ptr<Tokenizer> open_tokenizer_file(const std::string& path) {
   namespace fs = std::filesystem;
-  if (!fs::exists(path)) throw Error(path + ": tokenizer file not found");
+  if (!fs::exists(path)) throw IoError(path + ": tokenizer file not found");
   if (fs::is_directory(path)) {
     if (fs::exists(fs::path(path) / "tokenizer.json"))
       return std::make_unique<BpeTokenizer>(BpeTokenizer::from_json_file((fs::path(path) / "tokenizer.json").string()));
-    throw Error(path + ": folder has no tokenizer.json");
+    throw IoError(path + ": folder has no tokenizer.json");
   }
   if (fs::path(path).extension() == ".json") return std::make_unique<BpeTokenizer>(BpeTokenizer::from_json_file(path));
   if (fs::path(path).extension() == ".gguf") {
@@ -48,19 +48,20 @@ inline std::string tokenizer_path_for(const TensorFile& f) {
   namespace fs = std::filesystem;
   if (f.format == "gguf") {
     if (f.meta.contains("tokenizer.ggml.model")) return f.path;
-    throw Error(f.path +
-                ": the GGUF has no vocabulary (tokenizer.ggml.*); give a tokenizer file (OpenModelOptions::tokenizer)");
+    throw UsageError(
+        f.path +
+        ": the GGUF has no vocabulary (tokenizer.ggml.*); give a tokenizer file (OpenModelOptions::tokenizer)");
   }
   if (f.format == "safetensors") {
     const fs::path dir = fs::is_directory(f.path) ? fs::path(f.path) : fs::path(f.path).parent_path();
     if (fs::exists(dir / "tokenizer.json")) return (dir / "tokenizer.json").string();
     if (fs::exists(dir / "model.gguf")) return (dir / "model.gguf").string();
-    throw Error(
+    throw UsageError(
         f.path +
         ": no tokenizer.json (or model.gguf) beside the model; give a tokenizer file (OpenModelOptions::tokenizer)");
   }
-  throw Error(f.path +
-              ": llama2.c checkpoints carry no vocabulary; give their tokenizer.bin (OpenModelOptions::tokenizer)");
+  throw UsageError(
+      f.path + ": llama2.c checkpoints carry no vocabulary; give their tokenizer.bin (OpenModelOptions::tokenizer)");
 }
 
 /// The tokenizer of an opened model (tokenizer_path_for), or of `override_path` when it is not empty.
@@ -124,8 +125,8 @@ inline OpenedModel open_model(const std::string& path, const OpenModelOptions& o
     const std::string p = f.path;
     auto lw = load_looped_checkpoint(std::move(f), o.load);
     if (!o.encoder_layers.empty() || !o.decoder_layers.empty())
-      throw Error(p + ": a LoopUS checkpoint fixes its split (" + lw->split.text() +
-                  "); leave encoder_layers/decoder_layers empty");
+      throw UsageError(p + ": a LoopUS checkpoint fixes its split (" + lw->split.text() +
+                       "); leave encoder_layers/decoder_layers empty");
     r.looped = lw;
     r.plain = lw->base;
   } else {

@@ -52,16 +52,16 @@ class InputFile {
  public:
   explicit InputFile(std::string path) : path_(std::move(path)) {
     fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd_ < 0) throw Error(path_ + ": cannot open (" + errno_text(errno) + ")");
+    if (fd_ < 0) throw IoError(path_ + ": cannot open (" + errno_text(errno) + ")");
     struct stat st {};
     if (::fstat(fd_, &st) != 0) {
       const int e = errno;
       ::close(fd_);
-      throw Error(path_ + ": cannot stat (" + errno_text(e) + ")");
+      throw IoError(path_ + ": cannot stat (" + errno_text(e) + ")");
     }
     if (S_ISDIR(st.st_mode)) {
       ::close(fd_);
-      throw Error(path_ + ": is a directory, expected a file");
+      throw IoError(path_ + ": is a directory, expected a file");
     }
     size_ = uint64_t(st.st_size);
   }
@@ -77,9 +77,8 @@ class InputFile {
   /// Reads exactly n bytes at offset off. `what` names the thing being read for the error.
   void read_at(void* dst, uint64_t n, uint64_t off, const std::string& what) const {
     if (off > size_ || n > size_ - off)
-      throw Error(path_ + ": " + what + " (bytes " + std::to_string(off) + ".." +
-                  std::to_string(off + n) + ") runs past EOF (file is " + std::to_string(size_) +
-                  " bytes; truncated?)");
+      throw FormatError(path_ + ": " + what + " (bytes " + std::to_string(off) + ".." + std::to_string(off + n) +
+                        ") runs past EOF (file is " + std::to_string(size_) + " bytes; truncated?)");
     auto* p = static_cast<char*>(dst);
     while (n > 0) {
       // Linux caps one read at about 2 GiB; stay well below it.
@@ -87,10 +86,9 @@ class InputFile {
       const ssize_t got = ::pread(fd_, p, chunk, off_t(off));
       if (got < 0) {
         if (errno == EINTR) continue;
-        throw Error(path_ + ": read error in " + what + " (" + errno_text(errno) + ")");
+        throw IoError(path_ + ": read error in " + what + " (" + errno_text(errno) + ")");
       }
-      if (got == 0)
-        throw Error(path_ + ": file shrank while reading " + what + " (truncated?)");
+      if (got == 0) throw FormatError(path_ + ": file shrank while reading " + what + " (truncated?)");
       p += got;
       off += uint64_t(got);
       n -= uint64_t(got);
@@ -99,9 +97,9 @@ class InputFile {
 
   /// Maps the whole file read-only; the mapping lives as long as the returned pointer.
   std::shared_ptr<void> map() const {
-    if (size_ == 0) throw Error(path_ + ": cannot map an empty file");
+    if (size_ == 0) throw FormatError(path_ + ": cannot map an empty file");
     void* p = ::mmap(nullptr, size_t(size_), PROT_READ, MAP_PRIVATE, fd_, 0);
-    if (p == MAP_FAILED) throw Error(path_ + ": mmap failed (" + errno_text(errno) + ")");
+    if (p == MAP_FAILED) throw IoError(path_ + ": mmap failed (" + errno_text(errno) + ")");
     const size_t len = size_t(size_);
     return std::shared_ptr<void>(p, [len](void* q) { ::munmap(q, len); });
   }
@@ -124,9 +122,8 @@ class Cursor {
 
   void read(void* dst, uint64_t n, const std::string& what) {
     if (n > remaining())
-      throw Error(f_.path() + ": truncated " + what + " at offset " + std::to_string(pos_) +
-                  " (needs " + std::to_string(n) + " bytes, file is " +
-                  std::to_string(f_.size()) + " bytes)");
+      throw FormatError(f_.path() + ": truncated " + what + " at offset " + std::to_string(pos_) + " (needs " +
+                        std::to_string(n) + " bytes, file is " + std::to_string(f_.size()) + " bytes)");
     auto* out = static_cast<char*>(dst);
     while (n > 0) {
       if (pos_ >= buf_off_ && pos_ < buf_off_ + buf_.size()) {
@@ -155,9 +152,8 @@ class Cursor {
   }
   std::string str(uint64_t n, const std::string& what) {
     if (n > remaining())
-      throw Error(f_.path() + ": " + what + " of length " + std::to_string(n) + " at offset " +
-                  std::to_string(pos_) + " runs past EOF (file is " + std::to_string(f_.size()) +
-                  " bytes)");
+      throw FormatError(f_.path() + ": " + what + " of length " + std::to_string(n) + " at offset " +
+                        std::to_string(pos_) + " runs past EOF (file is " + std::to_string(f_.size()) + " bytes)");
     std::string s(size_t(n), '\0');
     read(s.data(), n, what);
     return s;
@@ -226,7 +222,7 @@ class AtomicFileWriter {
   explicit AtomicFileWriter(std::string path) : path_(std::move(path)) {
     tmp_ = path_ + ".tmp." + std::to_string(::getpid());
     fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw Error(path_ + ": cannot create " + tmp_ + " (" + detail::errno_text(errno) + ")");
+    if (fd_ < 0) throw IoError(path_ + ": cannot create " + tmp_ + " (" + detail::errno_text(errno) + ")");
     buf_.reserve(kBuf);
   }
   AtomicFileWriter(const AtomicFileWriter&) = delete;
@@ -290,7 +286,7 @@ class AtomicFileWriter {
  private:
   static constexpr size_t kBuf = size_t(1) << 20;
   [[noreturn]] void fail(const char* op) {
-    throw Error(path_ + ": " + op + " of " + tmp_ + " failed (" + detail::errno_text(errno) + ")");
+    throw IoError(path_ + ": " + op + " of " + tmp_ + " failed (" + detail::errno_text(errno) + ")");
   }
   void flush() {
     if (!buf_.empty()) raw_write(buf_.data(), buf_.size());

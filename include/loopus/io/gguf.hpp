@@ -159,22 +159,22 @@ class GgufMetaReader {
     }
     if (type == uint32_t(GgufType::kString)) return string(what);
     if (type != uint32_t(GgufType::kArray))
-      throw Error(c_.path() + ": key '" + key + "' has unknown value type id " +
-                  std::to_string(type) + " (expected 0..12)");
+      throw FormatError(c_.path() + ": key '" + key + "' has unknown value type id " + std::to_string(type) +
+                        " (expected 0..12)");
     if (depth >= kGgufMaxArrayDepth)
-      throw Error(c_.path() + ": key '" + key + "' nests arrays deeper than " +
-                  std::to_string(kGgufMaxArrayDepth) + " levels");
+      throw FormatError(c_.path() + ": key '" + key + "' nests arrays deeper than " +
+                        std::to_string(kGgufMaxArrayDepth) + " levels");
     const uint32_t et = c_.get<uint32_t>("array type of key '" + key + "'");
     const uint64_t n = c_.get<uint64_t>("array length of key '" + key + "'");
     const uint64_t min = gguf_min_size(et);
     if (min == 0)
-      throw Error(c_.path() + ": key '" + key + "' is an array of unknown value type id " +
-                  std::to_string(et) + " (expected 0..12)");
+      throw FormatError(c_.path() + ": key '" + key + "' is an array of unknown value type id " + std::to_string(et) +
+                        " (expected 0..12)");
     if (n > c_.remaining() / min)
-      throw Error(c_.path() + ": key '" + key + "' claims an array of " + std::to_string(n) + " " +
-                  std::string(gguf_type_name(et)) + " values at offset " + std::to_string(c_.pos()) +
-                  ", more than the remaining " + std::to_string(c_.remaining()) +
-                  " bytes can hold (corrupt or truncated file)");
+      throw FormatError(c_.path() + ": key '" + key + "' claims an array of " + std::to_string(n) + " " +
+                        std::string(gguf_type_name(et)) + " values at offset " + std::to_string(c_.pos()) +
+                        ", more than the remaining " + std::to_string(c_.remaining()) +
+                        " bytes can hold (corrupt or truncated file)");
     nlohmann::json arr = nlohmann::json::array();
     auto& vec = arr.get_ref<nlohmann::json::array_t&>();
     vec.reserve(size_t(n));
@@ -220,36 +220,36 @@ inline TensorFile open_gguf(const std::string& path, LoadMode mode = LoadMode::k
   tf.format = "gguf";
   tf.meta = json::object();
 
-  if (f.size() < 4) throw Error(path + ": file is " + std::to_string(f.size()) + " bytes, too small for GGUF");
+  if (f.size() < 4) throw FormatError(path + ": file is " + std::to_string(f.size()) + " bytes, too small for GGUF");
   const uint32_t magic = c.get<uint32_t>("magic");
   if (magic != kGgufMagic) {
     char m[5] = {};
     std::memcpy(m, &magic, 4);
     for (char& ch : m)
       if (ch && (ch < 32 || ch > 126)) ch = '?';
-    throw Error(path + ": not a GGUF file (magic '" + std::string(m) + "', expected 'GGUF')");
+    throw FormatError(path + ": not a GGUF file (magic '" + std::string(m) + "', expected 'GGUF')");
   }
   const uint32_t version = c.get<uint32_t>("version");
   if (version == 1)
-    throw Error(path + ": GGUF v1 is not supported (re-convert it with a current llama.cpp)");
+    throw UnsupportedError(path + ": GGUF v1 is not supported (re-convert it with a current llama.cpp)");
   if ((version & 0xffffu) == 0 && version != 0)
-    throw Error(path + ": big-endian GGUF is not supported (version field " + std::to_string(version) + ")");
+    throw UnsupportedError(path + ": big-endian GGUF is not supported (version field " + std::to_string(version) + ")");
   if (version != 2 && version != 3)
-    throw Error(path + ": unsupported GGUF version " + std::to_string(version) + " (expected 2 or 3)");
+    throw UnsupportedError(path + ": unsupported GGUF version " + std::to_string(version) + " (expected 2 or 3)");
   const uint64_t n_tensors = c.get<uint64_t>("tensor count");
   const uint64_t n_kv = c.get<uint64_t>("metadata count");
   // A key/value takes at least 13 bytes and a tensor info at least 24.
   if (n_kv > c.remaining() / 13 || n_tensors > c.remaining() / 24)
-    throw Error(path + ": header claims " + std::to_string(n_kv) + " metadata pairs and " +
-                std::to_string(n_tensors) + " tensors, more than a " + std::to_string(f.size()) +
-                "-byte file can hold (corrupt or truncated)");
+    throw FormatError(path + ": header claims " + std::to_string(n_kv) + " metadata pairs and " +
+                      std::to_string(n_tensors) + " tensors, more than a " + std::to_string(f.size()) +
+                      "-byte file can hold (corrupt or truncated)");
 
   detail::GgufMetaReader mr(c);
   for (uint64_t i = 0; i < n_kv; ++i) {
     std::string key = mr.string("metadata key #" + std::to_string(i));
     const uint32_t type = c.get<uint32_t>("type of key '" + key + "'");
     json v = mr.value(type, key, 0);
-    if (tf.meta.contains(key)) throw Error(path + ": duplicate metadata key '" + key + "'");
+    if (tf.meta.contains(key)) throw FormatError(path + ": duplicate metadata key '" + key + "'");
     tf.meta[key] = std::move(v);
   }
 
@@ -257,7 +257,7 @@ inline TensorFile open_gguf(const std::string& path, LoadMode mode = LoadMode::k
   if (auto it = tf.meta.find("general.alignment"); it != tf.meta.end()) {
     if (!it->is_number_integer() || it->get<int64_t>() <= 0 || it->get<int64_t>() > (int64_t(1) << 30) ||
         !std::has_single_bit(uint64_t(it->get<int64_t>())))
-      throw Error(path + ": general.alignment = " + detail::json_text(*it) + " is not a power of two");
+      throw FormatError(path + ": general.alignment = " + detail::json_text(*it) + " is not a power of two");
     alignment = uint64_t(it->get<int64_t>());
   }
 
@@ -268,11 +268,11 @@ inline TensorFile open_gguf(const std::string& path, LoadMode mode = LoadMode::k
     detail::GgufTensorInfo ti;
     ti.name = mr.string("name of tensor #" + std::to_string(i));
     const std::string tn = "tensor '" + ti.name + "'";
-    if (!seen.insert(ti.name).second) throw Error(path + ": duplicate " + tn);
+    if (!seen.insert(ti.name).second) throw FormatError(path + ": duplicate " + tn);
     const uint32_t n_dims = c.get<uint32_t>("dimension count of " + tn);
     if (n_dims > kGgufMaxDims)
-      throw Error(path + ": " + tn + " has " + std::to_string(n_dims) + " dimensions (at most " +
-                  std::to_string(kGgufMaxDims) + " supported)");
+      throw FormatError(path + ": " + tn + " has " + std::to_string(n_dims) + " dimensions (at most " +
+                        std::to_string(kGgufMaxDims) + " supported)");
     uint64_t ne[kGgufMaxDims] = {1, 1, 1, 1};
     c.read(ne, uint64_t(n_dims) * 8, "dimensions of " + tn);
     int64_t numel = 1;
@@ -282,42 +282,41 @@ inline TensorFile open_gguf(const std::string& path, LoadMode mode = LoadMode::k
       dims_text += std::to_string(ne[d]);
       if (ne[d] > uint64_t(std::numeric_limits<int64_t>::max()) ||
           __builtin_mul_overflow(numel, int64_t(ne[d]), &numel))
-        throw Error(path + ": " + tn + " has dimensions overflowing int64 (ne = " + dims_text + ")");
+        throw FormatError(path + ": " + tn + " has dimensions overflowing int64 (ne = " + dims_text + ")");
     }
     for (uint32_t d = n_dims; d-- > 0;) ti.shape.push_back(int64_t(ne[d]));
     const uint32_t type = c.get<uint32_t>("type of " + tn);
     if (!dtype_from_ggml(type, &ti.dtype)) {
       const std::string_view known = ggml_type_name(type);
-      throw Error(path + ": " + tn + " has unsupported ggml type id " + std::to_string(type) +
-                  (known.empty() ? " (unknown to ggml)" : " (" + std::string(known) + ")") +
-                  "; supported: f32, f16, bf16, q8_0, q4_0, q4_1, q4_K, q6_K, i32, f64");
+      throw UnsupportedError(path + ": " + tn + " has unsupported ggml type id " + std::to_string(type) +
+                             (known.empty() ? " (unknown to ggml)" : " (" + std::string(known) + ")") +
+                             "; supported: f32, f16, bf16, q8_0, q4_0, q4_1, q4_K, q6_K, i32, f64");
     }
     const int64_t bs = dtype_block_size(ti.dtype);
     if (n_dims > 0 && int64_t(ne[0]) % bs != 0)
-      throw Error(path + ": " + tn + " row length " + std::to_string(ne[0]) +
-                  " is not a multiple of the " + std::string(dtype_name(ti.dtype)) + " block size " +
-                  std::to_string(bs));
+      throw FormatError(path + ": " + tn + " row length " + std::to_string(ne[0]) + " is not a multiple of the " +
+                        std::string(dtype_name(ti.dtype)) + " block size " + std::to_string(bs));
     if (!dtype_bytes_checked(ti.dtype, numel, &ti.nbytes))
-      throw Error(path + ": " + tn + " element count " + std::to_string(numel) +
-                  " is not a whole number of " + std::string(dtype_name(ti.dtype)) + " blocks");
+      throw FormatError(path + ": " + tn + " element count " + std::to_string(numel) + " is not a whole number of " +
+                        std::string(dtype_name(ti.dtype)) + " blocks");
     ti.offset = c.get<uint64_t>("data offset of " + tn);
     if (ti.offset % alignment != 0)
-      throw Error(path + ": " + tn + " data offset " + std::to_string(ti.offset) +
-                  " is not a multiple of the alignment " + std::to_string(alignment));
+      throw FormatError(path + ": " + tn + " data offset " + std::to_string(ti.offset) +
+                        " is not a multiple of the alignment " + std::to_string(alignment));
     infos.push_back(std::move(ti));
   }
 
   uint64_t data_start = 0;
   if (!detail::align_up_u64(c.pos(), alignment, &data_start))
-    throw Error(path + ": data section offset overflows");
+    throw FormatError(path + ": data section offset overflows");
   uint64_t data_len = 0;  // bytes of the data section the tensors use
   for (const auto& ti : infos) {
     uint64_t end = 0, abs_end = 0;
     if (!detail::add_u64(ti.offset, ti.nbytes, &end) || !detail::add_u64(data_start, end, &abs_end) ||
         abs_end > f.size())
-      throw Error(path + ": tensor '" + ti.name + "' (" + std::to_string(ti.nbytes) +
-                  " bytes at data offset " + std::to_string(ti.offset) + ") ends past EOF at " +
-                  std::to_string(f.size()) + " bytes (truncated download?)");
+      throw FormatError(path + ": tensor '" + ti.name + "' (" + std::to_string(ti.nbytes) + " bytes at data offset " +
+                        std::to_string(ti.offset) + ") ends past EOF at " + std::to_string(f.size()) +
+                        " bytes (truncated download?)");
     data_len = std::max(data_len, end);
   }
 
@@ -395,12 +394,12 @@ class GgufWriter {
   /// Stores a JSON value with an explicit type: a scalar of `leaf`, or a
   /// (possibly nested) array whose scalars are all of type `leaf`.
   void set(const std::string& k, const nlohmann::json& v, GgufType leaf) {
-    if (leaf == GgufType::kArray) throw Error("gguf key '" + k + "': leaf type cannot be array");
+    if (leaf == GgufType::kArray) throw UsageError("gguf key '" + k + "': leaf type cannot be array");
     if (k == "general.alignment") {
       if (leaf != GgufType::kU32 || !v.is_number_integer())
-        throw Error("gguf key 'general.alignment' must be a u32");
+        throw UsageError("gguf key 'general.alignment' must be a u32");
       const int64_t a = v.get<int64_t>();
-      if (a <= 0 || a > int64_t(UINT32_MAX)) throw Error("gguf key 'general.alignment' out of range");
+      if (a <= 0 || a > int64_t(UINT32_MAX)) throw UsageError("gguf key 'general.alignment' out of range");
       set_u32(k, uint32_t(a));
       return;
     }
@@ -432,26 +431,25 @@ class GgufWriter {
   void add_tensor(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
                   size_t nbytes = 0) {
     if (name.empty() || name.size() > 63)
-      throw Error("gguf tensor '" + name + "': name must be 1..63 bytes (ggml limit)");
-    if (tensor_index_.count(name)) throw Error("gguf tensor '" + name + "' added twice");
+      throw UsageError("gguf tensor '" + name + "': name must be 1..63 bytes (ggml limit)");
+    if (tensor_index_.count(name)) throw UsageError("gguf tensor '" + name + "' added twice");
     if (shape.size() > kGgufMaxDims)
-      throw Error("gguf tensor '" + name + "': " + std::to_string(shape.size()) + " dimensions (at most 4)");
+      throw UsageError("gguf tensor '" + name + "': " + std::to_string(shape.size()) + " dimensions (at most 4)");
     int64_t numel = 1;
     for (int64_t s : shape)
       if (s < 0 || __builtin_mul_overflow(numel, s, &numel))
-        throw Error("gguf tensor '" + name + "': invalid shape");
+        throw UsageError("gguf tensor '" + name + "': invalid shape");
     const int64_t bs = dtype_block_size(dtype);
     if (!shape.empty() && shape.back() % bs != 0)
-      throw Error("gguf tensor '" + name + "': innermost dimension " + std::to_string(shape.back()) +
-                  " is not a multiple of the " + std::string(dtype_name(dtype)) + " block size " +
-                  std::to_string(bs));
+      throw UsageError("gguf tensor '" + name + "': innermost dimension " + std::to_string(shape.back()) +
+                       " is not a multiple of the " + std::string(dtype_name(dtype)) + " block size " +
+                       std::to_string(bs));
     uint64_t want = 0;
-    if (!dtype_bytes_checked(dtype, numel, &want))
-      throw Error("gguf tensor '" + name + "': size overflows");
+    if (!dtype_bytes_checked(dtype, numel, &want)) throw UsageError("gguf tensor '" + name + "': size overflows");
     if (nbytes != 0 && nbytes != want)
-      throw Error("gguf tensor '" + name + "': " + std::to_string(nbytes) + " bytes given, shape and " +
-                  std::string(dtype_name(dtype)) + " need " + std::to_string(want));
-    if (want > 0 && !data) throw Error("gguf tensor '" + name + "': null data");
+      throw UsageError("gguf tensor '" + name + "': " + std::to_string(nbytes) + " bytes given, shape and " +
+                       std::string(dtype_name(dtype)) + " need " + std::to_string(want));
+    if (want > 0 && !data) throw UsageError("gguf tensor '" + name + "': null data");
     TensorRecord r;
     r.name = name;
     r.dtype = dtype;
@@ -506,7 +504,7 @@ class GgufWriter {
  private:
   static void check_alignment(uint64_t a) {
     if (a == 0 || !std::has_single_bit(a) || a > (uint64_t(1) << 30))
-      throw Error("gguf writer: alignment " + std::to_string(a) + " is not a power of two");
+      throw UsageError("gguf writer: alignment " + std::to_string(a) + " is not a power of two");
   }
   static void put_u32(std::string& b, uint32_t v) { b.append(reinterpret_cast<const char*>(&v), 4); }
   static void put_u64(std::string& b, uint64_t v) { b.append(reinterpret_cast<const char*>(&v), 8); }
@@ -533,7 +531,7 @@ class GgufWriter {
     kv(k, std::move(b));
   }
   void kv(const std::string& k, std::string bytes) {
-    if (k.empty()) throw Error("gguf writer: empty metadata key");
+    if (k.empty()) throw UsageError("gguf writer: empty metadata key");
     if (auto it = kv_index_.find(k); it != kv_index_.end()) {
       kvs_[it->second].second = std::move(bytes);  // re-setting a key replaces it in place
       return;
@@ -544,8 +542,8 @@ class GgufWriter {
 
   [[noreturn]] static void type_error(const std::string& k, const nlohmann::json& v, GgufType t) {
     std::string shown = v.is_string() ? "a string" : detail::json_text(v);
-    throw Error("gguf key '" + k + "': value " + shown + " cannot be stored as " +
-                std::string(gguf_type_name(uint32_t(t))));
+    throw UsageError("gguf key '" + k + "': value " + shown + " cannot be stored as " +
+                     std::string(gguf_type_name(uint32_t(t))));
   }
   static void put_leaf(std::string& b, const std::string& k, const nlohmann::json& v, GgufType t) {
     auto put_int = [&](auto tag) {
@@ -601,11 +599,10 @@ class GgufWriter {
   /// Array body (element type, count, elements); nested arrays recurse.
   static void put_array_body(std::string& b, const std::string& k, const nlohmann::json& v, GgufType leaf,
                              int depth) {
-    if (depth >= kGgufMaxArrayDepth) throw Error("gguf key '" + k + "': arrays nested too deeply");
+    if (depth >= kGgufMaxArrayDepth) throw UsageError("gguf key '" + k + "': arrays nested too deeply");
     const bool nested = !v.empty() && v.front().is_array();
     for (const auto& e : v)
-      if (e.is_array() != nested)
-        throw Error("gguf key '" + k + "': array mixes arrays and scalars");
+      if (e.is_array() != nested) throw UsageError("gguf key '" + k + "': array mixes arrays and scalars");
     put_u32(b, uint32_t(nested ? GgufType::kArray : leaf));
     put_u64(b, v.size());
     for (const auto& e : v) {
@@ -637,16 +634,14 @@ class GgufWriter {
         if (s < INT32_MIN || s > INT32_MAX) kd.wide = true;
         return;
       }
-      default:
-        throw Error("gguf key '" + k + "': JSON " + std::string(v.type_name()) +
-                    " has no GGUF equivalent");
+      default: throw UsageError("gguf key '" + k + "': JSON " + std::string(v.type_name()) + " has no GGUF equivalent");
     }
   }
   static GgufType infer_leaf(const std::string& k, const nlohmann::json& v) {
     Kinds kd;
     scan(k, v, kd);
     const int kinds = int(kd.str) + int(kd.boolean) + int(kd.flt || kd.sgn || kd.uns);
-    if (kinds > 1) throw Error("gguf key '" + k + "': array mixes strings, bools and numbers");
+    if (kinds > 1) throw UsageError("gguf key '" + k + "': array mixes strings, bools and numbers");
     if (kd.str) return GgufType::kString;
     if (kd.boolean) return GgufType::kBool;
     if (kd.flt) return GgufType::kF32;
@@ -668,7 +663,7 @@ class GgufWriter {
 inline void write_gguf(const std::string& path, const nlohmann::json& meta,
                        const std::vector<TensorRecord>& tensors,
                        uint32_t alignment = kGgufDefaultAlignment) {
-  if (!meta.is_null() && !meta.is_object()) throw Error(path + ": GGUF metadata must be a JSON object");
+  if (!meta.is_null() && !meta.is_object()) throw UsageError(path + ": GGUF metadata must be a JSON object");
   GgufWriter w;
   try {
     w = GgufWriter(alignment);
@@ -676,7 +671,7 @@ inline void write_gguf(const std::string& path, const nlohmann::json& meta,
       for (const auto& [k, v] : meta.items()) w.set_json(k, v);
     for (const auto& r : tensors) w.add_tensor(r);
   } catch (const Error& e) {
-    throw Error(path + ": " + e.what());  // the writer's messages name the key or tensor
+    throw Error(e.kind(), path + ": " + e.what());  // the writer's messages name the key or tensor
   }
   w.write(path);
 }

@@ -39,21 +39,21 @@ inline Llama2cHeader read_llama2c_header(const InputFile& f) {
   const std::string& path = f.path();
   Llama2cHeader h;
   if (f.size() < 28)
-    throw Error(path + ": file is " + std::to_string(f.size()) +
-                " bytes, too small for a llama2.c checkpoint (28-byte header)");
+    throw FormatError(path + ": file is " + std::to_string(f.size()) +
+                      " bytes, too small for a llama2.c checkpoint (28-byte header)");
   uint32_t magic = 0;
   f.read_at(&magic, 4, 0, "header");
   int32_t cfg[7];
   if (magic == kLlama2cMagic) {
     if (f.size() < kLlama2cHeaderV1)
-      throw Error(path + ": llama2.c header is 256 bytes but the file has only " + std::to_string(f.size()));
+      throw FormatError(path + ": llama2.c header is 256 bytes but the file has only " + std::to_string(f.size()));
     unsigned char raw[kLlama2cHeaderV1];
     f.read_at(raw, kLlama2cHeaderV1, 0, "header");
     int32_t version;
     std::memcpy(&version, raw + 4, 4);
     if (version != 1 && version != 2)
-      throw Error(path + ": llama2.c export version " + std::to_string(version) +
-                  " is not supported (expected 1 = f32 or 2 = int8)");
+      throw UnsupportedError(path + ": llama2.c export version " + std::to_string(version) +
+                             " is not supported (expected 1 = f32 or 2 = int8)");
     h.version = version;
     std::memcpy(cfg, raw + 8, sizeof(cfg));
     h.shared_classifier = raw[36] != 0;
@@ -76,11 +76,10 @@ inline Llama2cHeader read_llama2c_header(const InputFile& f) {
     if (h.vocab_size < 0 && h.vocab_size != INT32_MIN) h.vocab_size = -h.vocab_size;
   }
   auto bad = [&](const std::string& why) {
-    return Error(path + ": not a valid llama2.c checkpoint: " + why + " (header dim=" +
-                 std::to_string(cfg[0]) + " hidden_dim=" + std::to_string(cfg[1]) +
-                 " n_layers=" + std::to_string(cfg[2]) + " n_heads=" + std::to_string(cfg[3]) +
-                 " n_kv_heads=" + std::to_string(cfg[4]) + " vocab_size=" + std::to_string(cfg[5]) +
-                 " seq_len=" + std::to_string(cfg[6]) + ")");
+    return FormatError(path + ": not a valid llama2.c checkpoint: " + why + " (header dim=" + std::to_string(cfg[0]) +
+                       " hidden_dim=" + std::to_string(cfg[1]) + " n_layers=" + std::to_string(cfg[2]) +
+                       " n_heads=" + std::to_string(cfg[3]) + " n_kv_heads=" + std::to_string(cfg[4]) +
+                       " vocab_size=" + std::to_string(cfg[5]) + " seq_len=" + std::to_string(cfg[6]) + ")");
   };
   auto in = [](int32_t v, int32_t hi) { return v > 0 && v <= hi; };
   if (!in(h.dim, 1 << 20) || !in(h.hidden_dim, 1 << 22) || !in(h.n_layers, 1 << 12) ||
@@ -167,8 +166,8 @@ inline TensorFile open_llama2c(const std::string& path, LoadMode mode = LoadMode
                          std::to_string(h.n_kv_heads) + " vocab=" + std::to_string(V) + " seq_len=" +
                          std::to_string(h.seq_len) + (h.shared_classifier ? " (shared" : " (unshared") +
                          " classifier) needs " + std::to_string(want) + " bytes";
-    throw Error(path + ": " + detail + ", file has " + std::to_string(f.size()) +
-                (want > f.size() ? " (truncated?)" : " (not a llama2.c checkpoint, or wrong header?)"));
+    throw FormatError(path + ": " + detail + ", file has " + std::to_string(f.size()) +
+                      (want > f.size() ? " (truncated?)" : " (not a llama2.c checkpoint, or wrong header?)"));
   }
 
   TensorFile tf;

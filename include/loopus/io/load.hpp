@@ -28,7 +28,7 @@ inline FileFormat detect_format(const std::string& path) {
   std::error_code ec;
   const fs::path p(path);
   if (fs::is_directory(p, ec)) return FileFormat::kSafetensors;
-  if (!fs::exists(p, ec)) throw Error(path + ": no such file or folder");
+  if (!fs::exists(p, ec)) throw IoError(path + ": no such file or folder");
   const std::string ext = p.extension().string();
   if (ext == ".json") return FileFormat::kSafetensors;
   detail::InputFile f(path);
@@ -46,9 +46,10 @@ inline FileFormat detect_format(const std::string& path) {
     if (head[8] == '{' && hlen >= 2 && hlen <= f.size() - 8) return FileFormat::kSafetensors;
   }
   if ((n >= 4 && magic == kLlama2cMagic) || ext == ".bin") return FileFormat::kLlama2c;
-  throw Error(path + ": unrecognised model format; accepted: GGUF (magic 'GGUF', .gguf), safetensors "
-              "(.safetensors file, model.safetensors.index.json, or a Hugging Face folder), "
-              "llama2.c checkpoint (.bin)");
+  throw FormatError(path +
+                    ": unrecognised model format; accepted: GGUF (magic 'GGUF', .gguf), safetensors "
+                    "(.safetensors file, model.safetensors.index.json, or a Hugging Face folder), "
+                    "llama2.c checkpoint (.bin)");
 }
 
 /// Opens any supported weights file or folder (see detect_format).
@@ -58,7 +59,7 @@ inline TensorFile open_any(const std::string& path, LoadMode mode = LoadMode::kR
     case FileFormat::kSafetensors: return open_safetensors(path, mode);
     case FileFormat::kLlama2c: return open_llama2c(path, mode);
   }
-  throw Error(path + ": unrecognised model format");
+  throw FormatError(path + ": unrecognised model format");
 }
 
 }  // namespace loopus::io

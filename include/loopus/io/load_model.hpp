@@ -20,7 +20,7 @@ inline std::string model_format(const io::TensorFile& f) {
   if (f.format == "safetensors") {
     auto it = f.meta.find("config");
     if (it == f.meta.end() || !it->is_object())
-      throw Error(f.path + ": a safetensors model needs config.json beside it");
+      throw IoError(f.path + ": a safetensors model needs config.json beside it");
     return it->value("model_type", std::string()) == "lds" ? "lds" : "hf";
   }
   return f.format;
@@ -40,7 +40,7 @@ inline std::shared_ptr<const ModelWeights> load_weights(std::shared_ptr<const io
     HParams hp = hparams_from_hf_config(f->meta["config"], f->path);
     return std::make_shared<ModelWeights>(build_weights(f, hp, NameScheme::hf(), opt.weights));
   }
-  throw Error(f->path + ": a LoopUS checkpoint; open it with load_looped_model()");
+  throw UsageError(f->path + ": a LoopUS checkpoint; open it with load_looped_model()");
 }
 
 inline std::shared_ptr<const ModelWeights> load_weights(const std::string& path, const ModelLoadOptions& opt = {}) {

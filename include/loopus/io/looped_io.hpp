@@ -25,8 +25,8 @@ namespace detail {
 inline std::vector<float> f32_tensor(const io::TensorFile& f, const std::string& name, int64_t numel) {
   const io::TensorRecord& r = f.get(name);
   if (r.numel() != numel)
-    throw Error(f.path + ": tensor '" + name + "' has " + std::to_string(r.numel()) + " elements, expected " +
-                std::to_string(numel));
+    throw FormatError(f.path + ": tensor '" + name + "' has " + std::to_string(r.numel()) + " elements, expected " +
+                      std::to_string(numel));
   std::vector<float> v(static_cast<size_t>(numel));
   io::dequantize(r.dtype, r.data, numel, v.data());
   return v;
@@ -66,9 +66,9 @@ inline void reject_unused(const io::TensorFile& f, const std::set<std::string>& 
   std::string list;
   for (size_t i = 0; i < extra.size() && i < 5; ++i) list += (i ? ", " : "") + extra[i];
   const bool lma = list.find(".lma.") != std::string::npos;
-  throw Error(f.path + ": " + std::to_string(extra.size()) + " tensor(s) this loader does not know: " + list +
-              (extra.size() > 5 ? ", ..." : "") +
-              (lma ? " (Loop Memory Attention, reasoning.lma.*, is not supported)" : ""));
+  throw FormatError(f.path + ": " + std::to_string(extra.size()) + " tensor(s) this loader does not know: " + list +
+                    (extra.size() > 5 ? ", ..." : "") +
+                    (lma ? " (Loop Memory Attention, reasoning.lma.*, is not supported)" : ""));
 }
 
 /// Names every plain-model tensor `names` maps, for the unused-tensor check.
@@ -84,10 +84,10 @@ inline void mark_model_tensors(const ModelWeights& w, const NameScheme& names, s
 
 inline std::vector<int> int_list(const nlohmann::json& c, const std::string& key, const std::string& where) {
   auto it = c.find(key);
-  if (it == c.end() || !it->is_array()) throw Error(where + ": missing integer list '" + key + "'");
+  if (it == c.end() || !it->is_array()) throw FormatError(where + ": missing integer list '" + key + "'");
   std::vector<int> v;
   for (const auto& x : *it) {
-    if (!x.is_number_integer()) throw Error(where + ": '" + key + "' must hold integers");
+    if (!x.is_number_integer()) throw FormatError(where + ": '" + key + "' must hold integers");
     v.push_back(x.get<int>());
   }
   std::sort(v.begin(), v.end());
@@ -101,8 +101,8 @@ inline void check_split(const LayerSplit& s, int n_layer, const std::string& whe
   bool ok = int(all.size()) == n_layer && !s.reasoning.empty();
   for (int i = 0; ok && i < n_layer; ++i) ok = all[size_t(i)] == i;
   if (!ok)
-    throw Error(where + ": layer index lists " + s.text() + " must partition 0.." + std::to_string(n_layer - 1) +
-                " with a non-empty reasoning block");
+    throw FormatError(where + ": layer index lists " + s.text() + " must partition 0.." + std::to_string(n_layer - 1) +
+                      " with a non-empty reasoning block");
 }
 
 /// Official key fixes: ".module." -> ".", legacy "plateau." -> "reasoning.".
@@ -159,14 +159,15 @@ inline std::shared_ptr<LoopedWeights> load_looped_checkpoint(io::TensorFile&& fi
   const std::string cfgp = f->path + "/config.json";
   const nlohmann::json& c = f->meta["config"];
   auto bit = c.find("base_config_dict");
-  if (bit == c.end() || !bit->is_object()) throw Error(cfgp + ": missing object 'base_config_dict'");
+  if (bit == c.end() || !bit->is_object()) throw FormatError(cfgp + ": missing object 'base_config_dict'");
   HParams hp = hparams_from_hf_config(*bit, f->path);
   hp.tied_output = false;  // the official format always stores decoder.lm_head.weight
   lw->split.encoder = detail::int_list(c, "encoder_layer_indices", cfgp);
   lw->split.reasoning = detail::int_list(c, "reasoning_layer_indices", cfgp);
   lw->split.decoder = detail::int_list(c, "decoder_layer_indices", cfgp);
   detail::check_split(lw->split, hp.n_layer, cfgp);
-  if (c.value("lma_window", 0) > 0) throw Error(cfgp + ": lma_window > 0 (Loop Memory Attention) is not supported");
+  if (c.value("lma_window", 0) > 0)
+    throw UnsupportedError(cfgp + ": lma_window > 0 (Loop Memory Attention) is not supported");
   const NameScheme names = detail::lds_names(lw->split);
   lw->base = std::make_shared<ModelWeights>(build_weights(f, hp, names, opt.weights));
   lw->defaults.n_loops = c.value("N", 6);
@@ -192,8 +193,8 @@ inline std::shared_ptr<LoopedWeights> load_looped(const std::string& path, const
       auto s = LayerSplit::from_specs(enc_spec.empty() ? "none" : enc_spec, dec_spec.empty() ? "none" : dec_spec,
                                       lw->base->hp.n_layer);
       if (s.encoder != lw->split.encoder || s.decoder != lw->split.decoder)
-        throw Error(path + ": a LoopUS checkpoint fixes its split (" + lw->split.text() +
-                    "); pass empty enc_spec and dec_spec");
+        throw UsageError(path + ": a LoopUS checkpoint fixes its split (" + lw->split.text() +
+                         "); pass empty enc_spec and dec_spec");
     }
     return lw;
   }

@@ -96,9 +96,8 @@ inline bool dtype_bytes_checked(DType t, int64_t n, uint64_t* out) {
 inline size_t dtype_row_bytes(DType t, int64_t n) {
   uint64_t b = 0;
   if (!dtype_bytes_checked(t, n, &b))
-    throw Error("dtype_row_bytes: " + std::to_string(n) + " elements of " +
-                std::string(dtype_name(t)) + " is not a whole number of " +
-                std::to_string(dtype_block_size(t)) + "-element blocks");
+    throw UsageError("dtype_row_bytes: " + std::to_string(n) + " elements of " + std::string(dtype_name(t)) +
+                     " is not a whole number of " + std::to_string(dtype_block_size(t)) + "-element blocks");
   return size_t(b);
 }
 
@@ -202,9 +201,8 @@ inline void dequant_q6_K(const unsigned char* src, int64_t nb, float* y) {
 /// whole number of blocks (throws Error otherwise). src may have any alignment.
 inline void dequantize(DType t, const void* src, int64_t n, float* dst) {
   if (n < 0 || n % dtype_block_size(t) != 0)
-    throw Error("dequantize: " + std::to_string(n) + " elements of " + std::string(dtype_name(t)) +
-                " is not a whole number of " + std::to_string(dtype_block_size(t)) +
-                "-element blocks");
+    throw UsageError("dequantize: " + std::to_string(n) + " elements of " + std::string(dtype_name(t)) +
+                     " is not a whole number of " + std::to_string(dtype_block_size(t)) + "-element blocks");
   const auto* s = static_cast<const unsigned char*>(src);
   const int64_t nb = n / dtype_block_size(t);
   switch (t) {
@@ -245,7 +243,7 @@ inline void dequantize(DType t, const void* src, int64_t n, float* dst) {
     case DType::kQ4_K: detail::dequant_q4_K(s, nb, dst); return;
     case DType::kQ6_K: detail::dequant_q6_K(s, nb, dst); return;
   }
-  throw Error("dequantize: unknown dtype id " + std::to_string(int(t)));
+  throw UnsupportedError("dequantize: unknown dtype id " + std::to_string(int(t)));
 }
 
 /// A whole tensor as f32 (dequantized / widened). Throws Error naming the tensor
@@ -254,8 +252,8 @@ inline std::vector<float> tensor_to_f32(const TensorRecord& r) {
   const int64_t n = r.numel();
   uint64_t want = 0;
   if (!dtype_bytes_checked(r.dtype, n, &want) || want != r.nbytes || (n > 0 && !r.data))
-    throw Error("tensor '" + r.name + "': " + std::to_string(r.nbytes) + " bytes do not hold " +
-                std::to_string(n) + " elements of " + std::string(dtype_name(r.dtype)));
+    throw FormatError("tensor '" + r.name + "': " + std::to_string(r.nbytes) + " bytes do not hold " +
+                      std::to_string(n) + " elements of " + std::string(dtype_name(r.dtype)));
   std::vector<float> out(static_cast<size_t>(n));
   if (n) dequantize(r.dtype, r.data, n, out.data());
   return out;

@@ -67,11 +67,11 @@ constexpr int safetensors_dtype_rank(DType t) {
 inline nlohmann::json read_json_file(const std::string& path, const std::string& what) {
   InputFile f(path);
   if (f.size() > kSafetensorsMaxHeader)
-    throw Error(path + ": " + what + " is " + std::to_string(f.size()) + " bytes, too large");
+    throw FormatError(path + ": " + what + " is " + std::to_string(f.size()) + " bytes, too large");
   std::string s(size_t(f.size()), '\0');
   f.read_at(s.data(), f.size(), 0, what);
   nlohmann::json j = nlohmann::json::parse(s, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) throw Error(path + ": " + what + " is not valid JSON");
+  if (j.is_discarded()) throw FormatError(path + ": " + what + " is not valid JSON");
   return j;
 }
 
@@ -92,20 +92,19 @@ inline nlohmann::json load_safetensors_file(TensorFile& tf, const std::string& p
   using nlohmann::json;
   InputFile f(path);
   if (f.size() < 8)
-    throw Error(path + ": file is " + std::to_string(f.size()) + " bytes, too small for safetensors");
+    throw FormatError(path + ": file is " + std::to_string(f.size()) + " bytes, too small for safetensors");
   uint64_t hlen = 0;
   f.read_at(&hlen, 8, 0, "header length");
   if (hlen > f.size() - 8)
-    throw Error(path + ": header length " + std::to_string(hlen) + " runs past EOF (file is " +
-                std::to_string(f.size()) + " bytes; not safetensors, or truncated)");
+    throw FormatError(path + ": header length " + std::to_string(hlen) + " runs past EOF (file is " +
+                      std::to_string(f.size()) + " bytes; not safetensors, or truncated)");
   if (hlen > kSafetensorsMaxHeader)
-    throw Error(path + ": header length " + std::to_string(hlen) + " exceeds the " +
-                std::to_string(kSafetensorsMaxHeader) + "-byte limit");
+    throw FormatError(path + ": header length " + std::to_string(hlen) + " exceeds the " +
+                      std::to_string(kSafetensorsMaxHeader) + "-byte limit");
   std::string text(size_t(hlen), '\0');
   f.read_at(text.data(), hlen, 8, "JSON header");
   json h = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (h.is_discarded() || !h.is_object())
-    throw Error(path + ": header is not a valid JSON object");
+  if (h.is_discarded() || !h.is_object()) throw FormatError(path + ": header is not a valid JSON object");
   const uint64_t data_start = 8 + hlen;
   const uint64_t data_size = f.size() - data_start;
 
@@ -121,38 +120,38 @@ inline nlohmann::json load_safetensors_file(TensorFile& tf, const std::string& p
       continue;
     }
     const std::string tn = path + ": tensor '" + name + "'";
-    if (!v.is_object()) throw Error(tn + ": header entry is not an object");
+    if (!v.is_object()) throw FormatError(tn + ": header entry is not an object");
     auto dt = v.find("dtype");
     auto sh = v.find("shape");
     auto of = v.find("data_offsets");
-    if (dt == v.end() || !dt->is_string()) throw Error(tn + ": missing or non-string 'dtype'");
-    if (sh == v.end() || !sh->is_array()) throw Error(tn + ": missing or non-array 'shape'");
+    if (dt == v.end() || !dt->is_string()) throw FormatError(tn + ": missing or non-string 'dtype'");
+    if (sh == v.end() || !sh->is_array()) throw FormatError(tn + ": missing or non-array 'shape'");
     if (of == v.end() || !of->is_array() || of->size() != 2)
-      throw Error(tn + ": 'data_offsets' must be [begin, end]");
+      throw FormatError(tn + ": 'data_offsets' must be [begin, end]");
     Item it;
     it.r.name = name;
     if (!dtype_from_safetensors(dt->get_ref<const std::string&>(), &it.r.dtype))
-      throw Error(tn + " has dtype '" + dt->get<std::string>() +
-                  "' which loopus does not support (F32, F16, BF16, I32, F64)");
+      throw UnsupportedError(tn + " has dtype '" + dt->get<std::string>() +
+                             "' which loopus does not support (F32, F16, BF16, I32, F64)");
     uint64_t numel = 1;
     for (const auto& d : *sh) {
       uint64_t x = 0;
       if (!json_u64(d, &x) || x > uint64_t(std::numeric_limits<int64_t>::max()) || !mul_u64(numel, x, &numel) ||
           numel > uint64_t(std::numeric_limits<int64_t>::max()))
-        throw Error(tn + ": invalid or overflowing shape " + sh->dump());
+        throw FormatError(tn + ": invalid or overflowing shape " + sh->dump());
       it.r.shape.push_back(int64_t(x));
     }
     uint64_t nbytes = 0;
-    if (!mul_u64(numel, dtype_size(it.r.dtype), &nbytes)) throw Error(tn + ": byte size overflows");
+    if (!mul_u64(numel, dtype_size(it.r.dtype), &nbytes)) throw FormatError(tn + ": byte size overflows");
     if (!json_u64((*of)[0], &it.begin) || !json_u64((*of)[1], &it.end) || it.begin > it.end)
-      throw Error(tn + ": invalid data_offsets " + of->dump());
+      throw FormatError(tn + ": invalid data_offsets " + of->dump());
     if (it.end > data_size)
-      throw Error(tn + ": data_offsets " + of->dump() + " run past EOF (data section is " +
-                  std::to_string(data_size) + " bytes; truncated?)");
+      throw FormatError(tn + ": data_offsets " + of->dump() + " run past EOF (data section is " +
+                        std::to_string(data_size) + " bytes; truncated?)");
     if (it.end - it.begin != nbytes)
-      throw Error(tn + ": data_offsets " + of->dump() + " span " + std::to_string(it.end - it.begin) +
-                  " bytes but shape " + sh->dump() + " of " + dt->get<std::string>() + " needs " +
-                  std::to_string(nbytes));
+      throw FormatError(tn + ": data_offsets " + of->dump() + " span " + std::to_string(it.end - it.begin) +
+                        " bytes but shape " + sh->dump() + " of " + dt->get<std::string>() + " needs " +
+                        std::to_string(nbytes));
     it.r.nbytes = size_t(nbytes);
     items.push_back(std::move(it));
   }
@@ -162,12 +161,12 @@ inline nlohmann::json load_safetensors_file(TensorFile& tf, const std::string& p
   uint64_t data_len = 0;
   for (size_t i = 0; i < items.size(); ++i) {
     if (i > 0 && items[i].begin < items[i - 1].end)
-      throw Error(path + ": tensors '" + items[i - 1].r.name + "' and '" + items[i].r.name +
-                  "' overlap in the data section");
+      throw FormatError(path + ": tensors '" + items[i - 1].r.name + "' and '" + items[i].r.name +
+                        "' overlap in the data section");
     data_len = std::max(data_len, items[i].end);
   }
   for (auto& it : items)  // names clash across shards: say which file added the second one
-    if (tf.find(it.r.name)) throw Error(path + ": tensor '" + it.r.name + "' also appears in an earlier shard");
+    if (tf.find(it.r.name)) throw FormatError(path + ": tensor '" + it.r.name + "' also appears in an earlier shard");
 
   const unsigned char* base = load_region(f, tf, mode, data_start, data_len);
   for (auto& it : items) {
@@ -212,7 +211,7 @@ inline TensorFile open_safetensors(const std::string& path_or_dir, LoadMode mode
     if (fs::exists(p / "model.safetensors.index.json", ec)) {
       index = p / "model.safetensors.index.json";
     } else if (!fs::exists(p / "model.safetensors", ec)) {
-      throw Error(path_or_dir + ": folder has neither model.safetensors nor model.safetensors.index.json");
+      throw IoError(path_or_dir + ": folder has neither model.safetensors nor model.safetensors.index.json");
     }
   } else if (p.extension() == ".json") {
     index = p;
@@ -227,27 +226,27 @@ inline TensorFile open_safetensors(const std::string& path_or_dir, LoadMode mode
     const std::string ip = index.string();
     json idx = detail::read_json_file(ip, "shard index");
     if (!idx.is_object() || !idx.contains("weight_map") || !idx["weight_map"].is_object())
-      throw Error(ip + ": expected an object with a 'weight_map' object");
+      throw FormatError(ip + ": expected an object with a 'weight_map' object");
     std::map<std::string, std::vector<std::string>> shards;  // file -> tensors it must hold
     for (const auto& [name, file] : idx["weight_map"].items()) {
-      if (!file.is_string()) throw Error(ip + ": weight_map entry for '" + name + "' is not a string");
+      if (!file.is_string()) throw FormatError(ip + ": weight_map entry for '" + name + "' is not a string");
       const std::string& fn = file.get_ref<const std::string&>();
       const fs::path fp(fn);
       // Shards live beside the index; refuse paths that would leave the folder.
       if (fn.empty() || fp.is_absolute() || fp.has_parent_path())
-        throw Error(ip + ": weight_map entry for '" + name + "' names '" + fn +
-                    "', expected a file name in the same folder");
+        throw FormatError(ip + ": weight_map entry for '" + name + "' names '" + fn +
+                          "', expected a file name in the same folder");
       shards[fn].push_back(name);
     }
-    if (shards.empty()) throw Error(ip + ": weight_map is empty");
+    if (shards.empty()) throw FormatError(ip + ": weight_map is empty");
     for (const auto& [fn, names] : shards) {
       const std::string sp = (dir / fn).string();
-      if (!fs::exists(sp, ec)) throw Error(ip + ": shard " + sp + " is missing");
+      if (!fs::exists(sp, ec)) throw IoError(ip + ": shard " + sp + " is missing");
       detail::merge_metadata(tf.meta, detail::load_safetensors_file(tf, sp, mode));
       for (const auto& n : names) {
         if (!tf.find(n))
-          throw Error(sp + ": tensor '" + n + "' listed in " + index.filename().string() +
-                      " is not in this shard");
+          throw FormatError(sp + ": tensor '" + n + "' listed in " + index.filename().string() +
+                            " is not in this shard");
       }
     }
   }
@@ -269,17 +268,17 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorR
   std::set<std::string> names;
   for (const auto& r : tensors) {
     const std::string tn = path + ": tensor '" + r.name + "'";
-    if (r.name.empty() || r.name == "__metadata__") throw Error(tn + ": invalid name");
-    if (!names.insert(r.name).second) throw Error(tn + " given twice");
+    if (r.name.empty() || r.name == "__metadata__") throw UsageError(tn + ": invalid name");
+    if (!names.insert(r.name).second) throw UsageError(tn + " given twice");
     if (safetensors_dtype_name(r.dtype).empty())
-      throw Error(tn + ": safetensors cannot store " + std::string(dtype_name(r.dtype)));
+      throw UsageError(tn + ": safetensors cannot store " + std::string(dtype_name(r.dtype)));
     uint64_t n = 1;
     for (int64_t s : r.shape)
-      if (s < 0 || !detail::mul_u64(n, uint64_t(s), &n)) throw Error(tn + ": invalid shape");
+      if (s < 0 || !detail::mul_u64(n, uint64_t(s), &n)) throw UsageError(tn + ": invalid shape");
     uint64_t nbytes = 0;
     if (!detail::mul_u64(n, dtype_size(r.dtype), &nbytes) || nbytes != r.nbytes)
-      throw Error(tn + ": nbytes " + std::to_string(r.nbytes) + " does not match its shape and dtype");
-    if (nbytes && !r.data) throw Error(tn + ": null data");
+      throw UsageError(tn + ": nbytes " + std::to_string(r.nbytes) + " does not match its shape and dtype");
+    if (nbytes && !r.data) throw UsageError(tn + ": null data");
     order.push_back(&r);
   }
   std::sort(order.begin(), order.end(), [](const TensorRecord* a, const TensorRecord* b) {
@@ -289,10 +288,9 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorR
 
   nlohmann::ordered_json h = nlohmann::ordered_json::object();
   if (!metadata.is_null() && !(metadata.is_object() && metadata.empty())) {
-    if (!metadata.is_object()) throw Error(path + ": safetensors metadata must be an object of strings");
+    if (!metadata.is_object()) throw UsageError(path + ": safetensors metadata must be an object of strings");
     for (const auto& [k, v] : metadata.items()) {
-      if (!v.is_string())
-        throw Error(path + ": safetensors metadata value for '" + k + "' must be a string");
+      if (!v.is_string()) throw UsageError(path + ": safetensors metadata value for '" + k + "' must be a string");
       h["__metadata__"][k] = v.get<std::string>();
     }
   }
@@ -309,7 +307,7 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorR
   try {
     text = h.dump();
   } catch (const nlohmann::json::exception&) {
-    throw Error(path + ": tensor names and metadata must be valid UTF-8");
+    throw UsageError(path + ": tensor names and metadata must be valid UTF-8");
   }
   text.append((8 - text.size() % 8) % 8, ' ');
 

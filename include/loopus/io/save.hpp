@@ -83,7 +83,7 @@ inline std::vector<io::TensorRecord> named_records(const ModelWeights& w, const 
     int64_t rows = 0;
     for (const Weight* p : parts) {
       if (p->dtype != (*parts.begin())->dtype || p->cols != (*parts.begin())->cols)
-        throw Error(name + ": cannot fuse matrices of different dtypes or widths");
+        throw UsageError(name + ": cannot fuse matrices of different dtypes or widths");
       rows += p->rows;
     }
     keep.push_back(concat_rows(parts));

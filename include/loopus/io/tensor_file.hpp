@@ -52,11 +52,11 @@ class TensorFile {
   /// Throws Error("<path>: tensor '<name>' not found ...") when absent.
   const TensorRecord& get(const std::string& name) const {
     const TensorRecord* r = find(name);
-    if (!r) throw Error(path + ": tensor '" + name + "' not found (is this the right model family?)");
+    if (!r) throw FormatError(path + ": tensor '" + name + "' not found (is this the right model family?)");
     return *r;
   }
   void add(TensorRecord r) {
-    if (index_.count(r.name)) throw Error(path + ": duplicate tensor '" + r.name + "'");
+    if (index_.count(r.name)) throw FormatError(path + ": duplicate tensor '" + r.name + "'");
     index_[r.name] = tensors.size();
     tensors.push_back(std::move(r));
   }

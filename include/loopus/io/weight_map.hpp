@@ -28,14 +28,13 @@ namespace detail {
 
 inline const nlohmann::json& meta_req(const nlohmann::json& m, const std::string& key, const std::string& path) {
   auto it = m.find(key);
-  if (it == m.end() || it->is_null())
-    throw Error(path + ": missing metadata key '" + key + "'");
+  if (it == m.end() || it->is_null()) throw FormatError(path + ": missing metadata key '" + key + "'");
   return *it;
 }
 template <class T>
 T meta_num(const nlohmann::json& m, const std::string& key, const std::string& path) {
   const auto& v = meta_req(m, key, path);
-  if (!v.is_number()) throw Error(path + ": metadata key '" + key + "' should be a number");
+  if (!v.is_number()) throw FormatError(path + ": metadata key '" + key + "' should be a number");
   return v.get<T>();
 }
 template <class T>
@@ -46,10 +45,10 @@ T meta_num_or(const nlohmann::json& m, const std::string& key, T dflt) {
 
 inline std::vector<float> float_list(const nlohmann::json& j, const std::string& key, const std::string& where) {
   auto it = j.find(key);
-  if (it == j.end() || !it->is_array()) throw Error(where + ": rope_scaling needs a number list '" + key + "'");
+  if (it == j.end() || !it->is_array()) throw FormatError(where + ": rope_scaling needs a number list '" + key + "'");
   std::vector<float> v;
   for (const auto& x : *it) {
-    if (!x.is_number()) throw Error(where + ": rope_scaling '" + key + "' must hold numbers");
+    if (!x.is_number()) throw FormatError(where + ": rope_scaling '" + key + "' must hold numbers");
     v.push_back(x.get<float>());
   }
   return v;
@@ -74,7 +73,7 @@ inline HParams hparams_from_gguf(const nlohmann::json& m, const std::string& pat
     hp.arch = Arch::kPhi3;
     hp.rope_style = RopeStyle::kHalf;  // llama.cpp: LLM_ARCH_PHI3 uses NEOX rope; Q/K rows as in HF
   } else {
-    throw Error(path + ": unsupported general.architecture '" + arch + "' (supported: llama, qwen3, phi3)");
+    throw UnsupportedError(path + ": unsupported general.architecture '" + arch + "' (supported: llama, qwen3, phi3)");
   }
   const std::string p = arch + ".";
   hp.n_embd = meta_num<int>(m, p + "embedding_length", path);
@@ -88,7 +87,7 @@ inline HParams hparams_from_gguf(const nlohmann::json& m, const std::string& pat
   hp.rms_eps = meta_num_or<float>(m, p + "attention.layer_norm_rms_epsilon", 1e-5f);
   hp.rope_theta = meta_num_or<float>(m, p + "rope.freq_base", 10000.f);
   if (auto it = m.find(p + "rope.scaling.type"); it != m.end() && it->is_string() && *it != "none")
-    throw Error(path + ": rope scaling '" + it->get<std::string>() + "' is not supported yet");
+    throw UnsupportedError(path + ": rope scaling '" + it->get<std::string>() + "' is not supported yet");
   if (hp.arch == Arch::kPhi3) {
     // llama.cpp writes 0 for "no window" (Phi-4); the longrope factors are tensors, read by build_weights.
     hp.sliding_window = meta_num_or<int>(m, p + "attention.sliding_window", 0);
@@ -119,16 +118,17 @@ inline HParams phi3_rope_from_hf(const nlohmann::json& c, const std::string& cfg
   if (rp) hp.rope_theta = meta_num_or<float>(*rp, "rope_theta", hp.rope_theta);
   double prf = meta_num_or<double>(c, "partial_rotary_factor", 1.0);
   if (rp) prf = meta_num_or<double>(*rp, "partial_rotary_factor", prf);
-  if (!(prf > 0 && prf <= 1)) throw Error(cfg + ": partial_rotary_factor must be in (0, 1]");
+  if (!(prf > 0 && prf <= 1)) throw FormatError(cfg + ": partial_rotary_factor must be in (0, 1]");
   hp.n_rot = int(double(hp.head_dim) * prf);  // transformers: int(head_dim * partial_rotary_factor)
   if (hp.n_rot % 2)
-    throw Error(cfg + ": partial_rotary_factor " + std::to_string(prf) + " gives an odd rotary size " +
-                std::to_string(hp.n_rot));
+    throw FormatError(cfg + ": partial_rotary_factor " + std::to_string(prf) + " gives an odd rotary size " +
+                      std::to_string(hp.n_rot));
   if (auto it = c.find("sliding_window"); it != c.end() && it->is_number_integer()) hp.sliding_window = it->get<int>();
   const std::string type = rs ? rs->value("rope_type", rs->value("type", std::string("default"))) : "default";
   if (type == "default") return hp;
   if (type != "longrope" && type != "su")
-    throw Error(cfg + ": rope_scaling type '" + type + "' is not supported for phi3 (supported: none, longrope, su)");
+    throw UnsupportedError(cfg + ": rope_scaling type '" + type +
+                           "' is not supported for phi3 (supported: none, longrope, su)");
   RopeScaling& r = hp.rope_scaling;
   r.short_factor = float_list(*rs, "short_factor", cfg);
   r.long_factor = float_list(*rs, "long_factor", cfg);
@@ -136,7 +136,8 @@ inline HParams phi3_rope_from_hf(const nlohmann::json& c, const std::string& cfg
   // rope_scaling / rope_parameters, and defaults to 4096.
   r.orig_ctx = meta_num_or<int>(*rs, "original_max_position_embeddings", 4096);
   r.orig_ctx = meta_num_or<int>(c, "original_max_position_embeddings", r.orig_ctx);
-  if (r.orig_ctx <= 1) throw Error(cfg + ": rope_scaling '" + type + "' needs original_max_position_embeddings > 1");
+  if (r.orig_ctx <= 1)
+    throw FormatError(cfg + ": rope_scaling '" + type + "' needs original_max_position_embeddings > 1");
   // The attention factor: rope_scaling.attention_factor if given, else from rope_scaling.factor if
   // given, else from max_position_embeddings / original_max_position_embeddings (the Phi-3 configs).
   const double factor = meta_num_or<double>(*rs, "factor", double(hp.n_ctx_train) / double(r.orig_ctx));
@@ -163,7 +164,7 @@ inline HParams hparams_from_hf_config(const nlohmann::json& c, const std::string
   } else if (type == "phi3") {
     hp.arch = Arch::kPhi3;
   } else {
-    throw Error(cfg + ": unsupported model_type '" + type + "' (supported: llama, qwen3, phi3)");
+    throw UnsupportedError(cfg + ": unsupported model_type '" + type + "' (supported: llama, qwen3, phi3)");
   }
   hp.n_embd = meta_num<int>(c, "hidden_size", cfg);
   hp.n_layer = meta_num<int>(c, "num_hidden_layers", cfg);
@@ -176,19 +177,19 @@ inline HParams hparams_from_hf_config(const nlohmann::json& c, const std::string
   hp.n_ctx_train = meta_num_or<int>(c, "max_position_embeddings", 2048);
   hp.rms_eps = meta_num_or<float>(c, "rms_norm_eps", 1e-6f);
   hp.tied_output = c.value("tie_word_embeddings", false);
-  if (c.value("attention_bias", false)) throw Error(cfg + ": attention_bias=true is not supported yet");
+  if (c.value("attention_bias", false)) throw UnsupportedError(cfg + ": attention_bias=true is not supported yet");
   if (auto it = c.find("hidden_act"); hp.arch == Arch::kPhi3 && it != c.end() && *it != "silu")
-    throw Error(cfg + ": hidden_act " + it->dump() + " is not supported (phi3 needs silu)");
+    throw UnsupportedError(cfg + ": hidden_act " + it->dump() + " is not supported (phi3 needs silu)");
   hp.rope_theta = meta_num_or<float>(c, "rope_theta", 10000.f);
   if (hp.arch == Arch::kPhi3) return detail::phi3_rope_from_hf(c, cfg, hp);
   if (auto it = c.find("rope_parameters"); it != c.end() && it->is_object()) {  // transformers >= 5
     hp.rope_theta = meta_num_or<float>(*it, "rope_theta", hp.rope_theta);
     if (auto rt = it->find("rope_type"); rt != it->end() && rt->is_string() && *rt != "default")
-      throw Error(cfg + ": rope_type '" + rt->get<std::string>() + "' is not supported yet");
+      throw UnsupportedError(cfg + ": rope_type '" + rt->get<std::string>() + "' is not supported yet");
   }
   if (auto it = c.find("rope_scaling"); it != c.end() && it->is_object()) {
     auto t = it->value("rope_type", it->value("type", std::string("default")));
-    if (t != "default") throw Error(cfg + ": rope_scaling '" + t + "' is not supported yet");
+    if (t != "default") throw UnsupportedError(cfg + ": rope_scaling '" + t + "' is not supported yet");
   }
   return hp;
 }
@@ -206,8 +207,8 @@ inline Weight take_weight(const io::TensorFile& f, const std::string& name, int6
   if (!shape_ok) {
     std::string got;
     for (auto s : r.shape) got += (got.empty() ? "" : ", ") + std::to_string(s);
-    throw Error(f.path + ": tensor '" + name + "' has shape [" + got + "], expected [" +
-                (rows == 1 ? "" : std::to_string(rows) + ", ") + std::to_string(cols) + "]");
+    throw FormatError(f.path + ": tensor '" + name + "' has shape [" + got + "], expected [" +
+                      (rows == 1 ? "" : std::to_string(rows) + ", ") + std::to_string(cols) + "]");
   }
   const bool plain = r.dtype == DType::kF32 || r.dtype == DType::kF16 || r.dtype == DType::kBF16;
   DType target = want ? *want : (plain ? r.dtype : DType::kF32);
@@ -238,8 +239,8 @@ inline Weight row_slice(const Weight& w, int64_t row0, int64_t rows) {
 inline std::vector<float> f32_vector(const io::TensorFile& f, const std::string& name, int64_t n) {
   const io::TensorRecord& r = f.get(name);
   if (r.numel() != n)
-    throw Error(f.path + ": tensor '" + name + "' has " + std::to_string(r.numel()) + " values, expected " +
-                std::to_string(n) + " (rope dims / 2)");
+    throw FormatError(f.path + ": tensor '" + name + "' has " + std::to_string(r.numel()) + " values, expected " +
+                      std::to_string(n) + " (rope dims / 2)");
   std::vector<float> v(static_cast<size_t>(n));
   io::dequantize(r.dtype, r.data, n, v.data());
   return v;
@@ -274,8 +275,8 @@ inline ModelWeights build_weights(std::shared_ptr<const io::TensorFile> file, co
     // llama.cpp keeps the longrope factors as tensors (metadata gives the original context and attn factor).
     const bool has_long = f.find(names.rope_long), has_short = f.find(names.rope_short);
     if (has_long != has_short)
-      throw Error(f.path + ": tensor '" + (has_long ? names.rope_short : names.rope_long) +
-                  "' is missing (longrope needs both rope factor tensors)");
+      throw FormatError(f.path + ": tensor '" + (has_long ? names.rope_short : names.rope_long) +
+                        "' is missing (longrope needs both rope factor tensors)");
     if (has_long) {
       w.hp.rope_scaling.long_factor = detail::f32_vector(f, names.rope_long, hp.n_rot / 2);
       w.hp.rope_scaling.short_factor = detail::f32_vector(f, names.rope_short, hp.n_rot / 2);

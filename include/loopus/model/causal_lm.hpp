@@ -43,7 +43,7 @@ class CausalLM {
     const HParams& hp = tf_.hp();
     const int64_t n = int64_t(ids.size());
     if (n_past_ + n > cp_.n_ctx)
-      throw Error("context full: " + std::to_string(n_past_ + n) + " tokens > n_ctx " + std::to_string(cp_.n_ctx));
+      throw LimitError("context full: " + std::to_string(n_past_ + n) + " tokens > n_ctx " + std::to_string(cp_.n_ctx));
     for (int64_t t0 = 0; t0 < n; t0 += tf_.max_tokens()) {
       const int64_t T = std::min(tf_.max_tokens(), n - t0);
       const Span<Backend> x = x_.rows(0, T);

@@ -21,7 +21,7 @@ struct ConfidenceHead {
   bool empty() const { return d == 0; }
   void check(const std::string& where) const {
     if (d <= 0 || ln_w.size() != size_t(d) || ln_b.size() != size_t(d) || w.size() != size_t(d))
-      throw Error(where + ": q_head tensors have inconsistent shapes");
+      throw FormatError(where + ": q_head tensors have inconsistent shapes");
   }
   /// q = sigmoid(w · LayerNorm(x) + b) for one state x[d] in Backend's memory;
   /// the arithmetic is Ops<Backend>::layernorm_dot.

@@ -63,7 +63,7 @@ namespace detail {
 
 /// Validates hyperparameters from any source (a file's metadata, synth); path names the source in the error.
 inline void check_hparams(const HParams& hp, const std::string& path) {
-  auto bad = [&](const std::string& what) { throw Error(path + ": invalid hyperparameters: " + what); };
+  auto bad = [&](const std::string& what) { throw FormatError(path + ": invalid hyperparameters: " + what); };
   if (hp.n_embd <= 0 || hp.n_layer <= 0 || hp.n_head <= 0 || hp.n_head_kv <= 0 || hp.head_dim <= 0 || hp.n_ff <= 0 ||
       hp.n_vocab <= 0)
     bad("dims must be positive (d=" + std::to_string(hp.n_embd) + ", layers=" + std::to_string(hp.n_layer) +

@@ -32,8 +32,9 @@ struct LayerSplit {
   /// repeated index (officially Python indexing or a layer built twice).
   static std::vector<int> parse_spec(const std::string& spec, int n_layer, const std::string& what) {
     auto fail = [&](const std::string& why) -> std::vector<int> {
-      throw Error(what + " '" + spec + "': " + why + " (syntax: k = 0..k, a..b, a-b, k.., k-, i,j,... = those layers, " +
-                  "none; model has " + std::to_string(n_layer) + " layers, 0.." + std::to_string(n_layer - 1) + ")");
+      throw UsageError(what + " '" + spec + "': " + why +
+                       " (syntax: k = 0..k, a..b, a-b, k.., k-, i,j,... = those layers, " + "none; model has " +
+                       std::to_string(n_layer) + " layers, 0.." + std::to_string(n_layer - 1) + ")");
     };
     auto trim = [](std::string x) {
       const auto b = x.find_first_not_of(" \t"), e = x.find_last_not_of(" \t");
@@ -99,13 +100,15 @@ struct LayerSplit {
     s.decoder = parse_spec(dec, n_layer, "decoder spec");
     for (int e : s.encoder)
       if (std::find(s.decoder.begin(), s.decoder.end(), e) != s.decoder.end())
-        throw Error("encoder spec '" + enc + "' and decoder spec '" + dec + "' overlap at layer " + std::to_string(e));
+        throw UsageError("encoder spec '" + enc + "' and decoder spec '" + dec + "' overlap at layer " +
+                         std::to_string(e));
     for (int l = 0; l < n_layer; ++l)
       if (std::find(s.encoder.begin(), s.encoder.end(), l) == s.encoder.end() &&
           std::find(s.decoder.begin(), s.decoder.end(), l) == s.decoder.end())
         s.reasoning.push_back(l);
     if (s.reasoning.empty())
-      throw Error("encoder spec '" + enc + "' and decoder spec '" + dec + "' leave no layer for the reasoning block");
+      throw UsageError("encoder spec '" + enc + "' and decoder spec '" + dec +
+                       "' leave no layer for the reasoning block");
     return s;
   }
 

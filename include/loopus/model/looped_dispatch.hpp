@@ -37,8 +37,8 @@ struct LoopRunSpec {
     p.eval_interval = q_eval_interval > 0 ? q_eval_interval : lw.defaults.q_eval_interval;
     p.q_input = q_on_delta ? QInput::kDelta : QInput::kState;
     if (min_loops < 1 || min_loops > loops)
-      throw Error("LoopRunSpec::min_loops must be in 1..LoopRunSpec::loops (" + std::to_string(loops) + "), got " +
-                  std::to_string(min_loops));
+      throw UsageError("LoopRunSpec::min_loops must be in 1..LoopRunSpec::loops (" + std::to_string(loops) + "), got " +
+                       std::to_string(min_loops));
     return p;
   }
 };
@@ -55,7 +55,7 @@ void with_looped_model(std::shared_ptr<const LoopedWeights> lw, const LoopRunSpe
       PerDepthCache c;
       if (spec.exit_fill == "drop") c.exit_fill = ExitFill::kDrop;
       else if (spec.exit_fill != "latest")
-        throw Error("LoopRunSpec::exit_fill must be latest or drop, got '" + spec.exit_fill + "'");
+        throw UsageError("LoopRunSpec::exit_fill must be latest or drop, got '" + spec.exit_fill + "'");
       LoopedModel<Backend, G, PerDepthCache> m(lw, lp, cp, std::move(gate), c);
       fn(m);
     } else if (spec.cache == "shared") {
@@ -65,7 +65,7 @@ void with_looped_model(std::shared_ptr<const LoopedWeights> lw, const LoopRunSpe
       LoopedModel<Backend, G, NoCache> m(lw, lp, cp, std::move(gate));
       fn(m);
     } else {
-      throw Error("LoopRunSpec::cache must be per-depth, shared or none, got '" + spec.cache + "'");
+      throw UsageError("LoopRunSpec::cache must be per-depth, shared or none, got '" + spec.cache + "'");
     }
   };
   std::string g = spec.gate;
@@ -85,11 +85,11 @@ void with_looped_model(std::shared_ptr<const LoopedWeights> lw, const LoopRunSpe
     try {
       a = std::stof(g.substr(4));
     } catch (const std::exception&) {
-      throw Error("LoopRunSpec::gate '" + g + "': expected mix:ALPHA with a number");
+      throw UsageError("LoopRunSpec::gate '" + g + "': expected mix:ALPHA with a number");
     }
     with_cache(FixedMixGate(a));
   } else {
-    throw Error("LoopRunSpec::gate must be selective, none or mix:ALPHA, got '" + g + "'");
+    throw UsageError("LoopRunSpec::gate must be selective, none or mix:ALPHA, got '" + g + "'");
   }
 }
 

@@ -72,11 +72,12 @@ class LoopedModel {
     const HParams& hp = tf_.hp();
     const LayerSplit& s = w_->split;
     if (s.n_layer() != hp.n_layer || s.reasoning.empty())
-      throw Error("layer split " + s.text() + " does not cover the model's " + std::to_string(hp.n_layer) + " layers");
+      throw UsageError("layer split " + s.text() + " does not cover the model's " + std::to_string(hp.n_layer) +
+                       " layers");
     const int B = lp_.halting.max_loops;
-    if (B < 1 || B > 1024) throw Error("max_loops (B) must be in 1..1024, got " + std::to_string(B));
+    if (B < 1 || B > 1024) throw UsageError("max_loops (B) must be in 1..1024, got " + std::to_string(B));
     if (lp_.halting.needs_q() && !w_->q_head)
-      throw Error("halting rule " + lp_.halting.text() + " needs a confidence head (q_head); this model has none");
+      throw UsageError("halting rule " + lp_.halting.text() + " needs a confidence head (q_head); this model has none");
     const int64_t Tmax = tf_.max_tokens(), d = hp.n_embd;
     const int nE = int(s.encoder.size()), nM = int(s.reasoning.size()), nD = int(s.decoder.size());
     enc_.allocate(nE, cp_.n_ctx, hp.kv_dim());
@@ -129,7 +130,7 @@ class LoopedModel {
   void eval(std::span<const int32_t> ids, float* logits, bool all_logits = false) {
     const int64_t n = int64_t(ids.size());
     if (n_past_ + n > cp_.n_ctx)
-      throw Error("context full: " + std::to_string(n_past_ + n) + " tokens > n_ctx " + std::to_string(cp_.n_ctx));
+      throw LimitError("context full: " + std::to_string(n_past_ + n) + " tokens > n_ctx " + std::to_string(cp_.n_ctx));
     if constexpr (Cache::kRecompute) {
       history_.insert(history_.end(), ids.begin(), ids.end());
       eval_recompute(n, logits, all_logits);

@@ -39,8 +39,8 @@ namespace loopus {
 inline std::shared_ptr<LoopedWeights> recast(std::shared_ptr<const ModelWeights> base, LayerSplit split) {
   auto w = std::make_shared<LoopedWeights>();
   if (split.n_layer() != base->hp.n_layer)
-    throw Error("layer split " + split.text() + " does not match the model's " + std::to_string(base->hp.n_layer) +
-                " layers");
+    throw UsageError("layer split " + split.text() + " does not match the model's " + std::to_string(base->hp.n_layer) +
+                     " layers");
   w->base = std::move(base);
   w->split = std::move(split);
   return w;

@@ -60,9 +60,10 @@ class Transformer {
     LOOPUS_ASSERT(T <= max_t_);
     const HParams& hp = w_->hp;
     if (hp.sliding_window > 0 && pos0 + T > hp.sliding_window) [[unlikely]]
-      throw Error(w_->path + ": position " + std::to_string(pos0 + T - 1) + " is outside the sliding window of " +
-                  std::to_string(hp.sliding_window) + " tokens (sliding-window attention is not implemented; keep "
-                  "sequences within the window)");
+      throw LimitError(w_->path + ": position " + std::to_string(pos0 + T - 1) + " is outside the sliding window of " +
+                       std::to_string(hp.sliding_window) +
+                       " tokens (sliding-window attention is not implemented; keep "
+                       "sequences within the window)");
     const LayerWeights& L = w_->layers[size_t(l)];
     const int64_t d = hp.n_embd, kvd = hp.kv_dim();
     x = x.sub(0, T * d);

@@ -75,12 +75,12 @@ struct SamplerParams {
 class Sampler {
  public:
   explicit Sampler(SamplerParams p = {}) : p_(p), rng_(p.seed) {
-    if (!std::isfinite(p_.temperature)) throw Error("SamplerParams: temperature must be finite");
+    if (!std::isfinite(p_.temperature)) throw UsageError("SamplerParams: temperature must be finite");
     if (!(p_.repeat_penalty > 0.0f) || !std::isfinite(p_.repeat_penalty))
-      throw Error("SamplerParams: repeat_penalty must be a positive number (got " +
-                  std::to_string(p_.repeat_penalty) + ")");
-    if (std::isnan(p_.top_p)) throw Error("SamplerParams: top_p is NaN");
-    if (std::isnan(p_.min_p)) throw Error("SamplerParams: min_p is NaN");
+      throw UsageError("SamplerParams: repeat_penalty must be a positive number (got " +
+                       std::to_string(p_.repeat_penalty) + ")");
+    if (std::isnan(p_.top_p)) throw UsageError("SamplerParams: top_p is NaN");
+    if (std::isnan(p_.min_p)) throw UsageError("SamplerParams: min_p is NaN");
   }
 
   const SamplerParams& params() const { return p_; }
@@ -97,7 +97,8 @@ class Sampler {
   /// NaN logits count as -inf. Throws Error for a null pointer or n_vocab <= 0.
   int32_t sample(float* logits, int32_t n_vocab, std::span<const int32_t> history = {}) {
     if (!logits || n_vocab <= 0)
-      throw Error("Sampler::sample: need logits for at least one token (n_vocab = " + std::to_string(n_vocab) + ")");
+      throw UsageError("Sampler::sample: need logits for at least one token (n_vocab = " + std::to_string(n_vocab) +
+                       ")");
     if (keys_.capacity() < size_t(n_vocab)) {  // the only allocations: first call per vocabulary size
       keys_.reserve(size_t(n_vocab));
       w_.reserve(size_t(n_vocab));

@@ -291,12 +291,12 @@ struct Scratch {
 
 inline std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) throw Error(path + ": cannot open file");
+  if (!f) throw IoError(path + ": cannot open file");
   const std::streamoff n = f.tellg();
-  if (n < 0) throw Error(path + ": cannot read file size");
+  if (n < 0) throw IoError(path + ": cannot read file size");
   std::string s(static_cast<size_t>(n), '\0');
   f.seekg(0);
-  if (n > 0 && !f.read(s.data(), n)) throw Error(path + ": read failed");
+  if (n > 0 && !f.read(s.data(), n)) throw IoError(path + ": read failed");
   return s;
 }
 
@@ -313,7 +313,7 @@ struct TokenizerJson {
 inline std::pair<std::string, std::string> split_merge(const std::string& s, size_t rank, const std::string& where) {
   const size_t sp = s.find(' ', 1);
   if (sp == std::string::npos)
-    throw Error(where + ": merge " + std::to_string(rank) + " '" + s + "' is not \"a b\"");
+    throw FormatError(where + ": merge " + std::to_string(rank) + " '" + s + "' is not \"a b\"");
   return {s.substr(0, sp), s.substr(sp + 1)};
 }
 
@@ -395,7 +395,7 @@ class TokenizerJsonSax {
   bool end_array() {
     if (mode_ == Mode::kMergePair) {
       if (pair_.size() != 2)
-        throw Error(where_ + ": merge " + std::to_string(out_.merges.size()) + " is not a pair of strings");
+        throw FormatError(where_ + ": merge " + std::to_string(out_.merges.size()) + " is not a pair of strings");
       out_.merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
       mode_ = Mode::kMerges;
       return true;
@@ -408,14 +408,14 @@ class TokenizerJsonSax {
     return true;
   }
   bool parse_error(std::size_t pos, const std::string&, const nlohmann::json::exception& e) {
-    throw Error(where_ + ": not valid JSON (byte " + std::to_string(pos) + "): " + e.what());
+    throw FormatError(where_ + ": not valid JSON (byte " + std::to_string(pos) + "): " + e.what());
   }
 
  private:
   enum class Mode { kDom, kVocab, kMerges, kMergePair };
   bool bad(const char* what) {
     const char* where = mode_ == Mode::kVocab ? "model.vocab" : "model.merges";
-    throw Error(where_ + ": unexpected " + what + " in " + where);
+    throw FormatError(where_ + ": unexpected " + what + " in " + where);
   }
   bool scalar(json&& v) {
     if (mode_ != Mode::kDom) return bad("value");
@@ -456,7 +456,7 @@ inline TokenizerJson parse_tokenizer_json(const std::string& text, const std::st
 inline TokenizerJson tokenizer_json_from_dom(const nlohmann::json& tok, const std::string& where) {
   TokenizerJson out;
   out.rest = nlohmann::json::object();
-  if (!tok.is_object()) throw Error(where + ": tokenizer.json is not a JSON object");
+  if (!tok.is_object()) throw FormatError(where + ": tokenizer.json is not a JSON object");
   for (auto it = tok.begin(); it != tok.end(); ++it) {
     if (it.key() != "model" || !it->is_object()) {
       out.rest[it.key()] = *it;
@@ -465,15 +465,15 @@ inline TokenizerJson tokenizer_json_from_dom(const nlohmann::json& tok, const st
     nlohmann::json& model = out.rest["model"] = nlohmann::json::object();
     for (auto m = it->begin(); m != it->end(); ++m) {
       if (m.key() == "vocab") {
-        if (!m->is_object()) throw Error(where + ": model.vocab is not an object");
+        if (!m->is_object()) throw FormatError(where + ": model.vocab is not an object");
         out.has_vocab = true;
         out.vocab.reserve(m->size());
         for (auto v = m->begin(); v != m->end(); ++v) {
-          if (!v->is_number_integer()) throw Error(where + ": vocab entry '" + v.key() + "' has no integer id");
+          if (!v->is_number_integer()) throw FormatError(where + ": vocab entry '" + v.key() + "' has no integer id");
           out.vocab.emplace_back(v.key(), v->get<int64_t>());
         }
       } else if (m.key() == "merges") {
-        if (!m->is_array()) throw Error(where + ": model.merges is not an array");
+        if (!m->is_array()) throw FormatError(where + ": model.merges is not an array");
         out.merges.reserve(m->size());
         for (const auto& x : *m) {
           if (x.is_string()) {
@@ -481,7 +481,8 @@ inline TokenizerJson tokenizer_json_from_dom(const nlohmann::json& tok, const st
           } else if (x.is_array() && x.size() == 2 && x[0].is_string() && x[1].is_string()) {
             out.merges.emplace_back(x[0].get<std::string>(), x[1].get<std::string>());
           } else {
-            throw Error(where + ": merge " + std::to_string(out.merges.size()) + " is neither \"a b\" nor [\"a\", \"b\"]");
+            throw FormatError(where + ": merge " + std::to_string(out.merges.size()) +
+                              " is neither \"a b\" nor [\"a\", \"b\"]");
           }
         }
       } else {
@@ -532,7 +533,7 @@ class BpeTokenizer final : public Tokenizer {
       try {
         cfg = nlohmann::json::parse(bpe_detail::read_file(cfg_path.string()));
       } catch (const nlohmann::json::exception& e) {
-        throw Error(cfg_path.string() + ": not valid JSON: " + e.what());
+        throw FormatError(cfg_path.string() + ": not valid JSON: " + e.what());
       }
     }
     BpeTokenizer t;
@@ -583,8 +584,8 @@ class BpeTokenizer final : public Tokenizer {
 
   std::string token_to_piece(int32_t id, int32_t /*prev*/ = -1) const override {
     if (id < 0 || id >= n_vocab()) {
-      throw Error("BpeTokenizer::token_to_piece: token id " + std::to_string(id) +
-                  " is outside the vocabulary [0, " + std::to_string(n_vocab()) + ")");
+      throw UsageError("BpeTokenizer::token_to_piece: token id " + std::to_string(id) +
+                       " is outside the vocabulary [0, " + std::to_string(n_vocab()) + ")");
     }
     return id_to_bytes_[static_cast<size_t>(id)];
   }
@@ -626,8 +627,8 @@ class BpeTokenizer final : public Tokenizer {
   /// Vocabulary spelling of `id` ("" for ids that no token uses).
   const std::string& id_to_token(int32_t id) const {
     if (id < 0 || id >= n_vocab()) {
-      throw Error("BpeTokenizer::id_to_token: token id " + std::to_string(id) +
-                  " is outside the vocabulary [0, " + std::to_string(n_vocab()) + ")");
+      throw UsageError("BpeTokenizer::id_to_token: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                       std::to_string(n_vocab()) + ")");
     }
     return id_to_token_[static_cast<size_t>(id)];
   }
@@ -1130,8 +1131,8 @@ class BpeTokenizer final : public Tokenizer {
   }
 
   void add_added_token(AddedToken t, const std::string& where) {
-    if (t.id < 0) throw Error(where + ": added token '" + t.content + "' has a negative id");
-    if (t.content.empty()) throw Error(where + ": added token " + std::to_string(t.id) + " is empty");
+    if (t.id < 0) throw FormatError(where + ": added token '" + t.content + "' has a negative id");
+    if (t.content.empty()) throw FormatError(where + ": added token " + std::to_string(t.id) + " is empty");
     set_vocab_size(static_cast<size_t>(t.id) + 1);
     const size_t u = static_cast<size_t>(t.id);
     id_to_token_[u] = t.content;
@@ -1222,15 +1223,15 @@ class BpeTokenizer final : public Tokenizer {
                  const std::string& where) {
     const int32_t ia = vocab_.find(a), ib = vocab_.find(b);
     if (ia < 0 || ib < 0) {
-      throw Error(where + ": merge " + std::to_string(rank) + " ('" + std::string(a) + "' '" +
-                  std::string(b) + "') uses a token missing from the vocabulary");
+      throw FormatError(where + ": merge " + std::to_string(rank) + " ('" + std::string(a) + "' '" + std::string(b) +
+                        "') uses a token missing from the vocabulary");
     }
     std::string merged(a);
     merged.append(b.substr(std::min(b.size(), continuing_subword_prefix_.size())));
     const int32_t im = vocab_.find(merged);
     if (im < 0) {
-      throw Error(where + ": merge " + std::to_string(rank) + " ('" + std::string(a) + "' '" +
-                  std::string(b) + "') makes '" + merged + "', which is not in the vocabulary");
+      throw FormatError(where + ": merge " + std::to_string(rank) + " ('" + std::string(a) + "' '" + std::string(b) +
+                        "') makes '" + merged + "', which is not in the vocabulary");
     }
     merges_.insert(ia, ib, rank, im, overwrite);
   }
@@ -1266,8 +1267,8 @@ class BpeTokenizer final : public Tokenizer {
       if (n.contains("normalizers") && n["normalizers"].is_array())
         for (const auto& x : n["normalizers"]) parse_normalizer(x, where);
     } else {
-      throw Error(where + ": normalizer '" + type +
-                  "' is not supported by BpeTokenizer (supported: NFC, Sequence)");
+      throw UnsupportedError(where + ": normalizer '" + type +
+                             "' is not supported by BpeTokenizer (supported: NFC, Sequence)");
     }
   }
 
@@ -1278,7 +1279,7 @@ class BpeTokenizer final : public Tokenizer {
     if (s == "MergedWithPrevious") return B::kMergedWithPrevious;
     if (s == "MergedWithNext") return B::kMergedWithNext;
     if (s == "Contiguous") return B::kContiguous;
-    throw Error(where + ": unknown Split behavior '" + s + "'");
+    throw FormatError(where + ": unknown Split behavior '" + s + "'");
   }
 
   void add_split(std::string_view pattern, bool literal, bpe_detail::SplitBehavior b, bool invert,
@@ -1318,7 +1319,7 @@ class BpeTokenizer final : public Tokenizer {
         s = pat["String"].get<std::string>();
         literal = true;
       } else {
-        throw Error(where + ": Split pre-tokenizer without a Regex or String pattern");
+        throw FormatError(where + ": Split pre-tokenizer without a Regex or String pattern");
       }
       add_split(s, literal, parse_behavior(json_string(p, "behavior"), where), json_bool(p, "invert", false),
                 where + " (Split pattern)");
@@ -1334,9 +1335,9 @@ class BpeTokenizer final : public Tokenizer {
     } else if (type == "WhitespaceSplit") {
       add_split("\\s+", false, bpe_detail::SplitBehavior::kRemoved, false, where + " (WhitespaceSplit)");
     } else {
-      throw Error(where + ": pre-tokenizer '" + type +
-                  "' is not supported by BpeTokenizer (supported: Sequence, Split, ByteLevel, Digits, "
-                  "Whitespace, WhitespaceSplit)");
+      throw UnsupportedError(where + ": pre-tokenizer '" + type +
+                             "' is not supported by BpeTokenizer (supported: Sequence, Split, ByteLevel, Digits, "
+                             "Whitespace, WhitespaceSplit)");
     }
   }
 
@@ -1347,7 +1348,7 @@ class BpeTokenizer final : public Tokenizer {
     const auto special_id = [&](const nlohmann::json& pair) -> int32_t {
       // Roberta/Bert store ["<s>", 0].
       if (pair.is_array() && pair.size() == 2 && pair[1].is_number_integer()) return pair[1].get<int32_t>();
-      throw Error(where + ": " + type + " post-processor with a malformed cls/sep entry");
+      throw FormatError(where + ": " + type + " post-processor with a malformed cls/sep entry");
     };
     if (type == "ByteLevel") {
       return;  // offsets only
@@ -1366,8 +1367,8 @@ class BpeTokenizer final : public Tokenizer {
           const std::string name = json_string(piece["SpecialToken"], "id");
           auto it = specials.find(name);
           if (it == specials.end() || !it->contains("ids") || !(*it)["ids"].is_array())
-            throw Error(where + ": TemplateProcessing uses special token '" + name +
-                        "' missing from its special_tokens table");
+            throw FormatError(where + ": TemplateProcessing uses special token '" + name +
+                              "' missing from its special_tokens table");
           for (const auto& id : (*it)["ids"]) (seen_seq ? post : pre).push_back(id.get<int32_t>());
         }
       }
@@ -1377,9 +1378,9 @@ class BpeTokenizer final : public Tokenizer {
       prefix_ids_.push_back(special_id(p.value("cls", nlohmann::json())));
       suffix_ids_.insert(suffix_ids_.begin(), special_id(p.value("sep", nlohmann::json())));
     } else {
-      throw Error(where + ": post-processor '" + type +
-                  "' is not supported by BpeTokenizer (supported: ByteLevel, TemplateProcessing, "
-                  "RobertaProcessing, BertProcessing, Sequence)");
+      throw UnsupportedError(where + ": post-processor '" + type +
+                             "' is not supported by BpeTokenizer (supported: ByteLevel, TemplateProcessing, "
+                             "RobertaProcessing, BertProcessing, Sequence)");
     }
   }
 
@@ -1395,21 +1396,21 @@ class BpeTokenizer final : public Tokenizer {
                d["decoders"].size() == 1) {
       parse_decoder(d["decoders"][0], where);
     } else {
-      throw Error(where + ": decoder '" + type + "' is not supported by BpeTokenizer (supported: ByteLevel)");
+      throw UnsupportedError(where + ": decoder '" + type +
+                             "' is not supported by BpeTokenizer (supported: ByteLevel)");
     }
   }
 
   void load_json(const bpe_detail::TokenizerJson& tj, const nlohmann::json& cfg, const std::string& where) {
     const nlohmann::json& tok = tj.rest;
     if (!tok.is_object() || !tok.contains("model") || !tok["model"].is_object())
-      throw Error(where + ": no \"model\" object (is this a tokenizer.json?)");
+      throw FormatError(where + ": no \"model\" object (is this a tokenizer.json?)");
     const auto& model = tok["model"];
     const std::string mtype = json_string(model, "type");
-    if (!mtype.empty() && mtype != "BPE")
-      throw Error(where + ": model type '" + mtype + "' is not BPE");
-    if (!tj.has_vocab) throw Error(where + ": model.vocab is missing");
+    if (!mtype.empty() && mtype != "BPE") throw UnsupportedError(where + ": model type '" + mtype + "' is not BPE");
+    if (!tj.has_vocab) throw FormatError(where + ": model.vocab is missing");
     if (model.contains("dropout") && model["dropout"].is_number() && model["dropout"].get<double>() > 0)
-      throw Error(where + ": BPE dropout is not supported (it makes encoding random)");
+      throw UnsupportedError(where + ": BPE dropout is not supported (it makes encoding random)");
 
     parse_normalizer(tok.value("normalizer", nlohmann::json()), where);
     parse_pre_tokenizer(tok.value("pre_tokenizer", nlohmann::json()), where);
@@ -1425,7 +1426,7 @@ class BpeTokenizer final : public Tokenizer {
     vocab_.reserve(tj.vocab.size());
     int64_t max_id = -1;
     for (const auto& [key, id] : tj.vocab) {
-      if (id < 0 || id > INT32_MAX - 1) throw Error(where + ": vocab entry '" + key + "' has an invalid id");
+      if (id < 0 || id > INT32_MAX - 1) throw FormatError(where + ": vocab entry '" + key + "' has an invalid id");
       vocab_.insert(key, static_cast<int32_t>(id), true);
       max_id = std::max<int64_t>(max_id, id);
     }
@@ -1444,7 +1445,7 @@ class BpeTokenizer final : public Tokenizer {
         int64_t id = added_by_content_.find(t.content);
         if (id < 0) id = vocab_.find(t.content);
         if (id < 0) id = max_added < 0 ? vocab_count : (max_added >= vocab_count ? max_added + 1 : vocab_count);
-        if (id > INT32_MAX - 1) throw Error(where + ": too many added tokens");
+        if (id > INT32_MAX - 1) throw FormatError(where + ": too many added tokens");
         max_added = std::max(max_added, id);
         t.id = static_cast<int32_t>(id);
         t.special = json_bool(a, "special", false);
@@ -1458,7 +1459,7 @@ class BpeTokenizer final : public Tokenizer {
     const std::string unk = model.contains("unk_token") ? token_content(model["unk_token"]) : std::string();
     if (!unk.empty()) {
       unk_id_ = vocab_.find(unk);
-      if (unk_id_ < 0) throw Error(where + ": unk_token '" + unk + "' is not in the vocabulary");
+      if (unk_id_ < 0) throw FormatError(where + ": unk_token '" + unk + "' is not in the vocabulary");
     }
     finish_vocab();
 
@@ -1490,9 +1491,11 @@ class BpeTokenizer final : public Tokenizer {
   void check_ids(const std::string& where) const {
     const auto bad = [&](int32_t id) { return id < 0 || id >= n_vocab(); };
     for (int32_t id : prefix_ids_)
-      if (bad(id)) throw Error(where + ": post-processor token id " + std::to_string(id) + " is outside the vocabulary");
+      if (bad(id))
+        throw FormatError(where + ": post-processor token id " + std::to_string(id) + " is outside the vocabulary");
     for (int32_t id : suffix_ids_)
-      if (bad(id)) throw Error(where + ": post-processor token id " + std::to_string(id) + " is outside the vocabulary");
+      if (bad(id))
+        throw FormatError(where + ": post-processor token id " + std::to_string(id) + " is outside the vocabulary");
   }
 
   /// llama.cpp's pre-tokenizer regexes per tokenizer.ggml.pre, applied one after the other.
@@ -1539,15 +1542,16 @@ class BpeTokenizer final : public Tokenizer {
   }
 
   void load_gguf(const nlohmann::json& meta, const std::string& where) {
-    if (!meta.is_object()) throw Error(where + ": GGUF metadata is not an object");
+    if (!meta.is_object()) throw FormatError(where + ": GGUF metadata is not an object");
     const std::string model = json_string(meta, "tokenizer.ggml.model");
     if (model != "gpt2")
-      throw Error(where + ": tokenizer.ggml.model is '" + model + "', expected 'gpt2' for a byte-level BPE vocabulary");
+      throw UnsupportedError(where + ": tokenizer.ggml.model is '" + model +
+                             "', expected 'gpt2' for a byte-level BPE vocabulary");
     const std::string pre = json_string(meta, "tokenizer.ggml.pre");
     GgufPre gp;
     if (!gguf_pre(pre, gp))
-      throw Error(where + ": unsupported tokenizer.ggml.pre '" + pre +
-                  "' (supported: default, gpt-2, llama-bpe/llama3, qwen2, smollm and aliases)");
+      throw UnsupportedError(where + ": unsupported tokenizer.ggml.pre '" + pre +
+                             "' (supported: default, gpt-2, llama-bpe/llama3, qwen2, smollm and aliases)");
     for (auto r : gp.regexes) add_split(r, false, bpe_detail::SplitBehavior::kIsolated, false, where + " (pre '" + pre + "')");
     add_byte_level(false, false, where);
     nfc_ = gp.nfc;
@@ -1556,19 +1560,20 @@ class BpeTokenizer final : public Tokenizer {
 
     const auto tit = meta.find("tokenizer.ggml.tokens");
     if (tit == meta.end() || !tit->is_array())
-      throw Error(where + ": tokenizer.ggml.tokens is missing or not an array");
+      throw FormatError(where + ": tokenizer.ggml.tokens is missing or not an array");
     const auto& tokens = *tit;
     std::vector<int> types(tokens.size(), 1);
     if (auto it = meta.find("tokenizer.ggml.token_type"); it != meta.end() && it->is_array()) {
       if (it->size() != tokens.size())
-        throw Error(where + ": tokenizer.ggml.token_type has " + std::to_string(it->size()) + " entries for " +
-                    std::to_string(tokens.size()) + " tokens");
+        throw FormatError(where + ": tokenizer.ggml.token_type has " + std::to_string(it->size()) + " entries for " +
+                          std::to_string(tokens.size()) + " tokens");
       for (size_t i = 0; i < tokens.size(); ++i) types[i] = (*it)[i].is_number() ? (*it)[i].get<int>() : 1;
     }
     set_vocab_size(tokens.size());
     vocab_.reserve(tokens.size());
     for (size_t i = 0; i < tokens.size(); ++i) {
-      if (!tokens[i].is_string()) throw Error(where + ": tokenizer.ggml.tokens[" + std::to_string(i) + "] is not a string");
+      if (!tokens[i].is_string())
+        throw FormatError(where + ": tokenizer.ggml.tokens[" + std::to_string(i) + "] is not a string");
       const std::string& s = tokens[i].get_ref<const std::string&>();
       const int32_t id = static_cast<int32_t>(i);
       // GGUF token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
@@ -1592,16 +1597,17 @@ class BpeTokenizer final : public Tokenizer {
       merges_.reserve(it->size());
       uint32_t rank = 0;
       for (const auto& m : *it) {
-        if (!m.is_string()) throw Error(where + ": tokenizer.ggml.merges[" + std::to_string(rank) + "] is not a string");
+        if (!m.is_string())
+          throw FormatError(where + ": tokenizer.ggml.merges[" + std::to_string(rank) + "] is not a string");
         const std::string& s = m.get_ref<const std::string&>();
         const size_t sp = s.find(' ', 1);
         if (sp == std::string::npos)
-          throw Error(where + ": tokenizer.ggml.merges[" + std::to_string(rank) + "] '" + s + "' is not \"a b\"");
+          throw FormatError(where + ": tokenizer.ggml.merges[" + std::to_string(rank) + "] '" + s + "' is not \"a b\"");
         add_merge(std::string_view(s).substr(0, sp), std::string_view(s).substr(sp + 1), rank, false, where);
         ++rank;
       }
     } else {
-      throw Error(where + ": tokenizer.ggml.merges is missing (needed for a gpt2 vocabulary)");
+      throw FormatError(where + ": tokenizer.ggml.merges is missing (needed for a gpt2 vocabulary)");
     }
 
     const auto get_id = [&](const char* key) -> int32_t {
@@ -1667,10 +1673,10 @@ inline std::string tokenize_jsonl(const Tokenizer& tok, std::string_view jsonl, 
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception& ex) {
-      throw Error("jsonl line " + std::to_string(line_no) + ": not valid JSON: " + ex.what());
+      throw FormatError("jsonl line " + std::to_string(line_no) + ": not valid JSON: " + ex.what());
     }
     if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
-      throw Error("jsonl line " + std::to_string(line_no) + ": expected an object with a string \"text\"");
+      throw FormatError("jsonl line " + std::to_string(line_no) + ": expected an object with a string \"text\"");
     nlohmann::json o;
     o["i"] = j.contains("i") ? j["i"] : nlohmann::json(line_no - 1);
     o["ids"] = tok.encode(j["text"].get<std::string>(), add_special, parse_special);

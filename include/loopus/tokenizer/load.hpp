@@ -20,12 +20,13 @@ inline std::unique_ptr<Tokenizer> load_tokenizer_from_gguf_meta(const nlohmann::
                                                                 const std::string& path) {
   auto it = meta.find("tokenizer.ggml.model");
   if (it == meta.end())
-    throw Error(path + ": no tokenizer in this file (GGUF key 'tokenizer.ggml.model' missing)");
-  if (!it->is_string()) throw Error(path + ": GGUF key 'tokenizer.ggml.model' is not a string");
+    throw FormatError(path + ": no tokenizer in this file (GGUF key 'tokenizer.ggml.model' missing)");
+  if (!it->is_string()) throw FormatError(path + ": GGUF key 'tokenizer.ggml.model' is not a string");
   const std::string model = it->get<std::string>();
   if (model == "llama") return std::make_unique<SpmTokenizer>(SpmTokenizer::from_gguf_meta(meta, path));
   if (model == "gpt2") return std::make_unique<BpeTokenizer>(BpeTokenizer::from_gguf_meta(meta, path));
-  throw Error(path + ": tokenizer.ggml.model '" + model + "' is not supported (expected \"llama\" or \"gpt2\")");
+  throw UnsupportedError(path + ": tokenizer.ggml.model '" + model +
+                         "' is not supported (expected \"llama\" or \"gpt2\")");
 }
 
 }  // namespace loopus

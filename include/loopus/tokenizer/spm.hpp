@@ -209,8 +209,8 @@ class SpmTokenizer final : public Tokenizer {
 
   size_t check_id(int32_t id) const {
     if (id < 0 || id >= n_vocab())
-      throw Error(source_ + ": token id " + std::to_string(id) + " out of range [0, " +
-                  std::to_string(n_vocab()) + ")");
+      throw UsageError(source_ + ": token id " + std::to_string(id) + " out of range [0, " + std::to_string(n_vocab()) +
+                       ")");
     return size_t(id);
   }
 
@@ -253,25 +253,25 @@ class SpmTokenizer final : public Tokenizer {
 
 inline void SpmTokenizer::build() {
   const size_t n = v_.tokens.size();
-  if (n == 0) throw Error(source_ + ": empty vocabulary");
-  if (n > size_t(INT32_MAX)) throw Error(source_ + ": vocabulary too large");
+  if (n == 0) throw FormatError(source_ + ": empty vocabulary");
+  if (n > size_t(INT32_MAX)) throw FormatError(source_ + ": vocabulary too large");
   if (v_.scores.size() != n)
-    throw Error(source_ + ": " + std::to_string(v_.scores.size()) + " scores for " + std::to_string(n) +
-                " tokens (expected one per token)");
+    throw FormatError(source_ + ": " + std::to_string(v_.scores.size()) + " scores for " + std::to_string(n) +
+                      " tokens (expected one per token)");
   if (v_.types.size() != n)
-    throw Error(source_ + ": " + std::to_string(v_.types.size()) + " token types for " + std::to_string(n) +
-                " tokens (expected one per token)");
+    throw FormatError(source_ + ": " + std::to_string(v_.types.size()) + " token types for " + std::to_string(n) +
+                      " tokens (expected one per token)");
   auto check_special = [&](int32_t id, const char* what) {
     if (id < -1 || id >= int32_t(n))
-      throw Error(source_ + ": " + what + " id " + std::to_string(id) + " out of range [0, " + std::to_string(n) +
-                  ")");
+      throw FormatError(source_ + ": " + what + " id " + std::to_string(id) + " out of range [0, " + std::to_string(n) +
+                        ")");
   };
   check_special(v_.bos, "BOS");
   check_special(v_.eos, "EOS");
   check_special(v_.unk, "unknown-token");
   check_special(v_.pad, "padding");
-  if (v_.add_bos && v_.bos < 0) throw Error(source_ + ": add_bos_token is set but the vocabulary has no BOS id");
-  if (v_.add_eos && v_.eos < 0) throw Error(source_ + ": add_eos_token is set but the vocabulary has no EOS id");
+  if (v_.add_bos && v_.bos < 0) throw FormatError(source_ + ": add_bos_token is set but the vocabulary has no BOS id");
+  if (v_.add_eos && v_.eos < 0) throw FormatError(source_ + ": add_eos_token is set but the vocabulary has no EOS id");
 
   piece_to_id_.reserve(n);
   for (size_t i = 0; i < n; ++i) {
@@ -279,8 +279,8 @@ inline void SpmTokenizer::build() {
     if (v_.tokens[i].empty()) v_.tokens[i] = "[EMPTY_" + std::to_string(i) + "]";
     auto [it, fresh] = piece_to_id_.emplace(v_.tokens[i], int32_t(i));
     if (!fresh)
-      throw Error(source_ + ": duplicate token text '" + detail::spm::printable(v_.tokens[i]) + "' at ids " +
-                  std::to_string(it->second) + " and " + std::to_string(i));
+      throw FormatError(source_ + ": duplicate token text '" + detail::spm::printable(v_.tokens[i]) + "' at ids " +
+                        std::to_string(it->second) + " and " + std::to_string(i));
   }
 
   static constexpr char kHex[] = "0123456789ABCDEF";
@@ -319,9 +319,9 @@ inline void SpmTokenizer::push_bytes(std::string_view s, std::vector<int32_t>& o
     int32_t id = byte_to_id_[c];
     if (id < 0) id = v_.unk;
     if (id < 0)
-      throw Error(source_ + ": byte 0x" + std::string(1, "0123456789ABCDEF"[c >> 4]) +
-                  std::string(1, "0123456789ABCDEF"[c & 15]) +
-                  " has no piece, no <0xNN> byte token and the vocabulary has no unknown token");
+      throw FormatError(source_ + ": byte 0x" + std::string(1, "0123456789ABCDEF"[c >> 4]) +
+                        std::string(1, "0123456789ABCDEF"[c & 15]) +
+                        " has no piece, no <0xNN> byte token and the vocabulary has no unknown token");
     out.push_back(id);
   }
 }
@@ -351,7 +351,7 @@ inline void SpmTokenizer::bpe(std::string_view text, std::vector<int32_t>& out) 
     }
   };
   if (text.empty()) return;
-  if (text.size() > UINT32_MAX) throw Error(source_ + ": text fragment too long to tokenize");
+  if (text.size() > UINT32_MAX) throw LimitError(source_ + ": text fragment too long to tokenize");
   const std::string_view mark = detail::spm::kSpaceMark;
 
   std::vector<Sym> sym;
@@ -509,8 +509,8 @@ inline const nlohmann::json* find_key(const nlohmann::json& meta, const char* ke
 
 inline const nlohmann::json& require_array(const nlohmann::json& meta, const char* key, const std::string& path) {
   const nlohmann::json* j = find_key(meta, key);
-  if (!j) throw Error(path + ": GGUF key '" + key + "' missing (needed for the SentencePiece vocabulary)");
-  if (!j->is_array()) throw Error(path + ": GGUF key '" + key + "' is not an array");
+  if (!j) throw FormatError(path + ": GGUF key '" + key + "' missing (needed for the SentencePiece vocabulary)");
+  if (!j->is_array()) throw FormatError(path + ": GGUF key '" + key + "' is not an array");
   return *j;
 }
 
@@ -519,13 +519,13 @@ inline int32_t read_id(const nlohmann::json& meta, const char* key, int32_t fall
                        const std::string& path) {
   const nlohmann::json* j = find_key(meta, key);
   if (!j) return fallback;
-  if (!j->is_number_integer()) throw Error(path + ": GGUF key '" + key + "' is not an integer");
+  if (!j->is_number_integer()) throw FormatError(path + ": GGUF key '" + key + "' is not an integer");
   int64_t v = j->is_number_unsigned() ? int64_t(std::min<uint64_t>(j->get<uint64_t>(), uint64_t(INT64_MAX)))
                                       : j->get<int64_t>();
   if (v == -1 || v == int64_t(UINT32_MAX)) return -1;
   if (v < 0 || v >= int64_t(n_tokens))
-    throw Error(path + ": GGUF key '" + key + "' = " + std::to_string(v) + " is outside the vocabulary [0, " +
-                std::to_string(n_tokens) + ")");
+    throw FormatError(path + ": GGUF key '" + key + "' = " + std::to_string(v) + " is outside the vocabulary [0, " +
+                      std::to_string(n_tokens) + ")");
   return int32_t(v);
 }
 
@@ -534,7 +534,7 @@ inline bool read_bool(const nlohmann::json& meta, const char* key, bool fallback
   if (!j) return fallback;
   if (j->is_boolean()) return j->get<bool>();
   if (j->is_number_integer()) return j->get<int64_t>() != 0;
-  throw Error(path + ": GGUF key '" + key + "' is not a boolean");
+  throw FormatError(path + ": GGUF key '" + key + "' is not a boolean");
 }
 
 /// Token kinds for files that store none (llama2.c): by the conventions of
@@ -551,25 +551,25 @@ inline SpmTokenizer::TokenType infer_type(std::string_view text, int32_t id, int
 
 inline SpmTokenizer SpmTokenizer::from_gguf_meta(const nlohmann::json& meta, const std::string& path) {
   using namespace detail::spm;
-  if (!meta.is_object()) throw Error(path + ": GGUF metadata is not a key/value object");
+  if (!meta.is_object()) throw FormatError(path + ": GGUF metadata is not a key/value object");
   const nlohmann::json* model = find_key(meta, "tokenizer.ggml.model");
-  if (!model) throw Error(path + ": GGUF key 'tokenizer.ggml.model' missing (file has no tokenizer)");
+  if (!model) throw FormatError(path + ": GGUF key 'tokenizer.ggml.model' missing (file has no tokenizer)");
   if (!model->is_string() || model->get<std::string>() != "llama")
-    throw Error(path + ": tokenizer.ggml.model is " + model->dump() +
-                ", expected \"llama\" for a SentencePiece vocabulary");
+    throw UnsupportedError(path + ": tokenizer.ggml.model is " + model->dump() +
+                           ", expected \"llama\" for a SentencePiece vocabulary");
 
   const auto& toks = require_array(meta, "tokenizer.ggml.tokens", path);
   const auto& scores = require_array(meta, "tokenizer.ggml.scores", path);
   const nlohmann::json* types = find_key(meta, "tokenizer.ggml.token_type");
-  if (types && !types->is_array()) throw Error(path + ": GGUF key 'tokenizer.ggml.token_type' is not an array");
+  if (types && !types->is_array()) throw FormatError(path + ": GGUF key 'tokenizer.ggml.token_type' is not an array");
   const size_t n = toks.size();
-  if (n == 0) throw Error(path + ": GGUF key 'tokenizer.ggml.tokens' is empty");
+  if (n == 0) throw FormatError(path + ": GGUF key 'tokenizer.ggml.tokens' is empty");
   if (scores.size() != n)
-    throw Error(path + ": 'tokenizer.ggml.scores' has " + std::to_string(scores.size()) +
-                " entries but 'tokenizer.ggml.tokens' has " + std::to_string(n));
+    throw FormatError(path + ": 'tokenizer.ggml.scores' has " + std::to_string(scores.size()) +
+                      " entries but 'tokenizer.ggml.tokens' has " + std::to_string(n));
   if (types && types->size() != n)
-    throw Error(path + ": 'tokenizer.ggml.token_type' has " + std::to_string(types->size()) +
-                " entries but 'tokenizer.ggml.tokens' has " + std::to_string(n));
+    throw FormatError(path + ": 'tokenizer.ggml.token_type' has " + std::to_string(types->size()) +
+                      " entries but 'tokenizer.ggml.tokens' has " + std::to_string(n));
 
   Vocab v;
   v.bos = read_id(meta, "tokenizer.ggml.bos_token_id", n > 1 ? 1 : -1, n, path);
@@ -586,15 +586,16 @@ inline SpmTokenizer SpmTokenizer::from_gguf_meta(const nlohmann::json& meta, con
   for (size_t i = 0; i < n; ++i) {
     const auto& t = toks[i];
     if (!t.is_string())
-      throw Error(path + ": 'tokenizer.ggml.tokens'[" + std::to_string(i) + "] is not a string");
+      throw FormatError(path + ": 'tokenizer.ggml.tokens'[" + std::to_string(i) + "] is not a string");
     v.tokens.push_back(t.get<std::string>());
     const auto& s = scores[i];
-    if (!s.is_number()) throw Error(path + ": 'tokenizer.ggml.scores'[" + std::to_string(i) + "] is not a number");
+    if (!s.is_number())
+      throw FormatError(path + ": 'tokenizer.ggml.scores'[" + std::to_string(i) + "] is not a number");
     v.scores.push_back(s.get<float>());
     if (types) {
       const auto& ty = (*types)[i];
       if (!ty.is_number_integer())
-        throw Error(path + ": 'tokenizer.ggml.token_type'[" + std::to_string(i) + "] is not an integer");
+        throw FormatError(path + ": 'tokenizer.ggml.token_type'[" + std::to_string(i) + "] is not an integer");
       int64_t k = ty.get<int64_t>();
       // Out-of-range kinds are "undefined", as llama.cpp maps them.
       v.types.push_back(k >= 0 && k <= 6 ? TokenType(int32_t(k)) : TokenType::kUndefined);
@@ -608,14 +609,14 @@ inline SpmTokenizer SpmTokenizer::from_gguf_meta(const nlohmann::json& meta, con
 inline SpmTokenizer SpmTokenizer::from_llama2c(const std::string& path, int bos, int eos) {
   using namespace detail::spm;
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open llama2.c tokenizer file");
+  if (!f) throw IoError(path + ": cannot open llama2.c tokenizer file");
   std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) throw Error(path + ": read error");
+  if (f.bad()) throw IoError(path + ": read error");
   size_t pos = 0;
   auto read_i32 = [&](const char* what) {
     if (data.size() - pos < 4)
-      throw Error(path + ": truncated llama2.c tokenizer file (EOF while reading " + std::string(what) + " at byte " +
-                  std::to_string(pos) + ")");
+      throw FormatError(path + ": truncated llama2.c tokenizer file (EOF while reading " + std::string(what) +
+                        " at byte " + std::to_string(pos) + ")");
     int32_t v;
     std::memcpy(&v, data.data() + pos, 4);
     pos += 4;
@@ -623,7 +624,8 @@ inline SpmTokenizer SpmTokenizer::from_llama2c(const std::string& path, int bos,
   };
   int32_t max_len = read_i32("max_token_length");
   if (max_len <= 0 || max_len > (1 << 20))
-    throw Error(path + ": max_token_length " + std::to_string(max_len) + " is implausible (not a llama2.c tokenizer.bin?)");
+    throw FormatError(path + ": max_token_length " + std::to_string(max_len) +
+                      " is implausible (not a llama2.c tokenizer.bin?)");
 
   Vocab v;
   while (pos < data.size()) {
@@ -633,17 +635,17 @@ inline SpmTokenizer SpmTokenizer::from_llama2c(const std::string& path, int bos,
     std::memcpy(&score, &bits, 4);
     int32_t len = read_i32("a token length");
     if (len < 0 || size_t(len) > data.size() - pos)
-      throw Error(path + ": token " + std::to_string(i) + " has length " + std::to_string(len) + " but only " +
-                  std::to_string(data.size() - pos) + " bytes remain (truncated or corrupt file)");
+      throw FormatError(path + ": token " + std::to_string(i) + " has length " + std::to_string(len) + " but only " +
+                        std::to_string(data.size() - pos) + " bytes remain (truncated or corrupt file)");
     v.tokens.emplace_back(data, pos, size_t(len));
     v.scores.push_back(score);
     pos += size_t(len);
   }
   const int64_t n = int64_t(v.tokens.size());
-  if (n == 0) throw Error(path + ": llama2.c tokenizer file holds no tokens");
+  if (n == 0) throw FormatError(path + ": llama2.c tokenizer file holds no tokens");
   if (bos < -1 || bos >= n || eos < -1 || eos >= n)
-    throw Error(path + ": BOS id " + std::to_string(bos) + " / EOS id " + std::to_string(eos) +
-                " outside the " + std::to_string(n) + "-token vocabulary");
+    throw FormatError(path + ": BOS id " + std::to_string(bos) + " / EOS id " + std::to_string(eos) + " outside the " +
+                      std::to_string(n) + "-token vocabulary");
 
   v.bos = bos;
   v.eos = eos;

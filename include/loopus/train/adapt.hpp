@@ -90,17 +90,17 @@ struct AdaptConfig {
     return (max_tokens + tokens_per_batch() - 1) / tokens_per_batch();
   }
   void check() const {
-    if (batch < 1) throw Error("AdaptConfig::batch must be >= 1");
-    if (seq_len < 2) throw Error("AdaptConfig::seq_len must be >= 2");
-    if (accum < 1) throw Error("AdaptConfig::accum must be >= 1");
+    if (batch < 1) throw UsageError("AdaptConfig::batch must be >= 1");
+    if (seq_len < 2) throw UsageError("AdaptConfig::seq_len must be >= 2");
+    if (accum < 1) throw UsageError("AdaptConfig::accum must be >= 1");
     if ((max_tokens > 0) == (max_steps > 0))
-      throw Error("give exactly one of AdaptConfig::max_tokens and AdaptConfig::max_steps (> 0)");
-    if (!(lr > 0)) throw Error("AdaptConfig::lr must be > 0");
-    if (!(warmup >= 0 && warmup < 1)) throw Error("AdaptConfig::warmup must be a fraction in [0, 1)");
-    if (!(gate_lr_mult > 0)) throw Error("AdaptConfig::gate_lr_mult must be > 0");
+      throw UsageError("give exactly one of AdaptConfig::max_tokens and AdaptConfig::max_steps (> 0)");
+    if (!(lr > 0)) throw UsageError("AdaptConfig::lr must be > 0");
+    if (!(warmup >= 0 && warmup < 1)) throw UsageError("AdaptConfig::warmup must be a fraction in [0, 1)");
+    if (!(gate_lr_mult > 0)) throw UsageError("AdaptConfig::gate_lr_mult must be > 0");
     if (schedule != "cosine" && schedule != "official")
-      throw Error("AdaptConfig::schedule must be cosine or official, got '" + schedule + "'");
-    if (warmup_steps < 0) throw Error("AdaptConfig::warmup_steps must be >= 0");
+      throw UsageError("AdaptConfig::schedule must be cosine or official, got '" + schedule + "'");
+    if (warmup_steps < 0) throw UsageError("AdaptConfig::warmup_steps must be >= 0");
     step.check();
   }
   /// The values a resume checks against the checkpoint.
@@ -150,11 +150,11 @@ class Adapter {
 
   static void check_layout(const PackedData& d, const AdaptConfig& c) {
     if (d.seq_len() != c.seq_len)
-      throw Error("the training data has sequences of " + std::to_string(d.seq_len()) + " tokens, the run " +
-                  std::to_string(c.seq_len));
+      throw UsageError("the training data has sequences of " + std::to_string(d.seq_len()) + " tokens, the run " +
+                       std::to_string(c.seq_len));
     if (d.padded() != c.pad)
-      throw Error(std::string(d.padded() ? "padded" : "packed") + " training data, but the run's config says " +
-                  (c.pad ? "padded (pad = true)" : "packed (pad = false)"));
+      throw UsageError(std::string(d.padded() ? "padded" : "packed") + " training data, but the run's config says " +
+                       (c.pad ? "padded (pad = true)" : "packed (pad = false)"));
   }
   const AdaptConfig& config() const { return cfg_; }
   const LrSchedule& schedule() const { return sched_; }
@@ -248,16 +248,16 @@ class Adapter {
     const auto c = LoadedCheckpoint::read(path);
     const auto& st = c.state();
     if (st.value("format", "") != "loopus-train" || st.value("version", 0) != 1)
-      throw Error(path + ": not a loopus-train v1 state");
-    if (st.value("scalar_bytes", 0) != int(sizeof(S))) throw Error(path + ": saved with another scalar type");
+      throw FormatError(path + ": not a loopus-train v1 state");
+    if (st.value("scalar_bytes", 0) != int(sizeof(S))) throw UsageError(path + ": saved with another scalar type");
     const auto want = cfg_.json(), defaults = AdaptConfig{}.json();
     for (auto& [k, v] : want.items()) {
       // A setting newer than the file (absent there) was at its default when the run started.
       const auto it = st["config"].find(k);
       const nlohmann::json had = it != st["config"].end() ? *it : defaults[k];
       if (had != v)
-        throw Error(path + ": the run was started with " + k + " = " + had.dump() + ", now " + v.dump() +
-                    "; resume needs the same settings");
+        throw UsageError(path + ": the run was started with " + k + " = " + had.dump() + ", now " + v.dump() +
+                         "; resume needs the same settings");
     }
     std::vector<S> v;
     auto restore = [&](const std::string& name, Tensor<Backend, S>& t) {
@@ -321,7 +321,7 @@ template <class Backend, class S>
 double perplexity(TrainModel<Backend, S>& m, const PackedData& data, int64_t batch, int loops, int64_t max_seqs = 0) {
   int64_t n = data.size();
   if (max_seqs > 0) n = std::min(n, max_seqs);
-  if (n == 0) throw Error("perplexity: no held-out sequence of " + std::to_string(data.seq_len()) + " tokens");
+  if (n == 0) throw UsageError("perplexity: no held-out sequence of " + std::to_string(data.seq_len()) + " tokens");
   const int64_t B = std::min(batch, n), T = data.seq_len();
   LoopusTrainer<Backend, S> ev(m, B, T, StepConfig{}, /*training=*/false);
   std::vector<int32_t> ids(size_t(B * T)), labels(size_t(B * T));

@@ -76,10 +76,10 @@ class LoadedCheckpoint {
   /// The blob `name`, which must hold exactly `bytes` bytes.
   const void* blob(const std::string& name, uint64_t bytes) const {
     auto it = index_.find(name);
-    if (it == index_.end()) throw Error(path_ + ": checkpoint has no tensor '" + name + "'");
+    if (it == index_.end()) throw FormatError(path_ + ": checkpoint has no tensor '" + name + "'");
     if (it->second.second != bytes)
-      throw Error(path_ + ": checkpoint tensor '" + name + "' has " + std::to_string(it->second.second) +
-                  " bytes, expected " + std::to_string(bytes) + " (different model or settings?)");
+      throw FormatError(path_ + ": checkpoint tensor '" + name + "' has " + std::to_string(it->second.second) +
+                        " bytes, expected " + std::to_string(bytes) + " (different model or settings?)");
     return data_.data() + it->second.first;
   }
   void copy(const std::string& name, void* dst, uint64_t bytes) const { std::memcpy(dst, blob(name, bytes), bytes); }
@@ -89,30 +89,34 @@ class LoadedCheckpoint {
     c.path_ = path;
     io::detail::InputFile f(path);
     const uint64_t size = f.size();
-    if (size < 24) throw Error(path + ": not a loopus training checkpoint (too short: " + std::to_string(size) + " bytes)");
+    if (size < 24)
+      throw FormatError(path + ": not a loopus training checkpoint (too short: " + std::to_string(size) + " bytes)");
     std::vector<char> all(static_cast<size_t>(size));
     f.read_at(all.data(), size, 0, "checkpoint");
-    if (std::memcmp(all.data(), kCheckpointMagic, 8) != 0) throw Error(path + ": not a loopus training checkpoint (bad magic)");
+    if (std::memcmp(all.data(), kCheckpointMagic, 8) != 0)
+      throw FormatError(path + ": not a loopus training checkpoint (bad magic)");
     detail::Fnv1a sum;
     sum.add(all.data(), size_t(size - 8));
     uint64_t want;
     std::memcpy(&want, all.data() + size - 8, 8);
-    if (sum.h != want) throw Error(path + ": checkpoint checksum mismatch (torn or corrupted file)");
+    if (sum.h != want) throw FormatError(path + ": checkpoint checksum mismatch (torn or corrupted file)");
     uint64_t len;
     std::memcpy(&len, all.data() + 8, 8);
-    if (len > size - 24) throw Error(path + ": checkpoint header length " + std::to_string(len) + " runs past EOF");
+    if (len > size - 24)
+      throw FormatError(path + ": checkpoint header length " + std::to_string(len) + " runs past EOF");
     nlohmann::json h;
     try {
       h = nlohmann::json::parse(all.begin() + 16, all.begin() + 16 + int64_t(len));
     } catch (const std::exception& e) {
-      throw Error(path + ": checkpoint header is not valid JSON (" + e.what() + ")");
+      throw FormatError(path + ": checkpoint header is not valid JSON (" + e.what() + ")");
     }
     if (!h.contains("state") || !h.contains("blobs") || !h["blobs"].is_array())
-      throw Error(path + ": checkpoint header lacks 'state' or 'blobs'");
+      throw FormatError(path + ": checkpoint header lacks 'state' or 'blobs'");
     const uint64_t base = 16 + len, payload = size - 8 - base;
     for (const auto& b : h["blobs"]) {
       const uint64_t off = b.at("offset").get<uint64_t>(), n = b.at("bytes").get<uint64_t>();
-      if (off > payload || n > payload - off) throw Error(path + ": checkpoint blob '" + b.at("name").get<std::string>() + "' runs past EOF");
+      if (off > payload || n > payload - off)
+        throw FormatError(path + ": checkpoint blob '" + b.at("name").get<std::string>() + "' runs past EOF");
       c.index_[b.at("name").get<std::string>()] = {size_t(base + off), size_t(n)};
     }
     c.state_ = std::move(h["state"]);

@@ -25,20 +25,20 @@ enum class DocSplit {
 inline DocSplit parse_doc_split(const std::string& s) {
   if (s == "blank") return DocSplit::kBlankLine;
   if (s == "line") return DocSplit::kLine;
-  throw Error("DocSplit must be blank or line, got '" + s + "'");
+  throw UsageError("DocSplit must be blank or line, got '" + s + "'");
 }
 
 /// The lines of a file, without their "\n" / "\r\n".
 inline std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open training data");
+  if (!f) throw IoError(path + ": cannot open training data");
   std::vector<std::string> lines;
   std::string line;
   while (std::getline(f, line)) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     lines.push_back(std::move(line));
   }
-  if (f.bad()) throw Error(path + ": read error");
+  if (f.bad()) throw IoError(path + ": read error");
   return lines;
 }
 
@@ -59,10 +59,10 @@ inline std::vector<std::string> documents(const std::vector<std::string>& lines,
       try {
         j = nlohmann::json::parse(lines[i]);
       } catch (const std::exception& e) {
-        throw Error(where + ":" + std::to_string(i + 1) + ": not valid JSON (" + e.what() + ")");
+        throw FormatError(where + ":" + std::to_string(i + 1) + ": not valid JSON (" + e.what() + ")");
       }
       if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
-        throw Error(where + ":" + std::to_string(i + 1) + ": expected an object with a string field \"text\"");
+        throw FormatError(where + ":" + std::to_string(i + 1) + ": expected an object with a string field \"text\"");
       docs.push_back(j["text"].get<std::string>());
     }
     return docs;
@@ -118,7 +118,7 @@ struct Corpus {
 inline Corpus load_corpus(const std::string& data, const std::string& val, double val_percent, const Tokenizer& tok,
                           DocSplit split, bool eos = false) {
   if (val.empty() && !(val_percent >= 0 && val_percent < 100))
-    throw Error("val_percent must be in [0, 100), got " + std::to_string(val_percent));
+    throw UsageError("val_percent must be in [0, 100), got " + std::to_string(val_percent));
   Corpus c;
   const auto lines = read_lines(data);
   size_t cut = lines.size();
@@ -152,19 +152,19 @@ class PackedData {
  public:
   PackedData() = default;
   PackedData(std::vector<int32_t> ids, int64_t seq_len) : ids_(std::move(ids)), T_(seq_len) {
-    if (seq_len < 2) throw Error("seq_len must be >= 2, got " + std::to_string(seq_len));
+    if (seq_len < 2) throw UsageError("seq_len must be >= 2, got " + std::to_string(seq_len));
     ids_.resize(size_t(size() * T_));
   }
   /// The padded layout: documents [starts[k], starts[k+1]) of `stream`; documents
   /// of fewer than 2 tokens (nothing to predict) are skipped.
   static PackedData padded(const std::vector<int32_t>& stream, const std::vector<int64_t>& starts, int64_t seq_len,
                            int32_t pad_id) {
-    if (seq_len < 2) throw Error("seq_len must be >= 2, got " + std::to_string(seq_len));
+    if (seq_len < 2) throw UsageError("seq_len must be >= 2, got " + std::to_string(seq_len));
     PackedData d;
     d.T_ = seq_len;
     for (size_t k = 0; k < starts.size(); ++k) {
       const int64_t b = starts[k], e = k + 1 < starts.size() ? starts[k + 1] : int64_t(stream.size());
-      if (b < 0 || e < b || e > int64_t(stream.size())) throw Error("padded data: document offsets out of order");
+      if (b < 0 || e < b || e > int64_t(stream.size())) throw UsageError("padded data: document offsets out of order");
       const int64_t n = std::min(e - b, seq_len);
       if (n < 2) continue;
       d.ids_.insert(d.ids_.end(), stream.begin() + b, stream.begin() + b + n);
@@ -217,8 +217,8 @@ class Batcher {
   };
   Batcher(const PackedData& d, int64_t batch, uint64_t seed) : d_(d), B_(batch), seed_(seed) {
     if (d_.size() < batch)
-      throw Error("the training data has " + std::to_string(d_.size()) + " sequences of " +
-                  std::to_string(d_.seq_len()) + " tokens; batch = " + std::to_string(batch) + " needs more");
+      throw UsageError("the training data has " + std::to_string(d_.size()) + " sequences of " +
+                       std::to_string(d_.seq_len()) + " tokens; batch = " + std::to_string(batch) + " needs more");
     shuffle();
   }
   /// Copies the next B sequences into out[B·T] (and their labels into labels[B·T], when given).

@@ -183,16 +183,16 @@ template <class Backend>
 AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = {}) {
   namespace fs = std::filesystem;
   using clock = std::chrono::steady_clock;
-  if (a.eval_loops.empty()) throw Error("no evaluation loop counts");
+  if (a.eval_loops.empty()) throw UsageError("no evaluation loop counts");
   const fs::path out(a.out);
   fs::create_directories(out);
   const fs::path state_path = out / "train_state.bin", log_path = out / "log.jsonl";
   if (!a.resume && fs::exists(state_path))
-    throw Error(out.string() +
-                " already holds a training run (train_state.bin); set AdaptRunOptions::resume to continue it, or "
-                "choose another AdaptRunOptions::out");
+    throw UsageError(out.string() +
+                     " already holds a training run (train_state.bin); set AdaptRunOptions::resume to continue it, or "
+                     "choose another AdaptRunOptions::out");
   if (a.resume && !fs::exists(state_path))
-    throw Error(out.string() + ": AdaptRunOptions::resume is set but there is no train_state.bin there");
+    throw UsageError(out.string() + ": AdaptRunOptions::resume is set but there is no train_state.bin there");
 
   // ---- model, tokenizer, data
   io::OpenModelOptions oo = a.open;
@@ -204,11 +204,11 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
   std::shared_ptr<const LoopedWeights> lw = rm.looped;
   if (lw) {
     if (!a.encoder_layers.empty() || !a.decoder_layers.empty())
-      throw Error(a.model + ": a LoopUS checkpoint fixes its split (" + lw->split.text() +
-                  "); leave encoder_layers/decoder_layers empty");
+      throw UsageError(a.model + ": a LoopUS checkpoint fixes its split (" + lw->split.text() +
+                       "); leave encoder_layers/decoder_layers empty");
   } else {
     if (a.encoder_layers.empty() || a.decoder_layers.empty())
-      throw Error("adapting a plain model needs encoder_layers and decoder_layers (e.g. 0..0 and 4..4)");
+      throw UsageError("adapting a plain model needs encoder_layers and decoder_layers (e.g. 0..0 and 4..4)");
     lw = recast(rm.plain, LayerSplit::from_specs(a.encoder_layers, a.decoder_layers, rm.plain->hp.n_layer));
   }
   if (!a.gate_init.empty()) {
@@ -220,8 +220,8 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
   }
   const HParams& hp = lw->base->hp;
   if (rm.tok->n_vocab() > hp.n_vocab)
-    throw Error("the tokenizer has " + std::to_string(rm.tok->n_vocab()) + " tokens but the model only " +
-                std::to_string(hp.n_vocab));
+    throw UsageError("the tokenizer has " + std::to_string(rm.tok->n_vocab()) + " tokens but the model only " +
+                     std::to_string(hp.n_vocab));
   auto corpus = load_corpus(a.data, a.val, a.val_percent, *rm.tok, parse_doc_split(a.docs), a.eos);
   PackedData train_data, val_data;
   if (a.cfg.pad) {
@@ -233,8 +233,8 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
     val_data = PackedData(std::move(corpus.val), a.cfg.seq_len);
   }
   if (val_data.size() == 0)
-    throw Error("no held-out sequence of " + std::to_string(a.cfg.seq_len) +
-                " tokens: give AdaptRunOptions::val a file or a larger AdaptRunOptions::val_percent");
+    throw UsageError("no held-out sequence of " + std::to_string(a.cfg.seq_len) +
+                     " tokens: give AdaptRunOptions::val a file or a larger AdaptRunOptions::val_percent");
   TrainSelect sel = TrainSelect::parse(a.train_parts);
   if (a.cfg.no_loop) sel.gate = sel.q_head = false;  // unused by the plain control
   TrainModel<Backend> m(lw, sel, a.cfg.seed);

@@ -22,12 +22,12 @@ struct StepConfig {
   double beta = 1.0;       ///< weight of the monotonicity term SiLU(L_LM − L_prev)
 
   void check() const {
-    if (n_steps < 1) throw Error("StepConfig::n_steps must be >= 1, got " + std::to_string(n_steps));
+    if (n_steps < 1) throw UsageError("StepConfig::n_steps must be >= 1, got " + std::to_string(n_steps));
     if (n_supervision < 1 || n_supervision > n_steps)
-      throw Error("StepConfig::n_supervision must be in 1..StepConfig::n_steps (" + std::to_string(n_steps) +
-                  "), got " + std::to_string(n_supervision));
+      throw UsageError("StepConfig::n_supervision must be in 1..StepConfig::n_steps (" + std::to_string(n_steps) +
+                       "), got " + std::to_string(n_supervision));
     if (n_apply < 1 || n_apply > 16)
-      throw Error("StepConfig::n_apply must be in 1..16, got " + std::to_string(n_apply));
+      throw UsageError("StepConfig::n_apply must be in 1..16, got " + std::to_string(n_apply));
   }
 };
 
@@ -79,11 +79,11 @@ class LoopusTrainer {
   LoopusTrainer(TrainModel<Backend, S>& m, int64_t batch, int64_t seq_len, StepConfig cfg = {}, bool training = true)
       : m_(m), cfg_(cfg), D_(Dims::of(m.hp(), batch, seq_len)), training_(training) {
     cfg_.check();
-    if (batch < 1 || seq_len < 2) throw Error("training needs batch >= 1 and seq_len >= 2");
+    if (batch < 1 || seq_len < 2) throw UsageError("training needs batch >= 1 and seq_len >= 2");
     if (const int w = m.hp().sliding_window; w > 0 && seq_len > w)  // no window mask: see docs/architecture.md
-      throw Error("training sequences of " + std::to_string(seq_len) + " tokens exceed the model's sliding window of " +
-                  std::to_string(w) +
-                  " tokens (sliding-window attention is not implemented); use seq_len <= " + std::to_string(w));
+      throw UsageError("training sequences of " + std::to_string(seq_len) +
+                       " tokens exceed the model's sliding window of " + std::to_string(w) +
+                       " tokens (sliding-window attention is not implemented); use seq_len <= " + std::to_string(w));
     const LayerSplit& s = m_.split();
     nM_ = int(s.reasoning.size());
     nD_ = int(s.decoder.size());
@@ -195,7 +195,7 @@ class LoopusTrainer {
   /// the loss). fixed_prev, when given, replaces L_prev (tests use it to hold
   /// the no-grad term constant under finite differences).
   StepLosses supervised_step(Sp h, double grad_scale = 1.0, const double* fixed_prev = nullptr) {
-    if (!training_) throw Error("LoopusTrainer: built for evaluation only (training = false)");
+    if (!training_) throw UsageError("LoopusTrainer: built for evaluation only (training = false)");
     const int64_t N = D_.N, d = D_.d, B = D_.B, T = D_.T;
     StepLosses L;
     Kernels::copy(h_old_.span(), h);
@@ -305,7 +305,7 @@ class LoopusTrainer {
   /// (no grad), one pass of the reasoning layers without gate, decoder, CE;
   /// backward adds grad_scale·dL/dθ.
   StepLosses plain_step(const int32_t* ids, const int32_t* labels, double grad_scale = 1.0) {
-    if (!training_) throw Error("LoopusTrainer: built for evaluation only (training = false)");
+    if (!training_) throw UsageError("LoopusTrainer: built for evaluation only (training = false)");
     const int64_t N = D_.N;
     set_labels(labels ? labels : ids);
     const Sp x = batch_h();

@@ -41,10 +41,11 @@ struct TrainSelect {
       else if (t == "norm") s.norm = true;
       else if (t == "lm_head" || t == "lm-head") s.lm_head = true;
       else if (t == "encoder" || t == "embeddings")
-        throw Error("TrainSelect '" + list + "': the " + t + " stays frozen (the method runs it without gradients)");
+        throw UsageError("TrainSelect '" + list + "': the " + t +
+                         " stays frozen (the method runs it without gradients)");
       else
-        throw Error("TrainSelect '" + list + "': unknown part '" + t +
-                    "' (expected reasoning, gate, q_head, decoder, norm, lm_head or all)");
+        throw UsageError("TrainSelect '" + list + "': unknown part '" + t +
+                         "' (expected reasoning, gate, q_head, decoder, norm, lm_head or all)");
     };
     size_t start = 0;
     for (size_t i = 0; i <= list.size(); ++i)
@@ -144,8 +145,8 @@ class TrainModel {
     hp_ = w.hp;
     const LayerSplit& s = src_->split;
     if (s.n_layer() != hp_.n_layer || s.reasoning.empty())
-      throw Error("TrainModel: layer split " + s.text() + " does not cover the model's " +
-                  std::to_string(hp_.n_layer) + " layers");
+      throw UsageError("TrainModel: layer split " + s.text() + " does not cover the model's " +
+                       std::to_string(hp_.n_layer) + " layers");
     const NameScheme names = loopus::detail::lds_names(s);
     layers_.resize(size_t(hp_.n_layer));
     for (int l = 0; l < hp_.n_layer; ++l) {
@@ -257,8 +258,8 @@ class TrainModel {
     const Weight& E = src_->base->tok_embd;
     for (int64_t t = 0; t < N; ++t)
       if (ids[t] < 0 || ids[t] >= E.rows)
-        throw Error("token id " + std::to_string(ids[t]) + " outside the vocabulary (0.." +
-                    std::to_string(E.rows - 1) + ")");
+        throw UsageError("token id " + std::to_string(ids[t]) + " outside the vocabulary (0.." +
+                         std::to_string(E.rows - 1) + ")");
     Kernels::embed(E, ids, N, out);
   }
   /// The model as LoopedWeights for every inference path (LoopedModel,
@@ -335,10 +336,10 @@ class TrainModel {
 
  private:
   Param<Backend, S>& add(const std::string& name, const Weight& src, bool train, bool decay) {
-    if (src.empty()) throw Error("TrainModel: tensor '" + name + "' is missing from the source model");
+    if (src.empty()) throw FormatError("TrainModel: tensor '" + name + "' is missing from the source model");
     if (src.dtype != DType::kF32 && src.dtype != DType::kF16 && src.dtype != DType::kBF16)
-      throw Error("TrainModel: tensor '" + name + "' has dtype " + std::string(dtype_name(src.dtype)) +
-                  " (expected f32, f16 or bf16)");
+      throw FormatError("TrainModel: tensor '" + name + "' has dtype " + std::string(dtype_name(src.dtype)) +
+                        " (expected f32, f16 or bf16)");
     Param<Backend, S>& p = new_param(name, src.rows, src.cols, train, decay);
     std::vector<S> v(static_cast<size_t>(p.numel()));
     for (int64_t r = 0; r < src.rows; ++r)

@@ -20,7 +20,7 @@ struct FixedMixGate {
   FixedMixGate() = default;
   explicit FixedMixGate(float a) : alpha(a) {
     if (!(a >= 0.f && a <= 1.f))
-      throw Error("FixedMixGate: alpha must be in [0, 1] (gate spec mix:ALPHA), got " + std::to_string(a));
+      throw UsageError("FixedMixGate: alpha must be in [0, 1] (gate spec mix:ALPHA), got " + std::to_string(a));
   }
   template <class Backend>
   void reserve(int64_t, int64_t) {}

@@ -68,7 +68,8 @@ struct SelectiveGateWeights {
   /// alpha = 1/B turns B loops into B small steps along the block's update.
   template <class Uniform>
   static SelectiveGateWeights constant_init(int64_t d, double alpha, Uniform&& uniform) {
-    if (!(alpha > 0 && alpha < 1)) throw Error("gate init mix:ALPHA needs 0 < alpha < 1, got " + std::to_string(alpha));
+    if (!(alpha > 0 && alpha < 1))
+      throw UsageError("gate init mix:ALPHA needs 0 < alpha < 1, got " + std::to_string(alpha));
     SelectiveGateWeights g = official_init(d, uniform);
     const double y = -std::log(alpha);                      // the softplus value that gives a = alpha
     const float b = float(y + std::log(-std::expm1(-y)));  // softplus^-1(y)
@@ -91,10 +92,11 @@ struct SelectiveGateWeights {
       } catch (const std::exception&) {
         used = 0;
       }
-      if (used == 0 || used != spec.size() - 4) throw Error("gate init '" + spec + "': expected mix:ALPHA with a number");
+      if (used == 0 || used != spec.size() - 4)
+        throw UsageError("gate init '" + spec + "': expected mix:ALPHA with a number");
       return constant_init(d, alpha, uniform);
     }
-    throw Error("gate init must be official, open or mix:ALPHA, got '" + spec + "'");
+    throw UsageError("gate init must be official, open or mix:ALPHA, got '" + spec + "'");
   }
 
   /// The gate's tensors as checkpoints store them, in this order, named below
@@ -134,8 +136,8 @@ struct SelectiveGateWeights {
     g.d = d;
     const std::vector<int64_t> in = shape_of(kTensorNames[3]);
     if (in.size() != 2 || in[1] != d)
-      throw Error(where + ": tensor '" + prefix + std::string(kTensorNames[3]) + "' should be [r, " +
-                  std::to_string(d) + "]");
+      throw FormatError(where + ": tensor '" + prefix + std::string(kTensorNames[3]) + "' should be [r, " +
+                        std::to_string(d) + "]");
     g.r = in[0];
     g.for_each([&](std::string_view name, const std::vector<int64_t>& shape, std::vector<float>& v, bool) {
       int64_t n = 1;
@@ -149,8 +151,8 @@ struct SelectiveGateWeights {
   void check(const std::string& where) const {
     if (d <= 0 || r <= 0 || A_log.size() != size_t(d) || delta_w.size() != size_t(d * r) ||
         delta_b.size() != size_t(d) || in_w.size() != size_t(r * d))
-      throw Error(where + ": selective gate tensors have inconsistent shapes (d=" + std::to_string(d) +
-                  ", r=" + std::to_string(r) + ")");
+      throw FormatError(where + ": selective gate tensors have inconsistent shapes (d=" + std::to_string(d) +
+                        ", r=" + std::to_string(r) + ")");
   }
 };
 
@@ -163,7 +165,7 @@ struct SelectiveGate {
 
   SelectiveGate() = default;
   explicit SelectiveGate(std::shared_ptr<const Weights> w) : w_(std::move(w)) {
-    if (!w_) throw Error("SelectiveGate needs weights (a LoopUS checkpoint, or official_init for a fresh gate)");
+    if (!w_) throw UsageError("SelectiveGate needs weights (a LoopUS checkpoint, or official_init for a fresh gate)");
     w_->check("reasoning.gate");
   }
   SelectiveGate(const SelectiveGate& o) : w_(o.w_) {}
@@ -181,9 +183,10 @@ struct SelectiveGate {
   /// Sizes the scratch for T rows of width d on Backend (once, before the hot loop).
   template <class Backend>
   void reserve(int64_t T, int64_t d) {
-    if (!w_) throw Error("SelectiveGate has no weights");
+    if (!w_) throw UsageError("SelectiveGate has no weights");
     if (d != w_->d)
-      throw Error("reasoning.gate has d=" + std::to_string(w_->d) + " but the model's hidden size is " + std::to_string(d));
+      throw UsageError("reasoning.gate has d=" + std::to_string(w_->d) + " but the model's hidden size is " +
+                       std::to_string(d));
     A_.resize(size_t(d));
     for (int64_t c = 0; c < d; ++c) A_[size_t(c)] = std::exp(w_->A_log[size_t(c)]);  // -A, > 0
     auto s = std::make_unique<Scratch<Backend>>();
@@ -199,7 +202,7 @@ struct SelectiveGate {
     const int64_t d = w_->d, r = w_->r;
     auto* s = dynamic_cast<Scratch<Backend>*>(scratch_.get());
     if (!s || s->diff.dim(0) < T)
-      throw Error("SelectiveGate::blend: reserve<Backend>(T, d) was not called for this size");
+      throw UsageError("SelectiveGate::blend: reserve<Backend>(T, d) was not called for this size");
     const Span<Backend> diff = s->diff.rows(0, T), z = s->z.rows(0, T), u = s->u.rows(0, T);
     K::sub(p, h, diff);
     K::matmul(Weight::f32(w_->in_w.data(), r, d), diff, T, u);

@@ -50,7 +50,7 @@ struct HaltingParams {
         value = std::stof(spec.substr(colon + 1), &used);
         if (used != spec.size() - colon - 1) throw std::invalid_argument("trailing");
       } catch (const std::exception&) {
-        throw Error("halting spec '" + spec + "': '" + spec.substr(colon + 1) + "' is not a number");
+        throw UsageError("halting spec '" + spec + "': '" + spec.substr(colon + 1) + "' is not a number");
       }
     }
     if (kind == "fixed" && !has_value) {
@@ -68,11 +68,11 @@ struct HaltingParams {
       h.rule = HaltRule::kKl;
       h.eps = has_value ? value : 1e-3f;
     } else {
-      throw Error("halting spec '" + spec + "': expected fixed, q:THR, cdf:THR, conv:EPS or kl:EPS");
+      throw UsageError("halting spec '" + spec + "': expected fixed, q:THR, cdf:THR, conv:EPS or kl:EPS");
     }
     if (h.needs_q() && !(h.threshold > 0.f && h.threshold < 1.f))
-      throw Error("halting spec '" + spec + "': the threshold must be in (0, 1)");
-    if (!(h.eps > 0.f)) throw Error("halting spec '" + spec + "': epsilon must be > 0");
+      throw UsageError("halting spec '" + spec + "': the threshold must be in (0, 1)");
+    if (!(h.eps > 0.f)) throw UsageError("halting spec '" + spec + "': epsilon must be > 0");
     return h;
   }
   std::string text() const {

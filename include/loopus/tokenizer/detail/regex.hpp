@@ -91,8 +91,8 @@ class Regex {
     if (!code) {
       PCRE2_UCHAR8 buf[256];
       pcre2_get_error_message_8(err, buf, sizeof(buf));
-      throw Error(what + ": cannot compile regex '" + std::string(pattern) + "' at offset " +
-                  std::to_string(err_off) + ": " + reinterpret_cast<const char*>(buf));
+      throw FormatError(what + ": cannot compile regex '" + std::string(pattern) + "' at offset " +
+                        std::to_string(err_off) + ": " + reinterpret_cast<const char*>(buf));
     }
     code_.reset(code, [](pcre2_code_8* p) { pcre2_code_free_8(p); });
     jit_ = pcre2_jit_compile_8(code, PCRE2_JIT_COMPLETE) == 0;
@@ -122,8 +122,8 @@ class Regex {
       if (rc < 0) {
         PCRE2_UCHAR8 buf[256];
         pcre2_get_error_message_8(rc, buf, sizeof(buf));
-        throw Error(what_ + ": regex match failed on a " + std::to_string(n) +
-                    "-byte text: " + reinterpret_cast<const char*>(buf));
+        throw LimitError(what_ + ": regex match failed on a " + std::to_string(n) +
+                         "-byte text: " + reinterpret_cast<const char*>(buf));
       }
       const PCRE2_SIZE* ov = pcre2_get_ovector_pointer_8(md);
       const size_t b = ov[0], e = ov[1];
@@ -147,7 +147,7 @@ class Regex {
       ~Holder() { pcre2_match_data_free_8(p); }
     };
     thread_local Holder h;
-    if (!h.p) throw Error("pcre2: out of memory creating match data");
+    if (!h.p) throw LimitError("pcre2: out of memory creating match data");
     return h.p;
   }
 
