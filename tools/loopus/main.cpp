@@ -1,10 +1,10 @@
 // loopus: the command-line tool (info, generate, tokenize, synth, ...). One subcommand per cmd_*.cpp.
 // SPDX-License-Identifier: MIT
-#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <new>
+#include <CLI/CLI.hpp>
 
 #include "commands.hpp"
 #include "flag_names.hpp"
