@@ -203,7 +203,7 @@ void register_adapt(CLI::App& app) {
       ->check(CLI::IsMember({"cosine", "official"}));
   sub->add_option("--warmup-steps", a->cfg.warmup_steps, "--schedule official: warm-up in micro-steps (default 300)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
-  sub->add_option("--lr", a->cfg.lr, "peak learning rate (default 3e-4; --official 5e-5)");
+  sub->add_option("--lr", a->cfg.lr, "peak learning rate (default 3e-4; --official 5e-5)")->check(CLI::PositiveNumber);
   sub->add_option("--min-lr-ratio", a->cfg.min_lr_ratio, "final lr as a fraction of --lr (cosine end; default 0)")
       ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--warmup", a->cfg.warmup, "--schedule cosine: linear warm-up as a fraction of the token budget (default 0.02)")

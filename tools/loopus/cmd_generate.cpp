@@ -121,8 +121,11 @@ void register_generate(CLI::App& app) {
   sub->add_option("--top-p", a->sp.top_p, "nucleus sampling: keep the smallest set with probability >= p (1: off)")
       ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--min-p", a->sp.min_p, "drop tokens with p < min_p * p_max (0: off)")->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--repeat-penalty", a->sp.repeat_penalty, "CTRL repetition penalty (1: off)");
-  sub->add_option("--repeat-last-n", a->sp.repeat_last_n, "how many previous tokens the penalty looks at");
+  sub->add_option("--repeat-penalty", a->sp.repeat_penalty, "CTRL repetition penalty (1: off)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--repeat-last-n", a->sp.repeat_last_n,
+                  "how many previous tokens the penalty looks at (0: off, -1: all)")
+      ->check(CLI::Range(-1, 1 << 30));
   sub->add_option("-s,--seed", a->sp.seed, "RNG seed");
   sub->add_option("-c,--ctx-size", a->n_ctx, "KV cache size in tokens (default: prompt + n)");
   sub->add_flag("--ignore-eos", a->ignore_eos, "keep generating after the end-of-sequence token");

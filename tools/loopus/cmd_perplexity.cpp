@@ -1,12 +1,11 @@
 // loopus perplexity: held-out perplexity of a plain or looped model on a text file (windowed, teacher-forced).
 // SPDX-License-Identifier: MIT
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "loopus/core/read_file.hpp"
 #include "loopus/eval/perplexity.hpp"
 #include "loopus/model/causal_lm.hpp"
 
@@ -49,11 +48,7 @@ void register_perplexity(CLI::App& app) {
   sub->callback([a] {
     a->model.apply_threads();
     auto m = open_runnable(a->model, a->loop);
-    std::ifstream in(a->file, std::ios::binary);
-    if (!in) throw IoError(a->file + ": cannot open");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::vector<int32_t> toks = m.tok->encode(ss.str(), /*add_special=*/true);
+    std::vector<int32_t> toks = m.tok->encode(read_file_bytes(a->file, "text to score"), /*add_special=*/true);
     if (a->max_tokens > 0 && int64_t(toks.size()) > a->max_tokens) toks.resize(size_t(a->max_tokens));
     if (toks.size() < 2) throw UsageError(a->file + ": fewer than 2 tokens to score");
     ContextParams cp;

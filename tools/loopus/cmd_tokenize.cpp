@@ -1,11 +1,12 @@
 // loopus tokenize: text -> ids as JSON arrays (one prompt, or a JSONL file of {"text": ...} lines).
 // SPDX-License-Identifier: MIT
 #include <cstdio>
-#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "commands.hpp"
 #include "common.hpp"
+#include "loopus/core/read_file.hpp"
 
 namespace loopus::cli {
 
@@ -38,8 +39,7 @@ void register_tokenize(CLI::App& app) {
       std::printf("%s\n", ids.dump().c_str());
     };
     if (!a->jsonl.empty()) {
-      std::ifstream in(a->jsonl, std::ios::binary);
-      if (!in) throw IoError(a->jsonl + ": cannot open");
+      std::istringstream in(read_file_bytes(a->jsonl, "JSON lines"));
       std::string line;
       size_t n = 0;
       while (std::getline(in, line)) {

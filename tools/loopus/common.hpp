@@ -33,7 +33,7 @@ struct ModelArgs {
     app.add_option("--dtype", dtype, "convert weight matrices on load to f32|f16|bf16 (default: as stored; quantized -> f32)")
         ->check(CLI::IsMember({"f32", "f16", "bf16"}));
     app.add_flag("--mmap", mmap, "map the file instead of reading it into memory (faster start, slower decode when pages are evicted)");
-    app.add_option("-t,--threads", threads, "OpenMP threads (default: all cores)");
+    app.add_option("-t,--threads", threads, "OpenMP threads (default: all cores)")->check(CLI::Range(1, 4096));
   }
   void apply_threads() const {
     if (threads > 0) omp_set_num_threads(threads);
@@ -71,18 +71,24 @@ struct LoopArgs {
   /// per_run: add --loops and --cache (bench takes lists of those instead).
   void add_to(CLI::App& app, bool per_run = true) {
     opts = {
-        app.add_option("--encoder-layers", enc, "recast: encoder layers, official syntax: a..b or a-b (inclusive), k.. or k- (k to the last), k (= 0..k), i,j,... (exactly those), none"),
-        app.add_option("--decoder-layers", dec, "recast: decoder layers (same syntax); the reasoning block is the rest"),
-        app.add_option("--min-loops", spec.min_loops, "no early exit before this many loops"),
+        app.add_option("--encoder-layers", enc,
+                       "recast: encoder layers, official syntax: a..b or a-b (inclusive), k.. or k- (k to the last), k "
+                       "(= 0..k), i,j,... (exactly those), none"),
+        app.add_option("--decoder-layers", dec,
+                       "recast: decoder layers (same syntax); the reasoning block is the rest"),
+        app.add_option("--min-loops", spec.min_loops, "no early exit before this many loops")
+            ->check(CLI::Range(1, 1024)),
         app.add_option("--gate", spec.gate,
                        "selective (checkpoint's gate, or a fresh official-init gate), none (h <- p), mix:ALPHA; "
                        "default: selective when the checkpoint has one, else none"),
         app.add_option("--halt", spec.halt,
                        "fixed | q:THR | cdf:THR | conv:EPS | kl:EPS (default: the checkpoint's rule, else fixed)"),
-        app.add_option("--q-eval-interval", spec.q_eval_interval, "check q every k loops (default: checkpoint's)"),
+        app.add_option("--q-eval-interval", spec.q_eval_interval, "check q every k loops (default: checkpoint's)")
+            ->check(CLI::Range(1, 1024)),
         app.add_flag("--q-on-delta", spec.q_on_delta, "q head reads p - h (training path) instead of the state h"),
         app.add_option("--exit-fill", spec.exit_fill,
-                       "after an early exit, the deeper per-depth caches are: drop (official, default: thrown away) or latest (filled with the last depth's rows)")
+                       "after an early exit, the deeper per-depth caches are: drop (official, default: thrown away) or "
+                       "latest (filled with the last depth's rows)")
             ->check(CLI::IsMember({"latest", "drop"})),
         app.add_option("--gate-seed", spec.gate_seed, "seed of a fresh selective gate"),
     };

@@ -4,6 +4,7 @@
 #include <exception>
 #include <filesystem>
 #include <new>
+#include <string>
 #include <CLI/CLI.hpp>
 
 #include "commands.hpp"
@@ -20,6 +21,19 @@ int main(int argc, char** argv) {
       "opened, read or written, 4 malformed input file, 5 unsupported model or file feature, 6 a size beyond a\n"
       "limit or out of memory.");
   for (auto reg : loopus::cli::all_commands()) reg(app);
+  // "loopus frobnicate": CLI11 would only say that a subcommand is required.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const CLI::App* s : app.get_subcommands([](const CLI::App*) { return true; })) {
+      names += (names.empty() ? "" : ", ") + s->get_name();
+      known = known || s->check_name(argv[1]);
+    }
+    if (!known) {
+      std::fprintf(stderr, "error: unknown command '%s' (commands: %s; see loopus --help)\n", argv[1], names.c_str());
+      return int(ErrorKind::usage);
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -74,6 +74,13 @@ PerplexityResult perplexity(Model& m, std::span<const int32_t> toks, const Perpl
                        "; was the text tokenized for another model?)");
   const size_t W = size_t(o.window);
   std::vector<float> logits(static_cast<size_t>(V) * (o.stream ? 1 : W));
+  // NaN or Inf weights (a corrupt or badly converted file) surface here: an error, not a NaN perplexity.
+  auto add_nll = [&](double nll, size_t pos) {
+    if (!std::isfinite(nll))
+      throw FormatError("perplexity: the model's logits for token " + std::to_string(pos) +
+                        " are not finite (its weights hold NaN or Inf values)");
+    r.nll_sum += nll;
+  };
   double loops = 0;
   const auto t0 = clock::now();
   int64_t last_report = 0;
@@ -86,14 +93,15 @@ PerplexityResult perplexity(Model& m, std::span<const int32_t> toks, const Perpl
         m.eval(toks.subspan(w0 + t, 1), logits.data());
         if constexpr (ReportsLoops<Model>) loops += m.last_loops();
         ++r.calls;
-        r.nll_sum += token_nll(logits.data(), V, toks[w0 + t + 1]);
+        add_nll(token_nll(logits.data(), V, toks[w0 + t + 1]), w0 + t + 1);
         ++r.tokens;
       }
     } else {
       m.eval(toks.subspan(w0, n - 1), logits.data(), /*all_logits=*/true);
       if constexpr (ReportsLoops<Model>) loops += m.last_loops();
       ++r.calls;
-      for (size_t t = 0; t + 1 < n; ++t) r.nll_sum += token_nll(logits.data() + t * size_t(V), V, toks[w0 + t + 1]);
+      for (size_t t = 0; t + 1 < n; ++t)
+        add_nll(token_nll(logits.data() + t * size_t(V), V, toks[w0 + t + 1]), w0 + t + 1);
       r.tokens += int64_t(n - 1);
     }
     ++r.windows;

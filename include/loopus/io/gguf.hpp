@@ -319,6 +319,17 @@ inline TensorFile open_gguf(const std::string& path, LoadMode mode = LoadMode::k
                         " bytes (truncated download?)");
     data_len = std::max(data_len, end);
   }
+  {  // Two tensors sharing bytes would alias each other's weights (ggml refuses such files too).
+    std::vector<const decltype(infos)::value_type*> by_off;
+    by_off.reserve(infos.size());
+    for (const auto& ti : infos) by_off.push_back(&ti);
+    std::sort(by_off.begin(), by_off.end(),
+              [](auto* a, auto* b) { return std::pair(a->offset, a->nbytes) < std::pair(b->offset, b->nbytes); });
+    for (size_t i = 1; i < by_off.size(); ++i)
+      if (by_off[i - 1]->offset + by_off[i - 1]->nbytes > by_off[i]->offset)  // no overflow: both end in the file
+        throw FormatError(path + ": tensors '" + by_off[i - 1]->name + "' and '" + by_off[i]->name +
+                          "' overlap in the data section");
+  }
 
   const unsigned char* base = detail::load_region(f, tf, mode, data_start, data_len);
   for (auto& ti : infos) {

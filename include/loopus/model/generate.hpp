@@ -2,10 +2,13 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "loopus/core/error.hpp"
 #include "loopus/model/language_model.hpp"
 #include "loopus/sample/sampler.hpp"
 
@@ -31,6 +34,18 @@ concept ReportsLoops = requires(const M& m) {
   { m.last_loops() } -> std::convertible_to<int>;
 };
 
+namespace detail {
+/// Weights holding NaN or Inf (a corrupt or badly converted file) show up as
+/// non-finite logits; stop with an error instead of sampling garbage.
+inline void require_finite_logits(const float* logits, int n_vocab, size_t position) {
+  for (int i = 0; i < n_vocab; ++i)
+    if (!std::isfinite(logits[i]))
+      throw FormatError("the model produced a non-finite logit (" + std::to_string(logits[i]) + " for token " +
+                        std::to_string(i) + ") at position " + std::to_string(position) +
+                        ": its weights hold NaN or Inf values");
+}
+}  // namespace detail
+
 /// Feeds the prompt, then samples n_predict tokens. on_token(id) is called as
 /// soon as each id is chosen (for streaming). The model is reset first.
 template <LanguageModel Model, class OnToken>
@@ -49,6 +64,7 @@ GenerateResult generate(Model& model, std::span<const int32_t> prompt, const Gen
   r.prompt_ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
   if constexpr (ReportsLoops<Model>) r.loops_per_token.push_back(model.last_loops());
   for (int i = 0; i < gp.n_predict; ++i) {
+    detail::require_finite_logits(logits.data(), model.n_vocab(), history.size() - 1);
     const int32_t id = sampler.sample(logits.data(), model.n_vocab(), history);
     r.ids.push_back(id);
     history.push_back(id);

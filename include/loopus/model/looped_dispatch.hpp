@@ -36,6 +36,9 @@ struct LoopRunSpec {
     p.min_loops = min_loops;
     p.eval_interval = q_eval_interval > 0 ? q_eval_interval : lw.defaults.q_eval_interval;
     p.q_input = q_on_delta ? QInput::kDelta : QInput::kState;
+    if (q_eval_interval < 0)
+      throw UsageError("LoopRunSpec::q_eval_interval must be >= 1 (or 0: the checkpoint's), got " +
+                       std::to_string(q_eval_interval));
     if (min_loops < 1 || min_loops > loops)
       throw UsageError("LoopRunSpec::min_loops must be in 1..LoopRunSpec::loops (" + std::to_string(loops) + "), got " +
                        std::to_string(min_loops));

@@ -9,7 +9,6 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -23,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/core/error.hpp"
+#include "loopus/core/read_file.hpp"
 #include "loopus/tokenizer/detail/regex.hpp"
 #include "loopus/tokenizer/tokenizer.hpp"
 #include "loopus/tokenizer/unicode.hpp"
@@ -289,16 +289,7 @@ struct Scratch {
   std::deque<std::string> arena;  // owns pieces that had a prefix space added
 };
 
-inline std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) throw IoError(path + ": cannot open file");
-  const std::streamoff n = f.tellg();
-  if (n < 0) throw IoError(path + ": cannot read file size");
-  std::string s(static_cast<size_t>(n), '\0');
-  f.seekg(0);
-  if (n > 0 && !f.read(s.data(), n)) throw IoError(path + ": read failed");
-  return s;
-}
+inline std::string read_file(const std::string& path) { return read_file_bytes(path, "tokenizer file"); }
 
 /// tokenizer.json with model.vocab and model.merges held as plain vectors: a DOM for the 150k
 /// vocabulary and merges costs more than the rest of loading together.

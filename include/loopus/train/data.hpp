@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -12,6 +11,7 @@
 
 #include "loopus/core/error.hpp"
 #include "loopus/core/random.hpp"
+#include "loopus/core/read_file.hpp"
 #include "loopus/tokenizer/tokenizer.hpp"
 
 namespace loopus::train {
@@ -30,15 +30,17 @@ inline DocSplit parse_doc_split(const std::string& s) {
 
 /// The lines of a file, without their "\n" / "\r\n".
 inline std::vector<std::string> read_lines(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw IoError(path + ": cannot open training data");
+  const std::string text = read_file_bytes(path, "training data");
   std::vector<std::string> lines;
-  std::string line;
-  while (std::getline(f, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    lines.push_back(std::move(line));
+  size_t b = 0;
+  while (b < text.size()) {
+    size_t e = text.find('\n', b);
+    if (e == std::string::npos) e = text.size();
+    size_t n = e - b;
+    if (n > 0 && text[b + n - 1] == '\r') --n;
+    lines.emplace_back(text, b, n);
+    b = e + 1;
   }
-  if (f.bad()) throw IoError(path + ": read error");
   return lines;
 }
 
