@@ -1,7 +1,6 @@
 // loopus bench: prompt/generation speed of plain and looped models across loop counts, lengths and cache policies.
 // SPDX-License-Identifier: MIT
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 #include <string>
 
@@ -29,12 +28,6 @@ std::vector<int> parse_int_list(const std::string& s, const std::string& flag) {
   }
   if (v.empty()) throw UsageError(flag + " is empty");
   return v;
-}
-
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream f(path);
-  if (!f) throw IoError(path + ": cannot write");
-  f << text;
 }
 
 }  // namespace
@@ -100,8 +93,8 @@ void register_bench(CLI::App& app) {
     const auto rows = a->backend.dispatch(
         [&]<class Backend>() { return analysis::run_bench<Backend>(m.looped, plan, print_row); });
     if (a->json) std::printf("%s\n", analysis::bench_json(rows).dump(2).c_str());
-    if (!a->csv.empty()) write_file(a->csv, analysis::bench_csv(rows));
-    if (!a->svg.empty()) write_file(a->svg, analysis::bench_svg(rows));
+    if (!a->csv.empty()) io::write_file_atomic(a->csv, analysis::bench_csv(rows));
+    if (!a->svg.empty()) io::write_file_atomic(a->svg, analysis::bench_svg(rows));
   });
 }
 
