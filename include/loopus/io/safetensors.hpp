@@ -18,6 +18,7 @@
 #include "loopus/core/buffer.hpp"
 #include "loopus/core/dtype.hpp"
 #include "loopus/core/error.hpp"
+#include "loopus/core/json_check.hpp"
 #include "loopus/io/file_util.hpp"
 #include "loopus/io/tensor_file.hpp"
 
@@ -70,6 +71,7 @@ inline nlohmann::json read_json_file(const std::string& path, const std::string&
     throw FormatError(path + ": " + what + " is " + std::to_string(f.size()) + " bytes, too large");
   std::string s(size_t(f.size()), '\0');
   f.read_at(s.data(), f.size(), 0, what);
+  check_json_text(s, path + ": " + what);
   nlohmann::json j = nlohmann::json::parse(s, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) throw FormatError(path + ": " + what + " is not valid JSON");
   return j;
@@ -103,6 +105,7 @@ inline nlohmann::json load_safetensors_file(TensorFile& tf, const std::string& p
                       std::to_string(kSafetensorsMaxHeader) + "-byte limit");
   std::string text(size_t(hlen), '\0');
   f.read_at(text.data(), hlen, 8, "JSON header");
+  check_json_text(text, path + ": header");
   json h = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (h.is_discarded() || !h.is_object()) throw FormatError(path + ": header is not a valid JSON object");
   const uint64_t data_start = 8 + hlen;
