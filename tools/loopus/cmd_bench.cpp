@@ -49,7 +49,9 @@ void register_bench(CLI::App& app) {
   a->model.add_to(*sub);
   a->loop.add_to(*sub, /*per_run=*/false);  // bench takes lists of --loops and --cache
   sub->add_option("--loops", a->loops_list, "comma-separated loop counts B (default 1,8)");
-  sub->add_option("-n,--n-gen", a->n_list, "comma-separated numbers of generated tokens (default 64,256)");
+  sub->add_option(
+      "-n,--n-gen", a->n_list,
+      "comma-separated numbers of generated tokens (default 64,256; each run's KV cache must fit in memory)");
   sub->add_option("--cache", a->cache_list, "comma-separated cache policies: per-depth, shared, none, plain (the original model, no loop)");
   sub->add_option("-p,--n-prompt", a->n_prompt, "prompt tokens prefilled before generation")->check(CLI::Range(1, 1 << 20));
   sub->add_option("-r,--reps", a->reps, "repetitions (the median is reported)")->check(CLI::Range(1, 100));

@@ -1691,6 +1691,7 @@ inline std::string tokenize_jsonl(const Tokenizer& tok, std::string_view jsonl, 
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     nlohmann::json j;
+    check_json_text(line, "jsonl line " + std::to_string(line_no));
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception& ex) {
