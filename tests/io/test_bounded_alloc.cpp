@@ -5,6 +5,7 @@
 // SPDX-License-Identifier: MIT
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -25,10 +26,14 @@
 #include "loopus/io/load_model.hpp"
 #include "loopus/io/safetensors.hpp"
 #include "loopus/model/causal_lm.hpp"
+#include "loopus/model/looped_weights.hpp"
 #include "loopus/ops/cpu/ops.hpp"
+#include "loopus/ops/cpu/train.hpp"
 #include "loopus/tokenizer/bpe.hpp"
 #include "loopus/tokenizer/spm.hpp"
 #include "loopus/train/checkpoint.hpp"
+#include "loopus/train/loopus_step.hpp"
+#include "loopus/train/params.hpp"
 #include "test_util.hpp"
 
 using namespace loopus;
@@ -348,4 +353,36 @@ TEST_CASE("[cli] sizes beyond memory or a documented limit: exit code 6, the mes
        (dir / "deep.gguf").string()},
       {"layers=5000 <= 4096"});
   CHECK_FALSE(fs::exists(dir / "big.gguf"));
+}
+
+TEST_CASE("[io] bounded allocation: the up-front memory estimates are what the buffers then take") {
+  auto w = load_weights(test::data_file("models/stories260K/stories260K.gguf"));
+  const HParams& hp = w->hp;
+  // a plain model's context: KV cache + forward scratch
+  {
+    const size_t base = test::alloc_peak_reset();
+    CausalLM<Cpu> lm(w, ContextParams{4096, 512});
+    const double used = double(test::alloc_peak() - base);
+    const int64_t widest = std::max<int64_t>({hp.n_embd, hp.q_dim(), hp.n_ff});
+    const double planned = 4.0 * (double(hp.n_layer) * 4096 * hp.kv_dim() * 2 + 512.0 * hp.n_embd) +
+                           4.0 * 512 * double(hp.n_embd + 2 * hp.q_dim() + 2 * hp.n_ff + widest);
+    MESSAGE("CausalLM n_ctx 4096: planned " << planned << " bytes, allocated " << used);
+    CHECK_LE(planned, used);
+    CHECK_LE(used, 1.5 * planned + (1 << 20));
+  }
+  // a training batch: tapes, workspace, logits
+  auto lw = recast(w, LayerSplit::from_specs("0..0", "4..4", hp.n_layer));
+  train::TrainModel<Cpu, float> m(lw, train::TrainSelect{}, 1);
+  const train::StepConfig sc;
+  const size_t base = test::alloc_peak_reset();
+  train::LoopusTrainer<Cpu, float> tr(m, 4, 64, sc);
+  const double used = double(test::alloc_peak() - base);
+  const double planned = train::LoopusTrainer<Cpu, float>::planned_bytes(train::Dims::of(hp, 4, 64),
+                                                                         int64_t(sc.n_apply) *
+                                                                                 int64_t(lw->split.reasoning.size()) +
+                                                                             int64_t(lw->split.decoder.size()),
+                                                                         sc.n_apply, m.gate().r);
+  MESSAGE("LoopusTrainer 4 x 64: planned " << planned << " bytes, allocated " << used);
+  CHECK_LE(planned, used);
+  CHECK_LE(used, 1.5 * planned + (1 << 20));
 }
