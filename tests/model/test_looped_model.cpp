@@ -8,6 +8,7 @@
 #include <new>
 #include <random>
 
+#include "alloc_hook.hpp"
 #include "loopus/io/load_model.hpp"
 #include "loopus/model/causal_lm.hpp"
 #include "loopus/model/generate.hpp"
@@ -19,50 +20,6 @@
 #include "test_util.hpp"
 
 using namespace loopus;
-
-// Counts heap allocations made by this process (the no-allocation test reads it).
-// Every replaceable form of operator new / delete is replaced (array, nothrow and aligned ones
-// too): a sanitizer runtime replaces all of them, and a form left to it would hand memory from its
-// allocator to our free() (std::stable_sort's buffer comes from the nothrow form).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-static std::atomic<long> g_allocs{0};
-namespace {
-void* counted_alloc(std::size_t n) noexcept {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  return std::malloc(n ? n : 1);
-}
-void* counted_alloc(std::size_t n, std::align_val_t a) noexcept {
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  const size_t al = std::max(size_t(a), sizeof(void*));
-  return std::aligned_alloc(al, (std::max<size_t>(n, 1) + al - 1) / al * al);
-}
-void* or_throw(void* p) {
-  if (!p) throw std::bad_alloc();
-  return p;
-}
-}  // namespace
-void* operator new(std::size_t n) { return or_throw(counted_alloc(n)); }
-void* operator new[](std::size_t n) { return or_throw(counted_alloc(n)); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_alloc(n); }
-void* operator new(std::size_t n, std::align_val_t a) { return or_throw(counted_alloc(n, a)); }
-void* operator new[](std::size_t n, std::align_val_t a) { return or_throw(counted_alloc(n, a)); }
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept { return counted_alloc(n, a); }
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept { return counted_alloc(n, a); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace {
 
@@ -317,7 +274,7 @@ TEST_CASE("[loopus] the loop hot path allocates nothing per token after warm-up"
   m.eval(prompt, logits.data());  // warm-up (kernel scratch grows here)
   int32_t tok = 378;
   m.eval(std::span<const int32_t>(&tok, 1), logits.data());
-  const long before = g_allocs.load();
+  const long before = test::alloc_count();
   for (int i = 0; i < 32; ++i) m.eval(std::span<const int32_t>(&tok, 1), logits.data());
-  CHECK_EQ(g_allocs.load() - before, 0);
+  CHECK_EQ(test::alloc_count() - before, 0);
 }

@@ -1,11 +1,14 @@
 // The adaptation driver: a run's files and records, the callbacks, refusing to overwrite, an
-// interrupted run resumed to the same result, the worse-than-original warnings, log trimming.
+// interrupted or failed run resumed to the same files as an uninterrupted one, the worse-than-original
+// warnings, log trimming.
 // SPDX-License-Identifier: MIT
 #include <doctest/doctest.h>
 
 #include <omp.h>
+#include <sys/resource.h>
 
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -48,6 +51,30 @@ std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
   return v;
 }
 
+/// A record of log.jsonl or summary.json without what depends on the clock or the folder.
+nlohmann::json untimed(nlohmann::json j) {
+  for (const char* k : {"seconds", "step_seconds", "tokens_per_s", "generate"}) j.erase(k);
+  return j;
+}
+
+/// The warnings a finished run wrote into its summary.json.
+std::vector<std::string> run_adaptation_warnings(const fs::path& run) {
+  return nlohmann::json::parse(test::read_text(run / "summary.json"))["warnings"].get<std::vector<std::string>>();
+}
+
+/// Two finished runs of the same settings in folders a and b wrote the same files: the log records and
+/// the summary equal (timings aside), the model files equal byte for byte.
+void check_same_run(const fs::path& a, const fs::path& b) {
+  const auto la = read_jsonl(a / "log.jsonl"), lb = read_jsonl(b / "log.jsonl");
+  REQUIRE(la.size() == lb.size());
+  for (size_t i = 0; i < la.size(); ++i) CHECK_MESSAGE(untimed(la[i]) == untimed(lb[i]), "log record " << i);
+  CHECK(untimed(nlohmann::json::parse(test::read_text(a / "summary.json"))) ==
+        untimed(nlohmann::json::parse(test::read_text(b / "summary.json"))));
+  for (const char* f : {"model.safetensors", "config.json", "model.gguf"})
+    CHECK_MESSAGE(test::read_text(a / f) == test::read_text(b / f), f << " differs");
+  CHECK(test::temp_files_in(b).empty());
+}
+
 /// Runs with one OpenMP thread (a resumed run is bit-exact only then).
 struct OneThread {
   int saved = omp_get_max_threads();
@@ -73,12 +100,17 @@ TEST_CASE("[loopus] train: trim_log keeps the records up to a step and drops a t
   const auto dir = test::temp_dir("driver_trim");
   const fs::path p = dir / "log.jsonl";
   std::ofstream(p) << "{\"step\":1}\n{\"step\":2}\n{\"step\":3}\n{\"step\":4,\"tok";
-  trim_log(p, 2);
+  CHECK(trim_log(p, 2) == 2);
   CHECK(test::read_text(p) == "{\"step\":1}\n{\"step\":2}\n");
   std::ofstream(p) << "{\"step\":1}\n{\"step\":2}\n{\"step\":3}\n{\"ste";
-  trim_log(p, 9);
+  CHECK(trim_log(p, 9) == 3);
   CHECK(test::read_text(p) == "{\"step\":1}\n{\"step\":2}\n{\"step\":3}\n");
-  trim_log(dir / "absent.jsonl", 1);  // nothing to do
+  // a last record without its newline was cut short, even when what is there parses
+  std::ofstream(p) << "{\"step\":1}\n{\"step\":2}";
+  CHECK(trim_log(p, 9) == 1);
+  CHECK(test::read_text(p) == "{\"step\":1}\n");
+  CHECK(test::temp_files_in(dir).empty());
+  CHECK(trim_log(dir / "absent.jsonl", 1) == 0);  // nothing to do
   CHECK_FALSE(fs::exists(dir / "absent.jsonl"));
 }
 
@@ -171,4 +203,57 @@ TEST_CASE("[loopus] train: run_adaptation writes the run folder, reports, and re
   CHECK(b.summary["adapted_ppl_by_loops"] == s["adapted_ppl_by_loops"]);
   CHECK(b.summary["adapted_ppl_plain"] == s["adapted_ppl_plain"]);
   CHECK(b.summary["last_step"] == s["last_step"]);
+  // every file of the resumed run equals the uninterrupted run's, timings aside
+  check_same_run(dir / "a", dir / "b");
+}
+
+TEST_CASE("[loopus] train: a failed write stops the run with an IoError, keeps every file, and the run resumes") {
+  OneThread one;
+  const auto dir = test::temp_dir("driver_fail");
+  run_adaptation<Cpu>(small_run(dir / "a", 6));  // the uninterrupted run
+  // At batch 3 (the checkpoint holds batch 2) files may no longer grow past `room` bytes: batch 4's
+  // checkpoint cannot be written (train_state.bin is far larger), or, with less room, batch 4's log record.
+  for (const bool log_fails : {false, true}) {
+    CAPTURE(log_fails);
+    const fs::path out = dir / (log_fails ? "log" : "state");
+    std::string state_before, model_before, log_before;
+    rlimit saved{};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &saved) == 0);
+    auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    AdaptCallbacks cb;
+    cb.on_step = [&](const AdaptProgress& p) {
+      if (p.rec.step != 3) return;
+      state_before = test::read_text(out / "train_state.bin");
+      model_before = test::read_text(out / "model.safetensors");
+      log_before = test::read_text(out / "log.jsonl");
+      const uint64_t room = log_fails ? log_before.size() + 40 : log_before.size() * 3;
+      REQUIRE(room < state_before.size());
+      rlimit lim = saved;
+      lim.rlim_cur = rlim_t(room);
+      REQUIRE(::setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    };
+    std::string msg;
+    try {
+      run_adaptation<Cpu>(small_run(out, 6), cb);
+    } catch (const IoError& e) {
+      msg = e.what();
+    }
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &saved) == 0);
+    std::signal(SIGXFSZ, old_handler);
+    INFO("message: " << msg);
+    CHECK(msg.find((out / (log_fails ? "log.jsonl" : "train_state.bin")).string()) != std::string::npos);
+    CHECK(msg.find("File too large") != std::string::npos);
+    CHECK(test::read_text(out / "train_state.bin") == state_before);
+    CHECK(test::read_text(out / "model.safetensors") == model_before);
+    const auto log = read_jsonl(out / "log.jsonl");
+    CHECK(log.size() == (log_fails ? 3u : 4u));
+    if (log_fails) CHECK(test::read_text(out / "log.jsonl") == log_before);
+    CHECK(test::temp_files_in(out).empty());
+    // resumed, it ends as the uninterrupted run did
+    auto r = small_run(out, 6);
+    r.resume = true;
+    const auto res = run_adaptation<Cpu>(r);
+    CHECK(res.warnings == run_adaptation_warnings(dir / "a"));
+    check_same_run(dir / "a", out);
+  }
 }

@@ -185,8 +185,14 @@ void register_adapt(CLI::App& app) {
                 "budget counts positions, padding included) instead of packing documents back to back");
   sub->add_option("--out", a->out, "output folder: LoopUS checkpoint + train_state.bin + log.jsonl + summary.json")
       ->required();
-  sub->add_option("--seq-len", a->cfg.seq_len, "tokens per training sequence (default 128; --official 1024)")->check(CLI::Range(2, 1 << 20));
-  sub->add_option("--batch", a->cfg.batch, "sequences per batch (default 4; --official 2)")->check(CLI::Range(1, 1 << 16));
+  sub->add_option("--seq-len", a->cfg.seq_len,
+                  "tokens per training sequence (default 128; --official 1024); --batch x --seq-len must fit in memory "
+                  "(an up-front estimate, docs/security.md)")
+      ->check(CLI::Range(2, 1 << 20));
+  sub->add_option("--batch", a->cfg.batch,
+                  "sequences per batch (default 4; --official 2); refused up front when the training step's buffers "
+                  "cannot fit in memory")
+      ->check(CLI::Range(1, 1 << 16));
   sub->add_option("--accum", a->cfg.accum, "micro-steps per optimizer update: supervised steps, or batches with --no-loop (default 1; --official 64)")
       ->check(CLI::Range(1, 1 << 16));
   auto* tok = sub->add_option("--tokens", a->cfg.max_tokens, "training budget in tokens (rounded up to whole batches)");

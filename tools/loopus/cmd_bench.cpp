@@ -1,7 +1,6 @@
 // loopus bench: prompt/generation speed of plain and looped models across loop counts, lengths and cache policies.
 // SPDX-License-Identifier: MIT
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 #include <string>
 
@@ -31,12 +30,6 @@ std::vector<int> parse_int_list(const std::string& s, const std::string& flag) {
   return v;
 }
 
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream f(path);
-  if (!f) throw IoError(path + ": cannot write");
-  f << text;
-}
-
 }  // namespace
 
 void register_bench(CLI::App& app) {
@@ -56,7 +49,9 @@ void register_bench(CLI::App& app) {
   a->model.add_to(*sub);
   a->loop.add_to(*sub, /*per_run=*/false);  // bench takes lists of --loops and --cache
   sub->add_option("--loops", a->loops_list, "comma-separated loop counts B (default 1,8)");
-  sub->add_option("-n,--n-gen", a->n_list, "comma-separated numbers of generated tokens (default 64,256)");
+  sub->add_option(
+      "-n,--n-gen", a->n_list,
+      "comma-separated numbers of generated tokens (default 64,256; each run's KV cache must fit in memory)");
   sub->add_option("--cache", a->cache_list, "comma-separated cache policies: per-depth, shared, none, plain (the original model, no loop)");
   sub->add_option("-p,--n-prompt", a->n_prompt, "prompt tokens prefilled before generation")->check(CLI::Range(1, 1 << 20));
   sub->add_option("-r,--reps", a->reps, "repetitions (the median is reported)")->check(CLI::Range(1, 100));
@@ -100,8 +95,8 @@ void register_bench(CLI::App& app) {
     const auto rows = a->backend.dispatch(
         [&]<class Backend>() { return analysis::run_bench<Backend>(m.looped, plan, print_row); });
     if (a->json) std::printf("%s\n", analysis::bench_json(rows).dump(2).c_str());
-    if (!a->csv.empty()) write_file(a->csv, analysis::bench_csv(rows));
-    if (!a->svg.empty()) write_file(a->svg, analysis::bench_svg(rows));
+    if (!a->csv.empty()) io::write_file_atomic(a->csv, analysis::bench_csv(rows));
+    if (!a->svg.empty()) io::write_file_atomic(a->svg, analysis::bench_svg(rows));
   });
 }
 

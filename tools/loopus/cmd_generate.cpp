@@ -115,7 +115,10 @@ void register_generate(CLI::App& app) {
   a->model.add_to(*sub);
   a->loop.add_to(*sub);
   sub->add_option("-p,--prompt", a->prompt, "prompt text (empty: start from BOS)");
-  sub->add_option("-n,--n-predict", a->n_predict, "tokens to generate")->check(CLI::Range(1, 1 << 20));
+  sub->add_option("-n,--n-predict", a->n_predict,
+                  "tokens to generate (at most 2^20; the KV cache of prompt + n tokens must fit in memory, see "
+                  "docs/security.md)")
+      ->check(CLI::Range(1, 1 << 20));
   sub->add_option("--temp", a->sp.temperature, "temperature; 0 = greedy")->check(CLI::Range(0.0, 100.0));
   sub->add_option("--top-k", a->sp.top_k, "keep the k most likely tokens (<= 0: off)");
   sub->add_option("--top-p", a->sp.top_p, "nucleus sampling: keep the smallest set with probability >= p (1: off)")
@@ -127,7 +130,9 @@ void register_generate(CLI::App& app) {
                   "how many previous tokens the penalty looks at (0: off, -1: all)")
       ->check(CLI::Range(-1, 1 << 30));
   sub->add_option("-s,--seed", a->sp.seed, "RNG seed");
-  sub->add_option("-c,--ctx-size", a->n_ctx, "KV cache size in tokens (default: prompt + n)");
+  sub->add_option("-c,--ctx-size", a->n_ctx,
+                  "KV cache size in tokens (default: prompt + n; at most 2^24, and the cache must fit in memory)")
+      ->check(CLI::Range(int64_t(0), kMaxContext));
   sub->add_flag("--ignore-eos", a->ignore_eos, "keep generating after the end-of-sequence token");
   sub->add_flag("--show-loops", a->show_loops, "print each token followed by [loops it used] (looped models)");
   a->backend.add_to(*sub);

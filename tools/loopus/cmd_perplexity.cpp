@@ -38,7 +38,9 @@ void register_perplexity(CLI::App& app) {
   a->model.add_to(*sub);
   a->loop.add_to(*sub);
   sub->add_option("-f,--file", a->file, "UTF-8 text file")->required();
-  sub->add_option("--window", a->window, "tokens per scored window (each window restarts the context)")
+  sub->add_option(
+         "--window", a->window,
+         "tokens per scored window (each window restarts the context; its KV cache and logits must fit in memory)")
       ->check(CLI::Range(2, 1 << 20));
   sub->add_option("--max-tokens", a->max_tokens, "score at most this many tokens (0: all)");
   sub->add_flag("--stream", a->stream,

@@ -13,7 +13,10 @@
 namespace loopus::cli {
 
 void register_synth(CLI::App& app) {
-  auto* sub = app.add_subcommand("synth", "write a random-weight model (seeded) as FILE.gguf or as an HF safetensors folder");
+  auto* sub =
+      app.add_subcommand("synth",
+                         "write a random-weight model (seeded) as FILE.gguf or as an HF safetensors folder (dims up to "
+                         "loopus's limits, docs/security.md; the weights must fit in memory)");
   struct Args {
     SynthParams p;
     std::string arch = "llama", dtype = "f32", out;

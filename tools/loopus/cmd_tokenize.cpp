@@ -46,6 +46,7 @@ void register_tokenize(CLI::App& app) {
         ++n;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         nlohmann::json obj;
+        check_json_text(line, a->jsonl + ":" + std::to_string(n));
         try {
           obj = nlohmann::json::parse(line);
         } catch (const std::exception& e) {

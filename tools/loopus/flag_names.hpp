@@ -36,6 +36,9 @@ inline std::string flag_names(std::string msg) {
         {"AdaptConfig::warmup_steps", "--warmup-steps"},
         {"AdaptConfig::gate_lr_mult", "--gate-lr-mult"},
         {"AdaptConfig::schedule", "--schedule"},
+        // train/loopus_step.hpp, train/driver.hpp, eval/perplexity.hpp: memory checks (core/memory.hpp)
+        {"AdaptRunOptions::eval_batch", "--eval-batch"},
+        {"PerplexityOptions::window", "--window"},
         // train/data.hpp
         {"DocSplit must be", "--docs must be"},
         {"val_percent must be", "--val-percent must be"},

@@ -1,6 +1,8 @@
 // loopus: the command-line tool (info, generate, tokenize, synth, ...). One subcommand per cmd_*.cpp.
 // SPDX-License-Identifier: MIT
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <new>
@@ -52,6 +54,11 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return int(ErrorKind::internal);
+  }
+  // Output that could not be written (a full disk, a closed file) is an io error, not a success.
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    std::fprintf(stderr, "error: cannot write standard output (%s)\n", std::strerror(errno));
+    return int(loopus::ErrorKind::io);
   }
   return 0;
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "loopus/core/error.hpp"
+#include "loopus/core/memory.hpp"
 #include "loopus/model/generate.hpp"
 
 namespace loopus::eval {
@@ -72,6 +73,9 @@ PerplexityResult perplexity(Model& m, std::span<const int32_t> toks, const Perpl
       throw UsageError("perplexity: token " + std::to_string(i) + " has id " + std::to_string(toks[i]) +
                        ", outside the model's vocabulary (0.." + std::to_string(V - 1) +
                        "; was the text tokenized for another model?)");
+  check_memory(4 * double(V) * double(o.stream ? 1 : o.window), "perplexity: the logits of a window of " +
+                                                                    std::to_string(o.window) +
+                                                                    " tokens (PerplexityOptions::window)");
   const size_t W = size_t(o.window);
   std::vector<float> logits(static_cast<size_t>(V) * (o.stream ? 1 : W));
   // NaN or Inf weights (a corrupt or badly converted file) surface here: an error, not a NaN perplexity.

@@ -76,7 +76,8 @@ inline std::unique_ptr<Tokenizer> open_tokenizer(const TensorFile& f, const std:
 /// safetensors model in `dir` finds it: the explicit `tokenizer_file` when it is
 /// a file (a .json one as tokenizer.json, else as tokenizer.EXT), else the
 /// tokenizer.json of a model folder. Returns the written path, or "" when
-/// neither applies (a GGUF carries its vocabulary in the file instead).
+/// neither applies (a GGUF carries its vocabulary in the file instead). The
+/// copy is atomic (io::copy_file_atomic).
 inline std::string copy_tokenizer_into(const std::string& dir, const std::string& model_path,
                                        const std::string& tokenizer_file = "") {
   namespace fs = std::filesystem;
@@ -90,7 +91,9 @@ inline std::string copy_tokenizer_into(const std::string& dir, const std::string
   } else {
     return "";
   }
-  fs::copy_file(src, dst, fs::copy_options::overwrite_existing);
+  std::error_code ec;
+  if (fs::equivalent(src, dst, ec)) return dst.string();  // copying a file onto itself
+  copy_file_atomic(src.string(), dst.string());
   return dst.string();
 }
 

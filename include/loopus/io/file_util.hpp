@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstddef>
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -214,22 +216,42 @@ inline const unsigned char* load_region(InputFile& f, TensorFile& tf, LoadMode m
 
 }  // namespace detail
 
-/// Writes a file under a temporary name (`path + ".tmp.<pid>"`) and renames it
-/// into place on commit(), after fsync, so a crash or a full disk never leaves a
-/// half-written model under the real name. An uncommitted temp file is removed.
+/// Writes a file under a temporary name beside it (`path + ".tmp.<pid>.<n>"`)
+/// and renames it into place after fsync, so a crash, a full disk or any failed
+/// write never leaves a half-written file under the real name: `path` holds
+/// either its previous content or the complete new one. Every failure is an
+/// IoError naming `path` and the OS error; an uncommitted temp file is removed
+/// (a process killed mid-write leaves its temp file behind, never a torn `path`).
+///
+/// commit() = finish() (flush, fsync, close) + publish() (rename, fsync of the
+/// folder). Writers of several files (a model folder) finish() every file
+/// before they publish() any, so a failed write changes none of them.
 class AtomicFileWriter {
  public:
   explicit AtomicFileWriter(std::string path) : path_(std::move(path)) {
-    tmp_ = path_ + ".tmp." + std::to_string(::getpid());
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw IoError(path_ + ": cannot create " + tmp_ + " (" + detail::errno_text(errno) + ")");
+    struct stat st {};
+    existed_ = ::stat(path_.c_str(), &st) == 0;
+    if (existed_ && S_ISDIR(st.st_mode)) throw IoError(path_ + ": is a directory, cannot write a file there");
+    static std::atomic<unsigned> seq{0};
+    tmp_ = path_ + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(seq.fetch_add(1));
+    // O_EXCL | O_NOFOLLOW: never write through a link planted at the temp name.
+    // A leftover of a killed process with the same pid is removed once.
+    for (int attempt = 0; attempt < 2 && fd_ < 0; ++attempt) {
+      fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+      if (fd_ < 0 && errno == EEXIST && attempt == 0) ::unlink(tmp_.c_str());
+    }
+    if (fd_ < 0) {
+      const int e = errno;
+      throw IoError(path_ + ": cannot create the temporary file " + tmp_ + " (" + detail::errno_text(e) + ")" +
+                    unchanged_note());
+    }
     buf_.reserve(kBuf);
   }
   AtomicFileWriter(const AtomicFileWriter&) = delete;
   AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
   ~AtomicFileWriter() {
     if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(tmp_.c_str());
+    if (!published_) ::unlink(tmp_.c_str());
   }
 
   const std::string& path() const { return path_; }
@@ -262,17 +284,20 @@ class AtomicFileWriter {
     if (r) write_zeros(size_t(align - r));
   }
 
-  /// Flushes, fsyncs, renames over `path` and fsyncs the directory.
-  void commit() {
+  /// Flushes, fsyncs and closes the temp file: the new content is on disk, not yet under `path`.
+  void finish() {
+    if (finished_) return;
     flush();
     if (::fsync(fd_) != 0) fail("fsync");
-    if (::close(fd_) != 0) {
-      fd_ = -1;
-      fail("close");
-    }
-    fd_ = -1;
+    const int fd = std::exchange(fd_, -1);
+    if (::close(fd) != 0) fail("close");
+    finished_ = true;
+  }
+  /// Renames the finished temp file over `path` and fsyncs the folder.
+  void publish() {
+    LOOPUS_ASSERT(finished_ && !published_);
     if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail("rename");
-    committed_ = true;
+    published_ = true;
     // Make the rename itself durable; failure here is not worth an error.
     std::string dir = std::filesystem::path(path_).parent_path().string();
     if (dir.empty()) dir = ".";
@@ -282,17 +307,26 @@ class AtomicFileWriter {
       ::close(dfd);
     }
   }
+  /// finish() then publish().
+  void commit() {
+    finish();
+    publish();
+  }
 
  private:
   static constexpr size_t kBuf = size_t(1) << 20;
+  std::string unchanged_note() const { return existed_ ? "; the previous file is unchanged" : "; nothing was written"; }
   [[noreturn]] void fail(const char* op) {
-    throw IoError(path_ + ": " + op + " of " + tmp_ + " failed (" + detail::errno_text(errno) + ")");
+    const int e = errno;
+    throw IoError(path_ + ": " + op + " of the temporary file " + tmp_ + " failed (" + detail::errno_text(e) + ")" +
+                  unchanged_note());
   }
   void flush() {
     if (!buf_.empty()) raw_write(buf_.data(), buf_.size());
     buf_.clear();
   }
   void raw_write(const void* p, size_t n) {
+    LOOPUS_ASSERT(fd_ >= 0);
     const auto* c = static_cast<const char*>(p);
     while (n > 0) {
       const ssize_t w = ::write(fd_, c, std::min<size_t>(n, size_t(1) << 30));
@@ -306,9 +340,96 @@ class AtomicFileWriter {
   }
   std::string path_, tmp_;
   int fd_ = -1;
-  bool committed_ = false;
+  bool existed_ = false, finished_ = false, published_ = false;
   uint64_t pos_ = 0;
   std::vector<char> buf_;
+};
+
+/// Replaces `path` with `text` atomically (AtomicFileWriter).
+inline void write_file_atomic(const std::string& path, std::string_view text) {
+  AtomicFileWriter w(path);
+  w.write(text.data(), text.size());
+  w.commit();
+}
+
+/// Copies `src` to `dst` atomically (AtomicFileWriter): `dst` is the old file or a complete copy.
+inline void copy_file_atomic(const std::string& src, const std::string& dst) {
+  detail::InputFile in(src);
+  AtomicFileWriter w(dst);
+  std::vector<char> buf(size_t(std::min<uint64_t>(in.size(), uint64_t(1) << 20)));
+  for (uint64_t off = 0; off < in.size();) {
+    const uint64_t n = std::min<uint64_t>(buf.size(), in.size() - off);
+    in.read_at(buf.data(), n, off, "contents");
+    w.write(buf.data(), size_t(n));
+    off += n;
+  }
+  w.commit();
+}
+
+/// create_directories() that throws an IoError naming the folder and the OS error.
+inline void make_dirs(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw IoError(dir + ": cannot create the folder (" + ec.message() + ")");
+  if (!std::filesystem::is_directory(dir, ec)) throw IoError(dir + ": exists and is not a folder");
+}
+
+/// An append-only file of records (a JSONL log). append() adds a whole record or
+/// nothing: when a write fails (full disk, size limit) the file is cut back to
+/// its length before the call and an IoError names the file and the OS error,
+/// so the records already there are never damaged. sync() makes them durable.
+class AppendFile {
+ public:
+  explicit AppendFile(std::string path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw IoError(path_ + ": cannot open for appending (" + detail::errno_text(errno) + ")");
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) {
+      const int e = errno;
+      ::close(fd_);
+      throw IoError(path_ + ": cannot stat (" + detail::errno_text(e) + ")");
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd_);
+      throw IoError(path_ + ": is not a regular file");
+    }
+    size_ = uint64_t(st.st_size);
+  }
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+  ~AppendFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return size_; }
+
+  void append(std::string_view rec) {
+    const char* c = rec.data();
+    size_t n = rec.size();
+    while (n > 0) {
+      const ssize_t w = ::write(fd_, c, std::min<size_t>(n, size_t(1) << 30));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        const int e = errno;
+        // Take the partial record back; the records before it stay as they were.
+        const bool cut = ::ftruncate(fd_, off_t(size_)) == 0;
+        throw IoError(path_ + ": cannot append a record (" + detail::errno_text(e) + ")" +
+                      (cut ? "; the file keeps its previous " + std::to_string(size_) + " bytes"
+                           : "; cutting the partial record back failed too (" + detail::errno_text(errno) + ")"));
+      }
+      c += w;
+      n -= size_t(w);
+    }
+    size_ += rec.size();
+  }
+  void sync() {
+    if (::fsync(fd_) != 0) throw IoError(path_ + ": fsync failed (" + detail::errno_text(errno) + ")");
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
 };
 
 }  // namespace loopus::io

@@ -247,11 +247,10 @@ inline void loop_records(const LoopedWeights& lw, const std::string& gate_prefix
 }
 }  // namespace detail
 
-/// Writes the official LoopUS format: dir/config.json + dir/model.safetensors.
-/// Base tensors keep their dtype; the gate and q head are f32.
+/// Writes the official LoopUS format: dir/model.safetensors + dir/config.json
+/// (io::write_model_folder: a failed write leaves the folder's previous files
+/// unchanged). Base tensors keep their dtype; the gate and q head are f32.
 inline void save_lds(const LoopedWeights& lw, const std::string& dir, const std::string& base_name = "") {
-  namespace fs = std::filesystem;
-  fs::create_directories(dir);
   const ModelWeights& w = *lw.base;
   std::vector<AlignedBuffer> keep;
   auto recs = detail::named_records(w, detail::lds_names(lw.split), RopeStyle::kHalf, keep, true, false);
@@ -259,11 +258,7 @@ inline void save_lds(const LoopedWeights& lw, const std::string& dir, const std:
   recs.push_back(detail::record("decoder.lm_head.weight", w.output));
   std::vector<float> qbias;
   detail::loop_records(lw, detail::kLdsGatePrefix, detail::kLdsQ, recs, qbias);
-  io::write_safetensors((fs::path(dir) / "model.safetensors").string(), recs, {{"format", "pt"}});
-  io::AtomicFileWriter cw((fs::path(dir) / "config.json").string());
-  const std::string text = lds_config(lw, base_name).dump(2) + "\n";
-  cw.write(text.data(), text.size());
-  cw.commit();
+  io::write_model_folder(dir, recs, {{"format", "pt"}}, lds_config(lw, base_name).dump(2) + "\n");
 }
 
 /// Writes a GGUF with the base model (llama.cpp-compatible tensors) plus

@@ -18,6 +18,7 @@
 #include "loopus/core/buffer.hpp"
 #include "loopus/core/dtype.hpp"
 #include "loopus/core/error.hpp"
+#include "loopus/core/json_check.hpp"
 #include "loopus/io/file_util.hpp"
 #include "loopus/io/tensor_file.hpp"
 
@@ -70,6 +71,7 @@ inline nlohmann::json read_json_file(const std::string& path, const std::string&
     throw FormatError(path + ": " + what + " is " + std::to_string(f.size()) + " bytes, too large");
   std::string s(size_t(f.size()), '\0');
   f.read_at(s.data(), f.size(), 0, what);
+  check_json_text(s, path + ": " + what);
   nlohmann::json j = nlohmann::json::parse(s, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) throw FormatError(path + ": " + what + " is not valid JSON");
   return j;
@@ -103,6 +105,7 @@ inline nlohmann::json load_safetensors_file(TensorFile& tf, const std::string& p
                       std::to_string(kSafetensorsMaxHeader) + "-byte limit");
   std::string text(size_t(hlen), '\0');
   f.read_at(text.data(), hlen, 8, "JSON header");
+  check_json_text(text, path + ": header");
   json h = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (h.is_discarded() || !h.is_object()) throw FormatError(path + ": header is not a valid JSON object");
   const uint64_t data_start = 8 + hlen;
@@ -258,12 +261,11 @@ inline TensorFile open_safetensors(const std::string& path_or_dir, LoadMode mode
   return tf;
 }
 
-/// Writes tensors to a .safetensors file atomically (temp file, fsync, rename),
-/// in the reference library's layout: tensors ordered by dtype (largest first)
-/// then name, header padded with spaces to a multiple of 8 bytes. metadata is
-/// null/empty or an object of string values (stored as `__metadata__`).
-inline void write_safetensors(const std::string& path, const std::vector<TensorRecord>& tensors,
-                              const nlohmann::json& metadata = {}) {
+namespace detail {
+/// write_safetensors() into an open writer, not committed (a folder writer finishes every file first).
+inline void write_safetensors_to(AtomicFileWriter& w, const std::vector<TensorRecord>& tensors,
+                                 const nlohmann::json& metadata) {
+  const std::string& path = w.path();
   std::vector<const TensorRecord*> order;
   std::set<std::string> names;
   for (const auto& r : tensors) {
@@ -311,11 +313,44 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorR
   }
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  AtomicFileWriter w(path);
   w.put(uint64_t(text.size()));
   w.write(text.data(), text.size());
   for (const TensorRecord* r : order) w.write(r->data, r->nbytes);
+}
+}  // namespace detail
+
+/// Writes tensors to a .safetensors file atomically (temp file, fsync, rename),
+/// in the reference library's layout: tensors ordered by dtype (largest first)
+/// then name, header padded with spaces to a multiple of 8 bytes. metadata is
+/// null/empty or an object of string values (stored as `__metadata__`).
+inline void write_safetensors(const std::string& path, const std::vector<TensorRecord>& tensors,
+                              const nlohmann::json& metadata = {}) {
+  AtomicFileWriter w(path);
+  detail::write_safetensors_to(w, tensors, metadata);
   w.commit();
+}
+
+/// Writes a model folder: `dir/model.safetensors` and `dir/config.json` (the
+/// folder is created when missing). What "atomic" means for a folder: each file
+/// is written to a temporary name and fsynced, both before either is renamed
+/// into place, weights first and config.json last. A failed write (full disk,
+/// size limit, I/O error) renames nothing: the folder keeps its previous model
+/// and files. Only a crash between the two renames (microseconds) can leave the
+/// new weights beside the previous config.json; a first save that never got its
+/// config.json is not a model folder to the loaders. Other files in `dir`
+/// (a training run's state and log) are left alone.
+inline void write_model_folder(const std::string& dir, const std::vector<TensorRecord>& tensors,
+                               const nlohmann::json& metadata, const std::string& config_text) {
+  namespace fs = std::filesystem;
+  make_dirs(dir);
+  AtomicFileWriter wt((fs::path(dir) / "model.safetensors").string());
+  detail::write_safetensors_to(wt, tensors, metadata);
+  wt.finish();
+  AtomicFileWriter wc((fs::path(dir) / "config.json").string());
+  wc.write(config_text.data(), config_text.size());
+  wc.finish();
+  wt.publish();
+  wc.publish();
 }
 
 }  // namespace loopus::io

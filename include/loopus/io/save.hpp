@@ -196,17 +196,12 @@ inline nlohmann::json hf_config(const HParams& hp, const std::string& dtype = "f
   return c;
 }
 
-/// Writes `dir/config.json` + `dir/model.safetensors` (atomically each).
+/// Writes `dir/model.safetensors` + `dir/config.json` (io::write_model_folder:
+/// a failed write leaves the folder's previous files unchanged).
 inline void save_hf(const ModelWeights& w, const std::string& dir) {
-  namespace fs = std::filesystem;
-  fs::create_directories(dir);
   std::vector<AlignedBuffer> keep;
   auto recs = detail::named_records(w, NameScheme::hf(), RopeStyle::kHalf, keep);
-  io::write_safetensors((fs::path(dir) / "model.safetensors").string(), recs, {{"format", "pt"}});
-  io::AtomicFileWriter cw((fs::path(dir) / "config.json").string());
-  const std::string text = hf_config(w.hp, w.matrix_dtype()).dump(2) + "\n";
-  cw.write(text.data(), text.size());
-  cw.commit();
+  io::write_model_folder(dir, recs, {{"format", "pt"}}, hf_config(w.hp, w.matrix_dtype()).dump(2) + "\n");
 }
 
 /// GGUF architecture metadata (llama.cpp key names) for hp.

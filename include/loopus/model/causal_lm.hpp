@@ -4,17 +4,40 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "loopus/core/error.hpp"
+#include "loopus/core/memory.hpp"
 #include "loopus/model/transformer.hpp"
 
 namespace loopus {
 
 /// Runtime sizes of a context (the llama.cpp n_ctx / n_batch pair).
 struct ContextParams {
-  int64_t n_ctx = 2048;    ///< positions the KV cache holds
+  int64_t n_ctx = 2048;    ///< positions the KV cache holds (1..kMaxContext)
   int64_t n_batch = 512;   ///< tokens per forward chunk during prefill
 };
+
+/// The longest context a model accepts (ContextParams::n_ctx); within it, a
+/// context whose KV cache cannot fit in memory is refused up front (check_memory).
+inline constexpr int64_t kMaxContext = int64_t(1) << 24;
+
+namespace detail {
+/// Checks a context before its buffers exist: n_ctx in 1..kMaxContext, and its
+/// KV cache (kv_slots layer caches of n_ctx rows of K and V) plus `extra_floats`
+/// within check_memory(). `what_cache` describes the slots for the message.
+inline void check_context(const HParams& hp, const ContextParams& cp, int64_t kv_slots, double extra_floats,
+                          const std::string& what_cache) {
+  if (cp.n_ctx < 1) throw UsageError("ContextParams::n_ctx must be >= 1, got " + std::to_string(cp.n_ctx));
+  if (cp.n_ctx > kMaxContext)
+    throw LimitError("a context of " + std::to_string(cp.n_ctx) + " tokens is beyond the limit of " +
+                     std::to_string(kMaxContext) + " tokens");
+  const double kv = double(kv_slots) * double(cp.n_ctx) * double(hp.kv_dim()) * 2;
+  check_memory(4 * (kv + extra_floats), "a context of " + std::to_string(cp.n_ctx) + " tokens (KV cache of " +
+                                            what_cache + ", " + std::to_string(2 * hp.kv_dim()) +
+                                            " floats per token each)");
+}
+}  // namespace detail
 
 /// The original pretrained model, one sequence, with a KV cache. A
 /// LanguageModel (model/language_model.hpp): logits come back in host memory.
@@ -24,6 +47,8 @@ class CausalLM {
   CausalLM(std::shared_ptr<const ModelWeights> w, ContextParams cp = {})
       : tf_(w, std::min(cp.n_batch, cp.n_ctx)), cp_(cp) {
     const HParams& hp = tf_.hp();
+    detail::check_context(hp, cp, hp.n_layer, double(tf_.max_tokens()) * hp.n_embd,
+                          std::to_string(hp.n_layer) + " layers");
     cache_.allocate(hp.n_layer, cp.n_ctx, hp.kv_dim());
     x_.reshape({tf_.max_tokens(), hp.n_embd});
     tf_.reserve_context(cp.n_ctx);

@@ -59,6 +59,10 @@ struct HParams {
   }
 };
 
+/// Limits on a model's dimensions (check_hparams): a file claiming more is a LimitError before anything is allocated.
+inline constexpr int kMaxEmbd = 1 << 20, kMaxLayers = 4096, kMaxVocab = 1 << 24, kMaxFF = 1 << 22, kMaxHeads = 4096,
+                     kMaxHeadDim = 1 << 16;
+
 namespace detail {
 
 /// Validates hyperparameters from any source (a file's metadata, synth); path names the source in the error.
@@ -73,8 +77,19 @@ inline void check_hparams(const HParams& hp, const std::string& path) {
   if (hp.n_head % hp.n_head_kv != 0) bad("n_head must be a multiple of n_head_kv");
   if (hp.n_rot <= 0 || hp.n_rot > hp.head_dim || hp.n_rot % 2) bad("rope dims must be even and <= head_dim");
   if (!(hp.rms_eps > 0) || !(hp.rope_theta > 0)) bad("rms eps and rope theta must be > 0");
-  if (hp.n_embd > (1 << 20) || hp.n_layer > 4096 || hp.n_vocab > (1 << 24) || hp.n_ff > (1 << 22))
-    bad("dims are implausibly large");
+  // The documented limits (docs/security.md, "Bounded resources"): far above any real model, low
+  // enough that no product of two dims overflows and a file claiming more fails before allocating.
+  if (hp.n_embd > kMaxEmbd || hp.n_layer > kMaxLayers || hp.n_vocab > kMaxVocab || hp.n_ff > kMaxFF ||
+      hp.n_head > kMaxHeads || hp.n_head_kv > kMaxHeads || hp.head_dim > kMaxHeadDim ||
+      int64_t(hp.n_head) * hp.head_dim > kMaxFF)
+    throw LimitError(path + ": hyperparameters beyond loopus's limits (d=" + std::to_string(hp.n_embd) +
+                     " <= " + std::to_string(kMaxEmbd) + ", layers=" + std::to_string(hp.n_layer) +
+                     " <= " + std::to_string(kMaxLayers) + ", vocab=" + std::to_string(hp.n_vocab) + " <= " +
+                     std::to_string(kMaxVocab) + ", ff=" + std::to_string(hp.n_ff) + " <= " + std::to_string(kMaxFF) +
+                     ", heads=" + std::to_string(hp.n_head) + "/" + std::to_string(hp.n_head_kv) +
+                     " <= " + std::to_string(kMaxHeads) + ", head_dim=" + std::to_string(hp.head_dim) +
+                     " <= " + std::to_string(kMaxHeadDim) + ", heads x head_dim <= " + std::to_string(kMaxFF) + ")");
+  if (hp.n_ctx_train < 0) bad("the training context length must be >= 0");
   if (hp.sliding_window < 0) bad("sliding_window must be >= 0");
   const RopeScaling& rs = hp.rope_scaling;
   if (rs.active() || !rs.short_factor.empty()) {

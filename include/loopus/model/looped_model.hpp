@@ -80,8 +80,14 @@ class LoopedModel {
       throw UsageError("halting rule " + lp_.halting.text() + " needs a confidence head (q_head); this model has none");
     const int64_t Tmax = tf_.max_tokens(), d = hp.n_embd;
     const int nE = int(s.encoder.size()), nM = int(s.reasoning.size()), nD = int(s.decoder.size());
+    const int n_rea = cache_.reasoning_slots(nM, B);
+    detail::check_context(hp, cp_, int64_t(nE) + n_rea + nD,
+                          double(Cache::kRecompute ? cp_.n_ctx : Tmax) * double(d) * 2 + double(Tmax) * double(d),
+                          std::to_string(nE + n_rea + nD) + " layer slots: " + std::to_string(n_rea) +
+                              " for the reasoning block with " + std::to_string(B) + " loops and the " +
+                              std::string(Cache::kName) + " cache");
     enc_.allocate(nE, cp_.n_ctx, hp.kv_dim());
-    rea_.allocate(cache_.reasoning_slots(nM, B), cp_.n_ctx, hp.kv_dim());
+    rea_.allocate(n_rea, cp_.n_ctx, hp.kv_dim());
     dec_.allocate(nD, cp_.n_ctx, hp.kv_dim());
     h_.reshape({Cache::kRecompute ? cp_.n_ctx : Tmax, d});
     p_.reshape({Cache::kRecompute ? cp_.n_ctx : Tmax, d});

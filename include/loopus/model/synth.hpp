@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "loopus/core/dtype.hpp"
+#include "loopus/core/memory.hpp"
 #include "loopus/core/random.hpp"
 #include "loopus/model/hparams.hpp"
 #include "loopus/model/weights.hpp"
@@ -51,6 +52,13 @@ inline std::shared_ptr<ModelWeights> synth_weights(const SynthParams& p) {
   hp.qk_norm = p.arch == Arch::kQwen3;
   hp.tied_output = p.tied;
   detail::check_hparams(hp, "synth");
+  {
+    const double d = hp.n_embd, V = hp.n_vocab, qd = hp.q_dim(), kvd = hp.kv_dim(), ff = hp.n_ff;
+    const double matrices = V * d * (p.tied ? 1 : 2) + double(hp.n_layer) * (2 * qd * d + 2 * kvd * d + 3 * ff * d);
+    check_memory(matrices * double(dtype_size(p.dtype)),
+                 "synth: a model of " + std::to_string(hp.n_layer) + " layers, dim " + std::to_string(hp.n_embd) +
+                     ", ff " + std::to_string(hp.n_ff) + ", vocab " + std::to_string(hp.n_vocab));
+  }
   w->path = "synth";
   SplitMix64 rng(p.seed);
   auto make = [&](int64_t rows, int64_t cols, double lo, double hi, DType t) {

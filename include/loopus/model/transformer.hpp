@@ -10,6 +10,7 @@
 #include "loopus/core/backend.hpp"
 #include "loopus/core/error.hpp"
 #include "loopus/core/kv_cache.hpp"
+#include "loopus/core/memory.hpp"
 #include "loopus/core/tensor.hpp"
 #include "loopus/model/weights.hpp"
 #include "loopus/ops/concept.hpp"
@@ -32,6 +33,11 @@ class Transformer {
       : w_(std::move(w)), max_t_(max_tokens) {
     const HParams& hp = w_->hp;
     const int64_t widest = std::max<int64_t>({hp.n_embd, hp.q_dim(), hp.n_ff});
+    if (max_t_ < 1)
+      throw UsageError("ContextParams::n_ctx and n_batch must be >= 1 (forward chunk of " + std::to_string(max_t_) +
+                       " tokens)");
+    check_memory(4 * double(max_t_) * double(hp.n_embd + 2 * int64_t(hp.q_dim()) + 2 * int64_t(hp.n_ff) + widest),
+                 "a forward pass of up to " + std::to_string(max_t_) + " tokens (ContextParams::n_batch)");
     xn_.reshape({max_t_, hp.n_embd});
     q_.reshape({max_t_, hp.q_dim()});
     att_.reshape({max_t_, hp.q_dim()});

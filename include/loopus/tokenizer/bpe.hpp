@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/core/error.hpp"
+#include "loopus/core/json_check.hpp"
 #include "loopus/core/read_file.hpp"
 #include "loopus/tokenizer/detail/regex.hpp"
 #include "loopus/tokenizer/tokenizer.hpp"
@@ -312,7 +313,9 @@ inline std::pair<std::string, std::string> split_merge(const std::string& s, siz
 class TokenizerJsonSax {
  public:
   using json = nlohmann::json;
-  TokenizerJsonSax(TokenizerJson& out, const std::string& where) : out_(out), where_(where) {}
+  /// dom_budget: the most arrays and objects the DOM of everything but the vocabulary and merges may hold.
+  TokenizerJsonSax(TokenizerJson& out, const std::string& where, size_t dom_budget = SIZE_MAX)
+      : out_(out), where_(where), dom_budget_(dom_budget) {}
 
   bool null() { return scalar(json()); }
   bool boolean(bool v) { return scalar(json(v)); }
@@ -351,6 +354,7 @@ class TokenizerJsonSax {
       return true;
     }
     const bool is_model = stack_.size() == 1 && key_ == "model";
+    count_container();
     json* p = put(json::object());
     if (is_model) model_ = p;
     stack_.push_back(p);
@@ -380,6 +384,7 @@ class TokenizerJsonSax {
       mode_ = Mode::kMerges;
       return true;
     }
+    count_container();
     stack_.push_back(put(json::array()));
     return true;
   }
@@ -408,6 +413,12 @@ class TokenizerJsonSax {
     const char* where = mode_ == Mode::kVocab ? "model.vocab" : "model.merges";
     throw FormatError(where_ + ": unexpected " + what + " in " + where);
   }
+  void count_container() {
+    if (++dom_containers_ > dom_budget_)
+      throw LimitError(where_ + ": more than " + std::to_string(dom_budget_) +
+                       " JSON arrays and objects outside model.vocab and model.merges (loopus allows one per " +
+                       std::to_string(kJsonBytesPerContainer) + " bytes of the file)");
+  }
   bool scalar(json&& v) {
     if (mode_ != Mode::kDom) return bad("value");
     put(std::move(v));
@@ -434,11 +445,13 @@ class TokenizerJsonSax {
   json* model_ = nullptr;
   std::string key_, vocab_key_;
   std::vector<std::string> pair_;
+  size_t dom_budget_, dom_containers_ = 0;
 };
 
 inline TokenizerJson parse_tokenizer_json(const std::string& text, const std::string& where) {
   TokenizerJson out;
-  TokenizerJsonSax sax(out, where);
+  check_json_text(text, where, /*dom=*/false);  // vocab and merges become vectors, the rest a DOM:
+  TokenizerJsonSax sax(out, where, json_container_budget(text.size()));  // the handler counts its containers
   nlohmann::json::sax_parse(text, &sax);
   return out;
 }
@@ -522,7 +535,9 @@ class BpeTokenizer final : public Tokenizer {
     std::error_code ec;
     if (std::filesystem::exists(cfg_path, ec)) {
       try {
-        cfg = nlohmann::json::parse(bpe_detail::read_file(cfg_path.string()));
+        const std::string cfg_text = bpe_detail::read_file(cfg_path.string());
+        check_json_text(cfg_text, cfg_path.string());
+        cfg = nlohmann::json::parse(cfg_text);
       } catch (const nlohmann::json::exception& e) {
         throw FormatError(cfg_path.string() + ": not valid JSON: " + e.what());
       }
@@ -1421,6 +1436,11 @@ class BpeTokenizer final : public Tokenizer {
       vocab_.insert(key, static_cast<int32_t>(id), true);
       max_id = std::max<int64_t>(max_id, id);
     }
+    // The id -> token tables are sized by the largest id: ids far beyond the number of entries
+    // (a 50-byte file claiming id 2^31) would allocate gigabytes for nothing. Real vocabularies are dense.
+    if (max_id >= 2 * int64_t(tj.vocab.size()) + 1024)
+      throw FormatError(where + ": vocab id " + std::to_string(max_id) + " is far beyond its " +
+                        std::to_string(tj.vocab.size()) + " entries (ids must be about dense)");
     set_vocab_size(static_cast<size_t>(max_id + 1));
 
     if (tok.contains("added_tokens") && tok["added_tokens"].is_array()) {
@@ -1558,7 +1578,8 @@ class BpeTokenizer final : public Tokenizer {
       if (it->size() != tokens.size())
         throw FormatError(where + ": tokenizer.ggml.token_type has " + std::to_string(it->size()) + " entries for " +
                           std::to_string(tokens.size()) + " tokens");
-      for (size_t i = 0; i < tokens.size(); ++i) types[i] = (*it)[i].is_number() ? (*it)[i].get<int>() : 1;
+      for (size_t i = 0; i < tokens.size(); ++i)
+        types[i] = (*it)[i].is_number_integer() ? int((*it)[i].get<int64_t>()) : 1;
     }
     set_vocab_size(tokens.size());
     vocab_.reserve(tokens.size());
@@ -1661,6 +1682,7 @@ inline std::string tokenize_jsonl(const Tokenizer& tok, std::string_view jsonl, 
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     nlohmann::json j;
+    check_json_text(line, "jsonl line " + std::to_string(line_no));
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception& ex) {

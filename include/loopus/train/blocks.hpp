@@ -4,9 +4,11 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <vector>
 
+#include "loopus/core/error.hpp"
 #include "loopus/core/tensor.hpp"
 #include "loopus/model/hparams.hpp"
 #include "loopus/ops/concept.hpp"
@@ -25,7 +27,13 @@ struct Dims {
   std::vector<float> rope_factors;  ///< Phi-3 longrope factors for sequences of T tokens (empty: none)
   float rope_mscale = 1.f;
 
+  /// Largest B·T a batch may hold: far beyond any memory, low enough that N·V cannot overflow.
+  static constexpr int64_t kMaxRows = int64_t(1) << 36;
+
   static Dims of(const HParams& hp, int64_t B, int64_t T) {
+    if (B > 0 && T > 0 && (B > kMaxRows || T > kMaxRows || B * T > kMaxRows))
+      throw LimitError("a batch of " + std::to_string(B) + " sequences of " + std::to_string(T) +
+                       " tokens is beyond the limit of " + std::to_string(kMaxRows) + " tokens per batch");
     Dims D;
     D.B = B;
     D.T = T;

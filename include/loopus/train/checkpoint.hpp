@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/core/error.hpp"
+#include "loopus/core/json_check.hpp"
 #include "loopus/io/file_util.hpp"
 
 namespace loopus::train {
@@ -105,6 +106,7 @@ class LoadedCheckpoint {
     if (len > size - 24)
       throw FormatError(path + ": checkpoint header length " + std::to_string(len) + " runs past EOF");
     nlohmann::json h;
+    check_json_text(std::string_view(all.data() + 16, size_t(len)), path + ": checkpoint header");
     try {
       h = nlohmann::json::parse(all.begin() + 16, all.begin() + 16 + int64_t(len));
     } catch (const std::exception& e) {

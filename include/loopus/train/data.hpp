@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/core/error.hpp"
+#include "loopus/core/json_check.hpp"
 #include "loopus/core/random.hpp"
 #include "loopus/core/read_file.hpp"
 #include "loopus/tokenizer/tokenizer.hpp"
@@ -58,6 +59,7 @@ inline std::vector<std::string> documents(const std::vector<std::string>& lines,
     for (size_t i = begin; i < end; ++i) {
       if (lines[i].find_first_not_of(" \t") == std::string::npos) continue;
       nlohmann::json j;
+      check_json_text(lines[i], where + ":" + std::to_string(i + 1));
       try {
         j = nlohmann::json::parse(lines[i]);
       } catch (const std::exception& e) {

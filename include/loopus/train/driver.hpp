@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <span>
@@ -96,22 +95,33 @@ inline nlohmann::json losses_json(const StepLosses& L) {
 }
 
 /// On resume: keeps the lines of a JSONL log whose "step" is <= max_step, up to
-/// the first line that does not parse (a torn last line from a crash).
-inline void trim_log(const std::filesystem::path& p, int64_t max_step) {
-  if (!std::filesystem::exists(p)) return;
-  std::ifstream in(p);
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    try {
-      if (nlohmann::json::parse(line).value("step", int64_t(0)) <= max_step) kept += line + "\n";
-    } catch (const std::exception&) {
-      break;
+/// the first line that does not parse (a torn last line from a crash), and
+/// rewrites the log atomically. The run appends from step max_step + 1, so the
+/// log reads exactly as an uninterrupted run's (timings aside). Returns the
+/// number of records kept.
+inline int64_t trim_log(const std::filesystem::path& p, int64_t max_step) {
+  std::error_code ec;
+  if (!std::filesystem::exists(p, ec)) return 0;
+  io::detail::InputFile f(p.string());
+  std::string all(size_t(f.size()), '\0');
+  f.read_at(all.data(), f.size(), 0, "log");
+  std::string kept;
+  int64_t n = 0;
+  for (size_t pos = 0; pos < all.size();) {
+    const size_t eol = all.find('\n', pos);
+    if (eol == std::string::npos) break;  // a last line without its newline is torn
+    const std::string_view line(all.data() + pos, eol - pos);
+    pos = eol + 1;
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) break;
+    if (j.value("step", int64_t(0)) <= max_step) {
+      kept.append(line);
+      kept += '\n';
+      ++n;
     }
   }
-  in.close();
-  io::AtomicFileWriter w(p.string());
-  w.write(kept.data(), kept.size());
-  w.commit();
+  if (kept.size() != all.size()) io::write_file_atomic(p.string(), kept);
+  return n;
 }
 
 /// The warnings of a finished run: every held-out perplexity that is not at
@@ -179,13 +189,22 @@ double saved_model_perplexity(const std::string& dir, const PackedData& val, int
 /// has a vocabulary, the tokenizer when one can be copied, summary.json.
 /// Training (TrainOps<Backend>) and the saved model's inference check
 /// (Ops<Backend>) run on Backend.
+///
+/// Nothing is lost: every file is replaced atomically (io::AtomicFileWriter;
+/// the model folder by io::write_model_folder), log.jsonl only ever grows by
+/// whole records (io::AppendFile) and is fsynced before each checkpoint, which
+/// writes train_state.bin first and the model second. A failed write throws an
+/// IoError and leaves each file as it was; a resume (killed, stopped or failed
+/// run) trims the log back to the checkpoint's batch (trim_log) and continues
+/// bit for bit with one OpenMP thread: the log, the model files and the summary
+/// then equal an uninterrupted run's, timings aside.
 template <class Backend>
 AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = {}) {
   namespace fs = std::filesystem;
   using clock = std::chrono::steady_clock;
   if (a.eval_loops.empty()) throw UsageError("no evaluation loop counts");
   const fs::path out(a.out);
-  fs::create_directories(out);
+  io::make_dirs(out.string());
   const fs::path state_path = out / "train_state.bin", log_path = out / "log.jsonl";
   if (!a.resume && fs::exists(state_path))
     throw UsageError(out.string() +
@@ -247,11 +266,16 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
 
   Adapter<Backend> ad(m, train_data, a.cfg);
   double prior_seconds = 0, original_ppl = 0;
+  std::string log_gap;
   if (a.resume) {
     const auto extra = ad.load(state_path.string());
     prior_seconds = extra.value("seconds", 0.0);
     original_ppl = extra.value("original_ppl", 0.0);
-    trim_log(log_path, ad.steps_done());
+    const int64_t kept = trim_log(log_path, ad.steps_done());
+    if (kept != ad.steps_done())
+      log_gap = "log.jsonl held " + std::to_string(kept) + " records of the " + std::to_string(ad.steps_done()) +
+                " batches before the resume (edited or deleted?); it continues from batch " +
+                std::to_string(ad.steps_done() + 1);
     if (cb.on_resume) cb.on_resume(ad.steps_done(), ad.tokens_done());
   }
   if (!(original_ppl > 0)) {
@@ -259,16 +283,19 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
     original_ppl = perplexity(m, val_data, eval_b, 0, a.eval_max_seqs);
     if (cb.on_original) cb.on_original(original_ppl, std::chrono::duration<double>(clock::now() - t0).count());
   }
-  if (!a.resume) std::ofstream(log_path, std::ios::trunc).close();
+  if (!a.resume) io::write_file_atomic(log_path.string(), "");  // a fresh run starts a fresh log
 
   // ---- train
-  std::ofstream log(log_path, std::ios::app);
+  // log.jsonl: one line per batch, appended whole or not at all (io::AppendFile), and
+  // fsynced before every checkpoint, so it always holds every batch the checkpoint holds.
+  io::AppendFile log(log_path.string());
   const int64_t total = a.cfg.total_steps();
   BatchRecord last;
   const auto t_start = clock::now();
   const int64_t step0 = ad.steps_done();
   auto elapsed = [&] { return prior_seconds + std::chrono::duration<double>(clock::now() - t_start).count(); };
   auto save = [&] {
+    log.sync();
     ad.save(state_path.string(), {{"seconds", elapsed()}, {"original_ppl", original_ppl}, {"model", a.model}});
     save_lds(*ad.export_looped(), out.string(), a.model);
   };
@@ -281,8 +308,7 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
                           {"updates", last.updates}};
     rec["micro"] = nlohmann::json::array();
     for (const auto& L : last.micro) rec["micro"].push_back(losses_json(L));
-    log << rec.dump() << "\n";
-    log.flush();
+    log.append(rec.dump() + "\n");
     if (cb.on_step) {
       const double run_s = std::chrono::duration<double>(clock::now() - t_start).count();
       const double per_step = run_s / double(last.step - step0);
@@ -325,6 +351,7 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
 
   AdaptResult res;
   res.warnings = worse_than_original(original_ppl, by_loops, a.cfg.no_loop, plain_ppl);
+  if (!log_gap.empty()) res.warnings.push_back(log_gap);
   const auto& L = last.micro.empty() ? StepLosses{} : last.micro.back();
   res.summary = {
       {"model", a.model},
@@ -357,10 +384,7 @@ AdaptResult run_adaptation(const AdaptRunOptions& a, const AdaptCallbacks& cb = 
       {"generate", "loopus generate -m " + gen_model + (gen_model == out.string() ? " --tokenizer FILE" : "") +
                        (a.cfg.no_loop ? " --gate none --loops 1" : "")},
   };
-  io::AtomicFileWriter sw((out / "summary.json").string());
-  const std::string text = res.summary.dump(2) + "\n";
-  sw.write(text.data(), text.size());
-  sw.commit();
+  io::write_file_atomic((out / "summary.json").string(), res.summary.dump(2) + "\n");
   return res;
 }
 

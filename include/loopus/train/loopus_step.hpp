@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "loopus/core/error.hpp"
+#include "loopus/core/memory.hpp"
 #include "loopus/core/random.hpp"
 #include "loopus/train/blocks.hpp"
 #include "loopus/train/params.hpp"
@@ -88,6 +89,11 @@ class LoopusTrainer {
     nM_ = int(s.reasoning.size());
     nD_ = int(s.decoder.size());
     const int64_t N = D_.N, d = D_.d;
+    check_memory(planned_bytes(D_, training_ ? cfg_.n_apply * nM_ + nD_ : 0, training_ ? cfg_.n_apply : 0, m_.gate().r),
+                 training_ ? "a training batch of " + std::to_string(batch) + " sequences (AdaptConfig::batch) of " +
+                                 std::to_string(seq_len) + " tokens (AdaptConfig::seq_len)"
+                           : "an evaluation batch of " + std::to_string(batch) +
+                                 " sequences (AdaptRunOptions::eval_batch) of " + std::to_string(seq_len) + " tokens");
     ws_.allocate(D_, m_.gate().r);
     if (training_) {
       tapes_.resize(size_t(cfg_.n_apply * nM_ + nD_));
@@ -118,6 +124,23 @@ class LoopusTrainer {
   const Dims& dims() const { return D_; }
   const StepConfig& config() const { return cfg_; }
   TrainModel<Backend, S>& model() { return m_; }
+  /// The bytes of the buffers a trainer for D allocates (n_tapes layer tapes, n_gtapes gate tapes,
+  /// gate rank r), computed before allocating them (in double: no overflow). A lower bound: the
+  /// small per-row vectors are left out.
+  static double planned_bytes(const Dims& D, int64_t n_tapes, int64_t n_gtapes, int64_t r) {
+    const double N = double(D.N), B = double(D.B), d = double(D.d), qd = double(D.qd), kvd = double(D.kvd),
+                 ff = double(D.ff), H = double(D.H), KV = double(D.KV), V = double(D.V);
+    const double qk = D.qk_norm ? 1 : 0;
+    const double layer_tape = N * (4 * d + 2 + 2 * qd + 2 * kvd + 2 * ff + H + qk * (qd + kvd + H + KV));
+    const double gate_tape = N * (4 * d + double(r));
+    const double workspace = double(D.T) * double(D.n_rot) + double(Kernels::attention_scratch(D.T, D.hd)) +
+                             N * (3 * d + 2 * qd + 2 * kvd + 4 * ff + qk * (qd + kvd) +
+                                  double(std::max<int64_t>(r, 1))) +
+                             2 * B * d;
+    const double rest = N * (2 * d + 1) + 8 * N * d + 2 * B * d + N * V;  // head tape, state buffers, logits
+    return double(sizeof(S)) * (double(n_tapes + 1) * layer_tape + double(n_gtapes + 1) * gate_tape + workspace + rest);
+  }
+
   /// Bytes of activation memory (tapes, workspace, logits) this trainer holds.
   int64_t activation_bytes() const {
     int64_t n = 0;
