@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/core/error.hpp"
+#include "loopus/io/json_field.hpp"
 #include "loopus/io/names.hpp"
 #include "loopus/io/quant.hpp"
 #include "loopus/io/tensor_file.hpp"
@@ -35,12 +36,14 @@ template <class T>
 T meta_num(const nlohmann::json& m, const std::string& key, const std::string& path) {
   const auto& v = meta_req(m, key, path);
   if (!v.is_number()) throw FormatError(path + ": metadata key '" + key + "' should be a number");
-  return v.get<T>();
+  return io::json_as<T>(v, "metadata key '" + key + "'", path);
 }
+/// m[key] as T; `dflt` when absent or not a number; a FormatError naming `path` when it does not fit T.
 template <class T>
-T meta_num_or(const nlohmann::json& m, const std::string& key, T dflt) {
+T meta_num_or(const nlohmann::json& m, const std::string& key, T dflt, const std::string& path) {
   auto it = m.find(key);
-  return (it == m.end() || !it->is_number()) ? dflt : it->get<T>();
+  if (it == m.end() || !it->is_number()) return dflt;
+  return io::json_as<T>(*it, "metadata key '" + key + "'", path);
 }
 
 inline std::vector<float> float_list(const nlohmann::json& j, const std::string& key, const std::string& where) {
@@ -48,8 +51,9 @@ inline std::vector<float> float_list(const nlohmann::json& j, const std::string&
   if (it == j.end() || !it->is_array()) throw FormatError(where + ": rope_scaling needs a number list '" + key + "'");
   std::vector<float> v;
   for (const auto& x : *it) {
-    if (!x.is_number()) throw FormatError(where + ": rope_scaling '" + key + "' must hold numbers");
-    v.push_back(x.get<float>());
+    float f = 0;
+    if (!io::json_to(x, &f)) throw FormatError(where + ": rope_scaling '" + key + "' must hold numbers");
+    v.push_back(f);
   }
   return v;
 }
@@ -79,25 +83,24 @@ inline HParams hparams_from_gguf(const nlohmann::json& m, const std::string& pat
   hp.n_embd = meta_num<int>(m, p + "embedding_length", path);
   hp.n_layer = meta_num<int>(m, p + "block_count", path);
   hp.n_head = meta_num<int>(m, p + "attention.head_count", path);
-  hp.n_head_kv = meta_num_or<int>(m, p + "attention.head_count_kv", hp.n_head);
+  hp.n_head_kv = meta_num_or<int>(m, p + "attention.head_count_kv", hp.n_head, path);
   hp.n_ff = meta_num<int>(m, p + "feed_forward_length", path);
-  hp.head_dim = meta_num_or<int>(m, p + "attention.key_length", hp.n_head ? hp.n_embd / hp.n_head : 0);
-  hp.n_rot = meta_num_or<int>(m, p + "rope.dimension_count", hp.head_dim);
-  hp.n_ctx_train = meta_num_or<int>(m, p + "context_length", 2048);
-  hp.rms_eps = meta_num_or<float>(m, p + "attention.layer_norm_rms_epsilon", 1e-5f);
-  hp.rope_theta = meta_num_or<float>(m, p + "rope.freq_base", 10000.f);
+  hp.head_dim = meta_num_or<int>(m, p + "attention.key_length", hp.n_head ? hp.n_embd / hp.n_head : 0, path);
+  hp.n_rot = meta_num_or<int>(m, p + "rope.dimension_count", hp.head_dim, path);
+  hp.n_ctx_train = meta_num_or<int>(m, p + "context_length", 2048, path);
+  hp.rms_eps = meta_num_or<float>(m, p + "attention.layer_norm_rms_epsilon", 1e-5f, path);
+  hp.rope_theta = meta_num_or<float>(m, p + "rope.freq_base", 10000.f, path);
   if (auto it = m.find(p + "rope.scaling.type"); it != m.end() && it->is_string() && *it != "none")
     throw UnsupportedError(path + ": rope scaling '" + it->get<std::string>() + "' is not supported yet");
   if (hp.arch == Arch::kPhi3) {
     // llama.cpp writes 0 for "no window" (Phi-4); the longrope factors are tensors, read by build_weights.
-    hp.sliding_window = meta_num_or<int>(m, p + "attention.sliding_window", 0);
-    hp.rope_scaling.orig_ctx = meta_num_or<int>(m, p + "rope.scaling.original_context_length", hp.n_ctx_train);
-    hp.rope_scaling.attn_factor =
-        meta_num_or<float>(m, p + "rope.scaling.attn_factor",
-                           hp.rope_scaling.orig_ctx > 0 ? longrope_attn_factor(hp.n_ctx_train, hp.rope_scaling.orig_ctx)
-                                                        : 1.f);
+    hp.sliding_window = meta_num_or<int>(m, p + "attention.sliding_window", 0, path);
+    hp.rope_scaling.orig_ctx = meta_num_or<int>(m, p + "rope.scaling.original_context_length", hp.n_ctx_train, path);
+    hp.rope_scaling.attn_factor = meta_num_or<float>(
+        m, p + "rope.scaling.attn_factor",
+        hp.rope_scaling.orig_ctx > 0 ? longrope_attn_factor(hp.n_ctx_train, hp.rope_scaling.orig_ctx) : 1.f, path);
   }
-  hp.n_vocab = meta_num_or<int>(m, p + "vocab_size", 0);
+  hp.n_vocab = meta_num_or<int>(m, p + "vocab_size", 0, path);
   if (hp.n_vocab == 0)
     if (auto it = m.find("tokenizer.ggml.tokens"); it != m.end() && it->is_array()) hp.n_vocab = int(it->size());
   return hp;
@@ -115,16 +118,20 @@ inline HParams phi3_rope_from_hf(const nlohmann::json& c, const std::string& cfg
   const nlohmann::json* rs = nullptr;
   if (auto it = c.find("rope_scaling"); it != c.end() && it->is_object()) rs = &*it;
   if (!rs && rp) rs = rp;
-  if (rp) hp.rope_theta = meta_num_or<float>(*rp, "rope_theta", hp.rope_theta);
-  double prf = meta_num_or<double>(c, "partial_rotary_factor", 1.0);
-  if (rp) prf = meta_num_or<double>(*rp, "partial_rotary_factor", prf);
+  if (rp) hp.rope_theta = meta_num_or<float>(*rp, "rope_theta", hp.rope_theta, cfg);
+  double prf = meta_num_or<double>(c, "partial_rotary_factor", 1.0, cfg);
+  if (rp) prf = meta_num_or<double>(*rp, "partial_rotary_factor", prf, cfg);
   if (!(prf > 0 && prf <= 1)) throw FormatError(cfg + ": partial_rotary_factor must be in (0, 1]");
   hp.n_rot = int(double(hp.head_dim) * prf);  // transformers: int(head_dim * partial_rotary_factor)
   if (hp.n_rot % 2)
     throw FormatError(cfg + ": partial_rotary_factor " + std::to_string(prf) + " gives an odd rotary size " +
                       std::to_string(hp.n_rot));
-  if (auto it = c.find("sliding_window"); it != c.end() && it->is_number_integer()) hp.sliding_window = it->get<int>();
-  const std::string type = rs ? rs->value("rope_type", rs->value("type", std::string("default"))) : "default";
+  if (auto it = c.find("sliding_window"); it != c.end() && it->is_number_integer())
+    hp.sliding_window = io::json_as<int>(*it, "'sliding_window'", cfg);
+  const std::string type = rs ? io::json_field<std::string>(*rs, "rope_type",
+                                                            io::json_field<std::string>(*rs, "type", "default", cfg),
+                                                            cfg)
+                              : "default";
   if (type == "default") return hp;
   if (type != "longrope" && type != "su")
     throw UnsupportedError(cfg + ": rope_scaling type '" + type +
@@ -134,15 +141,16 @@ inline HParams phi3_rope_from_hf(const nlohmann::json& c, const std::string& cfg
   r.long_factor = float_list(*rs, "long_factor", cfg);
   // transformers (Phi3Config): the top-level original_max_position_embeddings wins over the one in
   // rope_scaling / rope_parameters, and defaults to 4096.
-  r.orig_ctx = meta_num_or<int>(*rs, "original_max_position_embeddings", 4096);
-  r.orig_ctx = meta_num_or<int>(c, "original_max_position_embeddings", r.orig_ctx);
+  r.orig_ctx = meta_num_or<int>(*rs, "original_max_position_embeddings", 4096, cfg);
+  r.orig_ctx = meta_num_or<int>(c, "original_max_position_embeddings", r.orig_ctx, cfg);
   if (r.orig_ctx <= 1)
     throw FormatError(cfg + ": rope_scaling '" + type + "' needs original_max_position_embeddings > 1");
   // The attention factor: rope_scaling.attention_factor if given, else from rope_scaling.factor if
   // given, else from max_position_embeddings / original_max_position_embeddings (the Phi-3 configs).
-  const double factor = meta_num_or<double>(*rs, "factor", double(hp.n_ctx_train) / double(r.orig_ctx));
+  const double factor = meta_num_or<double>(*rs, "factor", double(hp.n_ctx_train) / double(r.orig_ctx), cfg);
   r.attn_factor = factor <= 1.0 ? 1.f : float(std::sqrt(1.0 + std::log(factor) / std::log(double(r.orig_ctx))));
-  if (auto it = rs->find("attention_factor"); it != rs->end() && it->is_number()) r.attn_factor = it->get<float>();
+  if (auto it = rs->find("attention_factor"); it != rs->end() && it->is_number())
+    r.attn_factor = io::json_as<float>(*it, "rope_scaling 'attention_factor'", cfg);
   return hp;
 }
 
@@ -169,26 +177,28 @@ inline HParams hparams_from_hf_config(const nlohmann::json& c, const std::string
   hp.n_embd = meta_num<int>(c, "hidden_size", cfg);
   hp.n_layer = meta_num<int>(c, "num_hidden_layers", cfg);
   hp.n_head = meta_num<int>(c, "num_attention_heads", cfg);
-  hp.n_head_kv = meta_num_or<int>(c, "num_key_value_heads", hp.n_head);
+  hp.n_head_kv = meta_num_or<int>(c, "num_key_value_heads", hp.n_head, cfg);
   hp.n_ff = meta_num<int>(c, "intermediate_size", cfg);
   hp.n_vocab = meta_num<int>(c, "vocab_size", cfg);
-  hp.head_dim = meta_num_or<int>(c, "head_dim", hp.n_head ? hp.n_embd / hp.n_head : 0);
+  hp.head_dim = meta_num_or<int>(c, "head_dim", hp.n_head ? hp.n_embd / hp.n_head : 0, cfg);
   hp.n_rot = hp.head_dim;
-  hp.n_ctx_train = meta_num_or<int>(c, "max_position_embeddings", 2048);
-  hp.rms_eps = meta_num_or<float>(c, "rms_norm_eps", 1e-6f);
-  hp.tied_output = c.value("tie_word_embeddings", false);
-  if (c.value("attention_bias", false)) throw UnsupportedError(cfg + ": attention_bias=true is not supported yet");
+  hp.n_ctx_train = meta_num_or<int>(c, "max_position_embeddings", 2048, cfg);
+  hp.rms_eps = meta_num_or<float>(c, "rms_norm_eps", 1e-6f, cfg);
+  hp.tied_output = io::json_field<bool>(c, "tie_word_embeddings", false, cfg);
+  if (io::json_field<bool>(c, "attention_bias", false, cfg))
+    throw UnsupportedError(cfg + ": attention_bias=true is not supported yet");
   if (auto it = c.find("hidden_act"); hp.arch == Arch::kPhi3 && it != c.end() && *it != "silu")
     throw UnsupportedError(cfg + ": hidden_act " + it->dump() + " is not supported (phi3 needs silu)");
-  hp.rope_theta = meta_num_or<float>(c, "rope_theta", 10000.f);
+  hp.rope_theta = meta_num_or<float>(c, "rope_theta", 10000.f, cfg);
   if (hp.arch == Arch::kPhi3) return detail::phi3_rope_from_hf(c, cfg, hp);
   if (auto it = c.find("rope_parameters"); it != c.end() && it->is_object()) {  // transformers >= 5
-    hp.rope_theta = meta_num_or<float>(*it, "rope_theta", hp.rope_theta);
+    hp.rope_theta = meta_num_or<float>(*it, "rope_theta", hp.rope_theta, cfg);
     if (auto rt = it->find("rope_type"); rt != it->end() && rt->is_string() && *rt != "default")
       throw UnsupportedError(cfg + ": rope_type '" + rt->get<std::string>() + "' is not supported yet");
   }
   if (auto it = c.find("rope_scaling"); it != c.end() && it->is_object()) {
-    auto t = it->value("rope_type", it->value("type", std::string("default")));
+    const auto t = io::json_field<std::string>(*it, "rope_type",
+                                               io::json_field<std::string>(*it, "type", "default", cfg), cfg);
     if (t != "default") throw UnsupportedError(cfg + ": rope_scaling '" + t + "' is not supported yet");
   }
   return hp;
