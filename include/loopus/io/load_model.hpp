@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "loopus/io/json_field.hpp"
 #include "loopus/io/load.hpp"
 #include "loopus/io/weight_map.hpp"
 
@@ -21,7 +22,7 @@ inline std::string model_format(const io::TensorFile& f) {
     auto it = f.meta.find("config");
     if (it == f.meta.end() || !it->is_object())
       throw IoError(f.path + ": a safetensors model needs config.json beside it");
-    return it->value("model_type", std::string()) == "lds" ? "lds" : "hf";
+    return io::json_field<std::string>(*it, "model_type", "", f.path + "/config.json") == "lds" ? "lds" : "hf";
   }
   return f.format;
 }

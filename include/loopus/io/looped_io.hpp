@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/io/gguf.hpp"
+#include "loopus/io/json_field.hpp"
 #include "loopus/io/load.hpp"
 #include "loopus/io/load_model.hpp"
 #include "loopus/io/names.hpp"
@@ -88,7 +89,7 @@ inline std::vector<int> int_list(const nlohmann::json& c, const std::string& key
   std::vector<int> v;
   for (const auto& x : *it) {
     if (!x.is_number_integer()) throw FormatError(where + ": '" + key + "' must hold integers");
-    v.push_back(x.get<int>());
+    v.push_back(io::json_as<int>(x, "an entry of '" + key + "'", where));
   }
   std::sort(v.begin(), v.end());
   return v;
@@ -145,11 +146,11 @@ inline std::shared_ptr<LoopedWeights> load_looped_checkpoint(io::TensorFile&& fi
     lw->split.decoder = detail::int_list(m, "loopus.decoder_layers", f->path);
     lw->base = load_weights(f, opt);
     detail::check_split(lw->split, lw->base->hp.n_layer, f->path);
-    lw->defaults.n_loops = m.value("loopus.n_loops", 8);
-    lw->defaults.q_threshold = m.value("loopus.q_threshold", 0.9f);
-    lw->defaults.q_eval_interval = m.value("loopus.q_eval_interval", 1);
-    lw->defaults.halting_strategy = m.value("loopus.halting_strategy", std::string("threshold"));
-    lw->defaults.convergence_epsilon = m.value("loopus.convergence_epsilon", 1e-2f);
+    lw->defaults.n_loops = io::json_field<int>(m, "loopus.n_loops", 8, f->path);
+    lw->defaults.q_threshold = io::json_field<float>(m, "loopus.q_threshold", 0.9f, f->path);
+    lw->defaults.q_eval_interval = io::json_field<int>(m, "loopus.q_eval_interval", 1, f->path);
+    lw->defaults.halting_strategy = io::json_field<std::string>(m, "loopus.halting_strategy", "threshold", f->path);
+    lw->defaults.convergence_epsilon = io::json_field<float>(m, "loopus.convergence_epsilon", 1e-2f, f->path);
     detail::read_gate_and_q(*f, *lw, detail::kGgufGatePrefix, detail::kGgufQ, used);
     detail::mark_model_tensors(*lw->base, NameScheme::gguf(), used);
     detail::reject_unused(*f, used);
@@ -157,7 +158,10 @@ inline std::shared_ptr<LoopedWeights> load_looped_checkpoint(io::TensorFile&& fi
   }
   auto f = detail::normalise_lds_names(std::move(file));
   const std::string cfgp = f->path + "/config.json";
-  const nlohmann::json& c = f->meta["config"];
+  const auto cit = f->meta.find("config");
+  if (cit == f->meta.end() || !cit->is_object())
+    throw FormatError(f->path + ": no config.json object beside the weights");
+  const nlohmann::json& c = *cit;
   auto bit = c.find("base_config_dict");
   if (bit == c.end() || !bit->is_object()) throw FormatError(cfgp + ": missing object 'base_config_dict'");
   HParams hp = hparams_from_hf_config(*bit, f->path);
@@ -166,15 +170,15 @@ inline std::shared_ptr<LoopedWeights> load_looped_checkpoint(io::TensorFile&& fi
   lw->split.reasoning = detail::int_list(c, "reasoning_layer_indices", cfgp);
   lw->split.decoder = detail::int_list(c, "decoder_layer_indices", cfgp);
   detail::check_split(lw->split, hp.n_layer, cfgp);
-  if (c.value("lma_window", 0) > 0)
+  if (io::json_field<int64_t>(c, "lma_window", 0, cfgp) > 0)
     throw UnsupportedError(cfgp + ": lma_window > 0 (Loop Memory Attention) is not supported");
   const NameScheme names = detail::lds_names(lw->split);
   lw->base = std::make_shared<ModelWeights>(build_weights(f, hp, names, opt.weights));
-  lw->defaults.n_loops = c.value("N", 6);
-  lw->defaults.q_threshold = c.value("q_threshold", 0.9f);
-  lw->defaults.q_eval_interval = c.value("q_eval_interval", 1);
-  lw->defaults.halting_strategy = c.value("halting_strategy", std::string("threshold"));
-  lw->defaults.convergence_epsilon = c.value("convergence_epsilon", 1e-2f);
+  lw->defaults.n_loops = io::json_field<int>(c, "N", 6, cfgp);
+  lw->defaults.q_threshold = io::json_field<float>(c, "q_threshold", 0.9f, cfgp);
+  lw->defaults.q_eval_interval = io::json_field<int>(c, "q_eval_interval", 1, cfgp);
+  lw->defaults.halting_strategy = io::json_field<std::string>(c, "halting_strategy", "threshold", cfgp);
+  lw->defaults.convergence_epsilon = io::json_field<float>(c, "convergence_epsilon", 1e-2f, cfgp);
   detail::read_gate_and_q(*f, *lw, detail::kLdsGatePrefix, detail::kLdsQ, used);
   detail::mark_model_tensors(*lw->base, names, used);
   detail::reject_unused(*f, used);

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loopus/core/error.hpp"
+#include "loopus/io/json_field.hpp"
 #include "loopus/io/names.hpp"
 #include "loopus/io/quant.hpp"
 #include "loopus/io/tensor_file.hpp"
@@ -33,47 +34,18 @@ inline const nlohmann::json& meta_req(const nlohmann::json& m, const std::string
   if (it == m.end() || it->is_null()) throw FormatError(path + ": missing metadata key '" + key + "'");
   return *it;
 }
-/// A JSON number as T, or a FormatError naming `key` when it does not fit: an
-/// integer T takes only whole numbers within its range, a float T only finite
-/// values within its range (a cast of an out-of-range value would be undefined).
-template <class T>
-T meta_cast(const nlohmann::json& v, const std::string& key, const std::string& path) {
-  auto bad = [&](const char* why) -> FormatError {
-    return FormatError(path + ": metadata key '" + key + "' = " + v.dump() + " " + why);
-  };
-  if constexpr (std::is_integral_v<T>) {
-    if (v.is_number_unsigned()) {
-      if (v.get<uint64_t>() > uint64_t(std::numeric_limits<T>::max())) throw bad("is out of range");
-      return T(v.get<uint64_t>());
-    }
-    if (v.is_number_integer()) {
-      const int64_t x = v.get<int64_t>();
-      if (x < int64_t(std::numeric_limits<T>::min()) || x > int64_t(std::numeric_limits<T>::max()))
-        throw bad("is out of range");
-      return T(x);
-    }
-    const double x = v.get<double>();
-    if (!(x >= double(std::numeric_limits<T>::min()) && x <= double(std::numeric_limits<T>::max())) ||
-        x != std::floor(x))
-      throw bad("is not a whole number in range");
-    return T(x);
-  } else {
-    const double x = v.get<double>();
-    if (!std::isfinite(x) || std::fabs(x) > double(std::numeric_limits<T>::max())) throw bad("is out of range");
-    return T(x);
-  }
-}
 template <class T>
 T meta_num(const nlohmann::json& m, const std::string& key, const std::string& path) {
   const auto& v = meta_req(m, key, path);
   if (!v.is_number()) throw FormatError(path + ": metadata key '" + key + "' should be a number");
-  return meta_cast<T>(v, key, path);
+  return io::json_as<T>(v, "metadata key '" + key + "'", path);
 }
-/// The number at `key`, or dflt when the key is absent or not a number; `path` names the source in errors.
+/// m[key] as T; `dflt` when absent or not a number; a FormatError naming `path` when it does not fit T.
 template <class T>
-T meta_num_or(const nlohmann::json& m, const std::string& key, T dflt, const std::string& path = "") {
+T meta_num_or(const nlohmann::json& m, const std::string& key, T dflt, const std::string& path) {
   auto it = m.find(key);
-  return (it == m.end() || !it->is_number()) ? dflt : meta_cast<T>(*it, key, path.empty() ? "metadata" : path);
+  if (it == m.end() || !it->is_number()) return dflt;
+  return io::json_as<T>(*it, "metadata key '" + key + "'", path);
 }
 
 inline std::vector<float> float_list(const nlohmann::json& j, const std::string& key, const std::string& where) {
@@ -81,8 +53,9 @@ inline std::vector<float> float_list(const nlohmann::json& j, const std::string&
   if (it == j.end() || !it->is_array()) throw FormatError(where + ": rope_scaling needs a number list '" + key + "'");
   std::vector<float> v;
   for (const auto& x : *it) {
-    if (!x.is_number()) throw FormatError(where + ": rope_scaling '" + key + "' must hold numbers");
-    v.push_back(meta_cast<float>(x, key, where));
+    float f = 0;
+    if (!io::json_to(x, &f)) throw FormatError(where + ": rope_scaling '" + key + "' must hold numbers");
+    v.push_back(f);
   }
   return v;
 }
@@ -156,8 +129,11 @@ inline HParams phi3_rope_from_hf(const nlohmann::json& c, const std::string& cfg
     throw FormatError(cfg + ": partial_rotary_factor " + std::to_string(prf) + " gives an odd rotary size " +
                       std::to_string(hp.n_rot));
   if (auto it = c.find("sliding_window"); it != c.end() && it->is_number_integer())
-    hp.sliding_window = meta_cast<int>(*it, "sliding_window", cfg);
-  const std::string type = rs ? rs->value("rope_type", rs->value("type", std::string("default"))) : "default";
+    hp.sliding_window = io::json_as<int>(*it, "'sliding_window'", cfg);
+  const std::string type = rs ? io::json_field<std::string>(*rs, "rope_type",
+                                                            io::json_field<std::string>(*rs, "type", "default", cfg),
+                                                            cfg)
+                              : "default";
   if (type == "default") return hp;
   if (type != "longrope" && type != "su")
     throw UnsupportedError(cfg + ": rope_scaling type '" + type +
@@ -176,7 +152,7 @@ inline HParams phi3_rope_from_hf(const nlohmann::json& c, const std::string& cfg
   const double factor = meta_num_or<double>(*rs, "factor", double(hp.n_ctx_train) / double(r.orig_ctx), cfg);
   r.attn_factor = factor <= 1.0 ? 1.f : float(std::sqrt(1.0 + std::log(factor) / std::log(double(r.orig_ctx))));
   if (auto it = rs->find("attention_factor"); it != rs->end() && it->is_number())
-    r.attn_factor = meta_cast<float>(*it, "attention_factor", cfg);
+    r.attn_factor = io::json_as<float>(*it, "rope_scaling 'attention_factor'", cfg);
   return hp;
 }
 
@@ -210,8 +186,9 @@ inline HParams hparams_from_hf_config(const nlohmann::json& c, const std::string
   hp.n_rot = hp.head_dim;
   hp.n_ctx_train = meta_num_or<int>(c, "max_position_embeddings", 2048, cfg);
   hp.rms_eps = meta_num_or<float>(c, "rms_norm_eps", 1e-6f, cfg);
-  hp.tied_output = c.value("tie_word_embeddings", false);
-  if (c.value("attention_bias", false)) throw UnsupportedError(cfg + ": attention_bias=true is not supported yet");
+  hp.tied_output = io::json_field<bool>(c, "tie_word_embeddings", false, cfg);
+  if (io::json_field<bool>(c, "attention_bias", false, cfg))
+    throw UnsupportedError(cfg + ": attention_bias=true is not supported yet");
   if (auto it = c.find("hidden_act"); hp.arch == Arch::kPhi3 && it != c.end() && *it != "silu")
     throw UnsupportedError(cfg + ": hidden_act " + it->dump() + " is not supported (phi3 needs silu)");
   hp.rope_theta = meta_num_or<float>(c, "rope_theta", 10000.f, cfg);
@@ -222,7 +199,8 @@ inline HParams hparams_from_hf_config(const nlohmann::json& c, const std::string
       throw UnsupportedError(cfg + ": rope_type '" + rt->get<std::string>() + "' is not supported yet");
   }
   if (auto it = c.find("rope_scaling"); it != c.end() && it->is_object()) {
-    auto t = it->value("rope_type", it->value("type", std::string("default")));
+    const auto t = io::json_field<std::string>(*it, "rope_type",
+                                               io::json_field<std::string>(*it, "type", "default", cfg), cfg);
     if (t != "default") throw UnsupportedError(cfg + ": rope_scaling '" + t + "' is not supported yet");
   }
   return hp;

@@ -547,6 +547,16 @@ class BpeTokenizer final : public Tokenizer {
     return t;
   }
 
+  /// Builds from the text of a tokenizer.json held in memory (and tokenizer_config.json, or
+  /// null), as from_json_file does. `path_for_errors` names the source in error messages.
+  static BpeTokenizer from_json_text(const std::string& tokenizer_json, const nlohmann::json& config,
+                                     const std::string& path_for_errors) {
+    const bpe_detail::TokenizerJson tj = bpe_detail::parse_tokenizer_json(tokenizer_json, path_for_errors);
+    BpeTokenizer t;
+    t.load_json(tj, config, path_for_errors);
+    return t;
+  }
+
   /// Builds from parsed tokenizer.json (and tokenizer_config.json, or null). `path_for_errors`
   /// names the source in error messages. (from_json_file is faster: it never builds a DOM for
   /// the vocabulary and merges.)

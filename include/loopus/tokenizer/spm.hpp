@@ -138,6 +138,9 @@ class SpmTokenizer final : public Tokenizer {
   /// BOS/EOS as "\n<s>\n"/"\n</s>\n"; they are normalised to U+2581 and
   /// "<s>"/"</s>" so the result equals the same model's GGUF vocabulary.
   static SpmTokenizer from_llama2c(const std::string& tokenizer_bin_path, int bos = 1, int eos = 2);
+  /// The same from the bytes of such a file held in memory; `path_for_errors` names it in errors.
+  static SpmTokenizer from_llama2c_bytes(std::string_view data, const std::string& path_for_errors, int bos = 1,
+                                         int eos = 2);
 
   // Tokenizer interface -----------------------------------------------------
 
@@ -607,11 +610,15 @@ inline SpmTokenizer SpmTokenizer::from_gguf_meta(const nlohmann::json& meta, con
 }
 
 inline SpmTokenizer SpmTokenizer::from_llama2c(const std::string& path, int bos, int eos) {
-  using namespace detail::spm;
   std::ifstream f(path, std::ios::binary);
   if (!f) throw IoError(path + ": cannot open llama2.c tokenizer file");
   std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   if (f.bad()) throw IoError(path + ": read error");
+  return from_llama2c_bytes(data, path, bos, eos);
+}
+
+inline SpmTokenizer SpmTokenizer::from_llama2c_bytes(std::string_view data, const std::string& path, int bos, int eos) {
+  using namespace detail::spm;
   size_t pos = 0;
   auto read_i32 = [&](const char* what) {
     if (data.size() - pos < 4)

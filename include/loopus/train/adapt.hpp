@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <numbers>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "loopus/core/error.hpp"
 #include "loopus/core/random.hpp"
+#include "loopus/io/json_field.hpp"
 #include "loopus/train/checkpoint.hpp"
 #include "loopus/train/data.hpp"
 #include "loopus/train/loopus_step.hpp"
@@ -247,14 +249,18 @@ class Adapter {
   nlohmann::json load(const std::string& path) {
     const auto c = LoadedCheckpoint::read(path);
     const auto& st = c.state();
-    if (st.value("format", "") != "loopus-train" || st.value("version", 0) != 1)
+    if (!st.is_object() || io::json_field<std::string>(st, "format", "", path) != "loopus-train" ||
+        io::json_field<int64_t>(st, "version", 0, path) != 1)
       throw FormatError(path + ": not a loopus-train v1 state");
-    if (st.value("scalar_bytes", 0) != int(sizeof(S))) throw UsageError(path + ": saved with another scalar type");
+    if (io::json_field<int64_t>(st, "scalar_bytes", 0, path) != int64_t(sizeof(S)))
+      throw UsageError(path + ": saved with another scalar type");
+    const auto cfg_it = st.find("config");
+    if (cfg_it == st.end() || !cfg_it->is_object()) throw FormatError(path + ": training state has no 'config' object");
     const auto want = cfg_.json(), defaults = AdaptConfig{}.json();
     for (auto& [k, v] : want.items()) {
       // A setting newer than the file (absent there) was at its default when the run started.
-      const auto it = st["config"].find(k);
-      const nlohmann::json had = it != st["config"].end() ? *it : defaults[k];
+      const auto it = cfg_it->find(k);
+      const nlohmann::json had = it != cfg_it->end() ? *it : defaults[k];
       if (had != v)
         throw UsageError(path + ": the run was started with " + k + " = " + had.dump() + ", now " + v.dump() +
                          "; resume needs the same settings");
@@ -277,13 +283,36 @@ class Adapter {
       restore(p.name + "#m", s.m);
       restore(p.name + "#v", s.v);
     }
-    step_ = st.at("step").get<int64_t>();
-    micro_ = st.at("micro").get<int64_t>();
-    tokens_ = st.at("tokens").get<int64_t>();
-    opt_.set_steps(st.at("adam_steps").get<int64_t>());
-    rng_.s = st.at("rng").get<uint64_t>();
-    batcher_.set_state({st.at("data_epoch").get<int64_t>(), st.at("data_pos").get<int64_t>()});
-    return st.value("extra", nlohmann::json::object());
+    // The counters, checked against each other and the run (a resumed run indexes with them).
+    const auto count = [&](const char* key, int64_t hi) {
+      const auto v = io::json_required<int64_t>(st, key, path);
+      if (v < 0 || v > hi)
+        throw FormatError(path + ": training state '" + key + "' = " + std::to_string(v) + " is outside 0.." +
+                          std::to_string(hi));
+      return v;
+    };
+    const auto mul = [](int64_t a, int64_t b) {
+      int64_t r;
+      return __builtin_mul_overflow(a, b, &r) ? std::numeric_limits<int64_t>::max() : r;
+    };
+    const int64_t steps = cfg_.total_steps();
+    // Micro-steps: at most n_supervision per batch, rounded up to a whole accumulation by flush().
+    const int64_t max_micro = mul(steps, cfg_.step.n_steps) + cfg_.accum;
+    const int64_t step = count("step", steps), micro = count("micro", max_micro);
+    const int64_t tokens = count("tokens", mul(steps, cfg_.tokens_per_batch()));
+    const int64_t adam = count("adam_steps", max_micro);
+    const int64_t epoch = count("data_epoch", std::numeric_limits<int32_t>::max());
+    const int64_t pos = count("data_pos", batcher_.sequences());
+    const uint64_t rng = io::json_required<uint64_t>(st, "rng", path);
+    auto extra = st.contains("extra") ? st["extra"] : nlohmann::json::object();
+    if (!extra.is_object()) throw FormatError(path + ": training state 'extra' is not an object");
+    step_ = step;
+    micro_ = micro;
+    tokens_ = tokens;
+    opt_.set_steps(adam);
+    rng_.s = rng;
+    batcher_.set_state({epoch, pos});
+    return extra;
   }
 
   /// The trained model as a LoopUS checkpoint. As the official trainer does,

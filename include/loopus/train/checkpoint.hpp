@@ -13,6 +13,7 @@
 #include "loopus/core/error.hpp"
 #include "loopus/core/json_check.hpp"
 #include "loopus/io/file_util.hpp"
+#include "loopus/io/json_field.hpp"
 
 namespace loopus::train {
 
@@ -112,14 +113,20 @@ class LoadedCheckpoint {
     } catch (const std::exception& e) {
       throw FormatError(path + ": checkpoint header is not valid JSON (" + e.what() + ")");
     }
-    if (!h.contains("state") || !h.contains("blobs") || !h["blobs"].is_array())
+    if (!h.is_object() || !h.contains("state") || !h.contains("blobs") || !h["blobs"].is_array())
       throw FormatError(path + ": checkpoint header lacks 'state' or 'blobs'");
     const uint64_t base = 16 + len, payload = size - 8 - base;
+    size_t i = 0;
     for (const auto& b : h["blobs"]) {
-      const uint64_t off = b.at("offset").get<uint64_t>(), n = b.at("bytes").get<uint64_t>();
+      const std::string where = path + ": checkpoint blob #" + std::to_string(i++);
+      if (!b.is_object()) throw FormatError(where + " is not an object");
+      const auto name = io::json_required<std::string>(b, "name", where);
+      const auto off = io::json_required<uint64_t>(b, "offset", where);
+      const auto n = io::json_required<uint64_t>(b, "bytes", where);
       if (off > payload || n > payload - off)
-        throw FormatError(path + ": checkpoint blob '" + b.at("name").get<std::string>() + "' runs past EOF");
-      c.index_[b.at("name").get<std::string>()] = {size_t(base + off), size_t(n)};
+        throw FormatError(path + ": checkpoint blob '" + name + "' runs past EOF");
+      if (!c.index_.emplace(name, std::pair<size_t, size_t>{size_t(base + off), size_t(n)}).second)
+        throw FormatError(path + ": checkpoint blob '" + name + "' appears twice");
     }
     c.state_ = std::move(h["state"]);
     c.data_ = std::move(all);

@@ -239,7 +239,13 @@ class Batcher {
     }
   }
   State state() const { return st_; }
+  /// Sequences per epoch.
+  int64_t sequences() const { return d_.size(); }
+  /// Continues at a saved state: epoch >= 0, 0 <= pos <= sequences().
   void set_state(State s) {
+    if (s.epoch < 0 || s.pos < 0 || s.pos > d_.size())
+      throw UsageError("Batcher::set_state: epoch " + std::to_string(s.epoch) + ", position " + std::to_string(s.pos) +
+                       " is not a position in " + std::to_string(d_.size()) + " sequences");
     st_ = s;
     shuffle();
   }

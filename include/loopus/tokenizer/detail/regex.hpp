@@ -13,6 +13,7 @@
 #include <pcre2.h>
 
 #include "loopus/core/error.hpp"
+#include "loopus/tokenizer/unicode.hpp"
 
 namespace loopus::tokenizer_detail {
 
@@ -84,8 +85,10 @@ class Regex {
     const std::string pat = literal ? std::string(pattern) : onig_to_pcre2(pattern);
     int err = 0;
     PCRE2_SIZE err_off = 0;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK;
-    if (literal) opts = PCRE2_UTF | PCRE2_LITERAL | PCRE2_NO_UTF_CHECK;
+    // PCRE2 checks the pattern's UTF-8 (PCRE2_NO_UTF_CHECK would make an ill-formed pattern
+    // undefined behaviour in pcre2_compile); only subjects skip the check (see for_each_match).
+    uint32_t opts = PCRE2_UTF | PCRE2_UCP;
+    if (literal) opts = PCRE2_UTF | PCRE2_LITERAL;
     pcre2_code_8* code = pcre2_compile_8(reinterpret_cast<PCRE2_SPTR8>(pat.data()), pat.size(),
                                          opts, &err, &err_off, nullptr);
     if (!code) {
@@ -102,11 +105,14 @@ class Regex {
   bool empty() const { return !code_; }
   bool jit() const { return jit_; }
 
-  /// Calls f(begin, end) for each non-empty, non-overlapping match in `subject` (valid UTF-8),
-  /// left to right. Empty matches are skipped (HF drops empty pieces).
+  /// Calls f(begin, end) for each non-empty, non-overlapping match in `subject`, left to right.
+  /// Empty matches are skipped (HF drops empty pieces). `subject` must be valid UTF-8: PCRE2 is
+  /// told not to check it (callers repair their text once, not every piece), and reads past an
+  /// ill-formed one. Builds with assertions check it.
   template <class F>
   void for_each_match(std::string_view subject, F&& f) const {
     if (!code_ || subject.empty()) return;
+    LOOPUS_ASSERT(unicode::is_valid_utf8(subject));
     pcre2_match_data_8* md = thread_match_data();
     const auto* s = reinterpret_cast<PCRE2_SPTR8>(subject.data());
     const size_t n = subject.size();

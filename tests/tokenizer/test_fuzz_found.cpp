@@ -1,0 +1,37 @@
+// What the libFuzzer targets (tests/fuzz, docs/security.md "Fuzzing") found in the tokenizers and
+// their regexes: each input that crashed or escaped the error contract, and the clear error it
+// gets now.
+// SPDX-License-Identifier: MIT
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "loopus/tokenizer/detail/regex.hpp"
+
+using namespace loopus;
+
+TEST_CASE("[loopus] fuzz found: a regex pattern that is not UTF-8 is an error, not a crash in PCRE2") {
+  // fuzz_regex: compiling with PCRE2_NO_UTF_CHECK made pcre2_compile read out of bounds (SEGV) on
+  // this pattern; PCRE2 now checks the pattern and loopus reports it.
+  const std::string pattern = "(?i:" + std::string(25, '\xff') + "'sre|'ve|\xe4| ?\\(?!\\S)|\\s+";
+  for (bool literal : {false, true}) {
+    CAPTURE(literal);
+    bool threw = false;
+    try {
+      tokenizer_detail::Regex re(pattern, literal, "tokenizer.json (Split pattern)");
+    } catch (const Error& e) {
+      threw = true;
+      const std::string msg = e.what();
+      CAPTURE(msg);
+      CHECK(e.kind() == ErrorKind::format);
+      CHECK(msg.find("tokenizer.json (Split pattern)") != std::string::npos);
+      CHECK(msg.find("UTF-8") != std::string::npos);
+    }
+    CHECK(threw);
+  }
+  // Valid patterns still compile and match.
+  tokenizer_detail::Regex ok("\\p{L}+", false, "test");
+  int n = 0;
+  ok.for_each_match("ab c\xc3\xa9", [&](size_t, size_t) { ++n; });
+  CHECK_EQ(n, 2);
+}
