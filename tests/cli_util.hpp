@@ -29,14 +29,12 @@ struct CliRun {
   std::string out, err;
 };
 
-/// The CLI that CMake built beside the tests ("" when the build has no CLI).
-inline std::string cli_path() { return LOOPUS_CLI_PATH; }
-
-/// Runs `loopus args...` with stdout and stderr captured in files under `scratch`; kills it after
+/// Runs `loopus args...` (test::cli_path()) with stdout and stderr captured in files under `scratch`; kills it after
 /// `limit_s` seconds (timed_out). stdin is /dev/null.
-inline CliRun run_cli(const std::vector<std::string>& args, const std::filesystem::path& scratch, double limit_s = 60) {
+inline CliRun run_cli_timed(const std::vector<std::string>& args, const std::filesystem::path& scratch,
+                            double limit_s = 60) {
   const std::string cli = cli_path();
-  REQUIRE_MESSAGE(!cli.empty(), "the loopus CLI was not built (LOOPUS_BUILD_TOOLS=OFF)");
+  REQUIRE_MESSAGE(!cli.empty(), "these tests run the loopus CLI: build with LOOPUS_BUILD_TOOLS=ON");
   const auto out_p = scratch / "cli_stdout.txt", err_p = scratch / "cli_stderr.txt";
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);

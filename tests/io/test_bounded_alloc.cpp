@@ -199,7 +199,7 @@ TEST_CASE("[io] bounded allocation: a model file claiming huge dimensions fails 
                            R"("intermediate_size":11008,"vocab_size":32000,)";
   config("config.json num_hidden_layers 1e9", base + R"("num_hidden_layers":1000000000})", "layers");
   config("config.json num_hidden_layers 1e20", base + R"("num_hidden_layers":1e20})", "num_hidden_layers");
-  config("config.json num_hidden_layers 2^40", base + R"("num_hidden_layers":1099511627776})", "out of range");
+  config("config.json num_hidden_layers 2^40", base + R"("num_hidden_layers":1099511627776})", "num_hidden_layers");
   config("config.json hidden_size -5e9", base + R"("num_hidden_layers":2,"hidden_size":-5e9})", "hidden_size");
   config("config.json nested 1 MiB deep", std::string(1 << 20, '['), "nested deeper");
 }
@@ -231,7 +231,11 @@ TEST_CASE("[io] bounded allocation: hostile safetensors headers") {
   check("512 Ki zeros", "{\"t\":[" + repeat("0,", 1 << 19) + "0]}", "not an object");
   {
     std::string keys = "{";
-    for (int i = 0; i < (1 << 17); ++i) keys += "\"" + std::to_string(i) + "\":0,";
+    for (int i = 0; i < (1 << 17); ++i) {  // appended piecewise: GCC 12 warns (falsely) on "\"" + to_string(i)
+      keys += '"';
+      keys += std::to_string(i);
+      keys += "\":0,";
+    }
     keys += "\"t\":0}";
     check("128 Ki distinct keys", keys, "not an object");
   }
@@ -300,7 +304,14 @@ TEST_CASE("[io] bounded allocation: hostile llama2.c files, checkpoints and toke
     check("tokenizer.json 256 Ki empty objects", "{\"added_tokens\":[" + repeat("{},", 1 << 18) + "{}]}",
           "JSON arrays and objects outside model.vocab");
     std::string vocab = R"({"model":{"type":"BPE","vocab":{)";
-    for (int i = 0; i < (1 << 17); ++i) vocab += "\"" + std::to_string(i) + "\":" + std::to_string(i) + ",";
+    for (int i = 0; i < (1 << 17); ++i) {  // piecewise, as above (GCC 12 false -Wstringop-overflow)
+      const std::string n = std::to_string(i);
+      vocab += '"';
+      vocab += n;
+      vocab += "\":";
+      vocab += n;
+      vocab += ',';
+    }
     vocab += R"("x":-1},"merges":[]}})";
     check("tokenizer.json 128 Ki vocabulary entries, the last invalid", vocab, "invalid id");
   }

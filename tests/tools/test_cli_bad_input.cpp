@@ -19,7 +19,7 @@
 
 namespace fs = std::filesystem;
 using loopus::test::CliRun;
-using loopus::test::run_cli;
+using loopus::test::run_cli_timed;
 
 namespace {
 
@@ -128,7 +128,7 @@ struct Fixture {
     write(text, "Once upon a time there was a little cat.\n\nThe dog ran home to his mother.\n");
   }
 
-  CliRun run(const std::vector<std::string>& args) { return run_cli(args, dir, 60); }
+  CliRun run(const std::vector<std::string>& args) { return run_cli_timed(args, dir, 60); }
 
   /// Every subcommand that reads a model, on `file`: each must exit with `code` naming `file`
   /// (tokenize reads only the vocabulary, so it may also succeed when the damage lies elsewhere).

@@ -304,7 +304,7 @@ class Adapter {
     const int64_t epoch = count("data_epoch", std::numeric_limits<int32_t>::max());
     const int64_t pos = count("data_pos", batcher_.sequences());
     const uint64_t rng = io::json_required<uint64_t>(st, "rng", path);
-    auto extra = st.contains("extra") ? st["extra"] : nlohmann::json::object();
+    auto extra = st.contains("extra") && !st["extra"].is_null() ? st["extra"] : nlohmann::json::object();
     if (!extra.is_object()) throw FormatError(path + ": training state 'extra' is not an object");
     step_ = step;
     micro_ = micro;
