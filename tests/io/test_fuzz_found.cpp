@@ -190,3 +190,72 @@ TEST_CASE("[loopus] fuzz found: a training state with counters outside the run i
     expect_error(load, ErrorKind::format, {"train_state.bin", needle});
   }
 }
+
+TEST_CASE("[loopus] fuzz found: GGUF tensors may not share bytes") {
+  // A small file naming one block of data under many tensor names made a converting loader
+  // (dequantize to f32) allocate once per name: far more than the file holds. ggml lays tensors
+  // out one after another; loopus now refuses overlapping ones.
+  const auto dir = test::temp_dir("fuzz_found_overlap");
+  const auto p = (dir / "overlap.gguf").string();
+  // Two 64-element f32 tensors (256 bytes) written normally, then the second's offset set to 128
+  // (its tensor info: u64 name length 1, "b", u32 dims 1, u64 ne 64, u32 type, u64 offset).
+  std::vector<float> a(64, 1.f), b(64, 2.f);
+  io::GgufWriter w;
+  w.add_tensor("a", DType::kF32, {64}, a.data());
+  w.add_tensor("b", DType::kF32, {64}, b.data());
+  w.write(p);
+  std::string bytes = test::read_text(p);
+  const size_t info = bytes.find(std::string("\x01\0\0\0\0\0\0\0b", 9));
+  REQUIRE(info != std::string::npos);
+  const size_t at = info + 9 + 4 + 8 + 4;
+  uint64_t off_b = 0;
+  std::memcpy(&off_b, bytes.data() + at, 8);
+  REQUIRE_EQ(off_b, 256u);
+  const uint64_t patched = 128;
+  bytes.replace(at, 8, std::string(reinterpret_cast<const char*>(&patched), 8));
+  write_bytes(p, bytes);
+  expect_error([&] { (void)io::open_gguf(p); }, ErrorKind::format, {"overlap.gguf", "'a' and 'b' overlap"});
+  // Zero-size tensors may sit anywhere.
+  io::GgufWriter z;
+  z.add_tensor("a", DType::kF32, {64}, a.data());
+  z.add_tensor("empty", DType::kF32, {0}, nullptr);
+  z.write(p);
+  CHECK_EQ(io::open_gguf(p).tensors.size(), 2u);
+}
+
+TEST_CASE("[loopus] fuzz found: head counts and sizes whose product overflows int are errors") {
+  // fuzz_gguf: llama.attention.key_length = 1073741828 with 2 heads made HParams::q_dim()
+  // (n_head * head_dim) overflow int (UBSan) while the weights were mapped. A head count of -1
+  // with embedding length INT_MIN would have divided INT_MIN by -1 for the default head size.
+  const auto dir = test::temp_dir("fuzz_found_hparams");
+  const auto p = (dir / "heads.gguf").string();
+  SynthParams sp;
+  sp.dim = 8;
+  sp.layers = 2;
+  sp.heads = 2;
+  sp.kv_heads = 1;
+  sp.ff = 16;
+  sp.vocab = 16;
+  save_gguf(*synth_weights(sp), p);
+  struct Case {
+    std::vector<std::pair<std::string, nlohmann::json>> set;
+    ErrorKind kind;
+    std::string needle;
+  };
+  for (const Case& c :
+       {Case{{{"llama.attention.key_length", 1073741828}}, ErrorKind::limit, "beyond loopus's limits"},
+        Case{{{"llama.attention.head_count", 8192}, {"llama.attention.head_count_kv", 8192}},
+             ErrorKind::limit,
+             "beyond loopus's limits"},
+        Case{{{"llama.attention.head_count", -1},
+              {"llama.embedding_length", INT32_MIN},
+              {"llama.attention.key_length", nullptr}},  // null: the default, d / heads
+             ErrorKind::format,
+             "dims must be positive"}}) {
+    CAPTURE(c.needle);
+    auto tf = std::make_shared<io::TensorFile>(io::open_gguf(p));
+    for (const auto& [k, v] : c.set) tf->meta[k] = v;
+    expect_error([&] { (void)load_weights(std::shared_ptr<const io::TensorFile>(tf)); }, c.kind,
+                 {"heads.gguf", c.needle});
+  }
+}

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "loopus/tokenizer/bpe.hpp"
 #include "loopus/tokenizer/detail/regex.hpp"
 
 using namespace loopus;
@@ -34,4 +35,28 @@ TEST_CASE("[loopus] fuzz found: a regex pattern that is not UTF-8 is an error, n
   int n = 0;
   ok.for_each_match("ab c\xc3\xa9", [&](size_t, size_t) { ++n; });
   CHECK_EQ(n, 2);
+}
+
+TEST_CASE("[loopus] fuzz found: tokenizer.json vocabulary ids far beyond its size are an error") {
+  // A 60-byte tokenizer.json with one token numbered 2e9 made BpeTokenizer size its id tables for
+  // 2e9 entries (64 GB) before anything else was checked.
+  const auto json = [](const std::string& id) {
+    return R"({"model": {"type": "BPE", "vocab": {"a": )" + id + R"(, "b": 1}, "merges": []}})";
+  };
+  bool threw = false;
+  try {
+    (void)BpeTokenizer::from_json_text(json("2000000000"), nullptr, "tokenizer.json");
+  } catch (const Error& e) {
+    threw = true;
+    const std::string msg = e.what();
+    CAPTURE(msg);
+    CHECK(e.kind() == ErrorKind::format);
+    CHECK(msg.find("tokenizer.json") != std::string::npos);
+    CHECK(msg.find("far beyond") != std::string::npos);
+    CHECK(msg.find("2000000000") != std::string::npos);
+  }
+  CHECK(threw);
+  // Gaps within the limit still load (2 entries: ids below 2 * 2 + 1024).
+  CHECK_EQ(BpeTokenizer::from_json_text(json("1027"), nullptr, "tokenizer.json").n_vocab(), 1028);
+  CHECK_THROWS_AS((void)BpeTokenizer::from_json_text(json("1028"), nullptr, "tokenizer.json"), FormatError);
 }

@@ -299,9 +299,8 @@ class AtomicFileWriter {
     if (::rename(tmp_.c_str(), path_.c_str()) != 0) fail("rename");
     published_ = true;
     // Make the rename itself durable; failure here is not worth an error.
-    std::string dir = std::filesystem::path(path_).parent_path().string();
-    if (dir.empty()) dir = ".";
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const std::filesystem::path dir = std::filesystem::path(path_).parent_path();
+    const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
       (void)::fsync(dfd);
       ::close(dfd);

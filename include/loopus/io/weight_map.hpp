@@ -87,7 +87,7 @@ inline HParams hparams_from_gguf(const nlohmann::json& m, const std::string& pat
   hp.n_head = meta_num<int>(m, p + "attention.head_count", path);
   hp.n_head_kv = meta_num_or<int>(m, p + "attention.head_count_kv", hp.n_head, path);
   hp.n_ff = meta_num<int>(m, p + "feed_forward_length", path);
-  hp.head_dim = meta_num_or<int>(m, p + "attention.key_length", hp.n_head ? hp.n_embd / hp.n_head : 0, path);
+  hp.head_dim = meta_num_or<int>(m, p + "attention.key_length", hp.n_head > 0 ? hp.n_embd / hp.n_head : 0, path);
   hp.n_rot = meta_num_or<int>(m, p + "rope.dimension_count", hp.head_dim, path);
   hp.n_ctx_train = meta_num_or<int>(m, p + "context_length", 2048, path);
   hp.rms_eps = meta_num_or<float>(m, p + "attention.layer_norm_rms_epsilon", 1e-5f, path);
@@ -182,7 +182,7 @@ inline HParams hparams_from_hf_config(const nlohmann::json& c, const std::string
   hp.n_head_kv = meta_num_or<int>(c, "num_key_value_heads", hp.n_head, cfg);
   hp.n_ff = meta_num<int>(c, "intermediate_size", cfg);
   hp.n_vocab = meta_num<int>(c, "vocab_size", cfg);
-  hp.head_dim = meta_num_or<int>(c, "head_dim", hp.n_head ? hp.n_embd / hp.n_head : 0, cfg);
+  hp.head_dim = meta_num_or<int>(c, "head_dim", hp.n_head > 0 ? hp.n_embd / hp.n_head : 0, cfg);
   hp.n_rot = hp.head_dim;
   hp.n_ctx_train = meta_num_or<int>(c, "max_position_embeddings", 2048, cfg);
   hp.rms_eps = meta_num_or<float>(c, "rms_norm_eps", 1e-6f, cfg);
