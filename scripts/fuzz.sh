@@ -19,6 +19,7 @@ JOBS=${FUZZ_JOBS:-2}
 BUILD=build-fuzz
 CXX_FUZZ=${CXX:-clang++-14}
 case "$CXX_FUZZ" in *clang*) ;; *) CXX_FUZZ=clang++-14 ;; esac
+[ "$CXX_FUZZ" != clang++-14 ] || bash scripts/bootstrap.sh clang-14 libclang-rt-14-dev
 command -v "$CXX_FUZZ" >/dev/null || { echo "fuzz.sh: $CXX_FUZZ not found (apt-get install clang-14 libclang-rt-14-dev)" >&2; exit 2; }
 export LOOPUS_DATA_DIR=${LOOPUS_DATA_DIR:-$(cd .. && pwd)/shared/data}
 
