@@ -2,7 +2,7 @@
 # Installs what loopus needs to build, from Debian's packages (only the missing ones); extra package
 # names as arguments (e.g. the sanitizer scripts' compiler).
 set -euo pipefail
-pkgs=(cmake g++ make pkg-config libeigen3-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libopenblas-dev "$@")
+pkgs=(cmake g++ make pkg-config libeigen3-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libbz2-dev libopenblas-dev "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

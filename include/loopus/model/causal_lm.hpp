@@ -55,6 +55,13 @@ class CausalLM {
   }
 
   void reset() { n_past_ = 0; }
+  /// Keeps the first n tokens (Rewindable): later eval() calls overwrite the rest of the cache.
+  void rewind(int64_t n) {
+    if (n < 0 || n > n_past_)
+      throw UsageError("rewind: " + std::to_string(n) + " is outside 0.." + std::to_string(n_past_));
+    n_past_ = n;
+  }
+  bool can_rewind() const { return true; }
   int64_t n_past() const { return n_past_; }
   int64_t n_ctx() const { return cp_.n_ctx; }
   int n_vocab() const { return tf_.hp().n_vocab; }
@@ -65,17 +72,26 @@ class CausalLM {
   /// Appends ids to the sequence. Writes the logits of the last token to
   /// logits[V], or of every token to logits[n, V] when all_logits.
   void eval(std::span<const int32_t> ids, float* logits, bool all_logits = false) {
+    eval_tail(ids, logits, all_logits ? int64_t(ids.size()) : 1);
+  }
+  /// Appends ids; writes the logits of the last k of them to logits[k, V].
+  void eval_tail(std::span<const int32_t> ids, float* logits, int64_t k) {
     const HParams& hp = tf_.hp();
     const int64_t n = int64_t(ids.size());
     if (n_past_ + n > cp_.n_ctx)
       throw LimitError("context full: " + std::to_string(n_past_ + n) + " tokens > n_ctx " + std::to_string(cp_.n_ctx));
+    if (n > 0 && (k < 1 || k > n))
+      throw UsageError("eval_tail: k = " + std::to_string(k) + " must be in 1.." + std::to_string(n));
+    const int64_t first = n - k;  // first row whose logits are wanted
     for (int64_t t0 = 0; t0 < n; t0 += tf_.max_tokens()) {
       const int64_t T = std::min(tf_.max_tokens(), n - t0);
       const Span<Backend> x = x_.rows(0, T);
       tf_.embed(ids.data() + t0, T, x);
       for (int l = 0; l < hp.n_layer; ++l) tf_.layer(l, x, T, n_past_, cache_.slot(l));
-      if (all_logits) tf_.head_to_host(x, T, logits + t0 * hp.n_vocab);
-      else if (t0 + T == n) tf_.head_to_host(x_.rows(T - 1, 1), 1, logits);
+      if (t0 + T > first) {
+        const int64_t r0 = std::max<int64_t>(first - t0, 0);
+        tf_.head_to_host(x_.rows(r0, T - r0), T - r0, logits + (t0 + r0 - first) * hp.n_vocab);
+      }
       n_past_ += T;
     }
   }

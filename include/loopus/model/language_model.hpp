@@ -20,4 +20,15 @@ concept LanguageModel = requires(M& m, const M& cm, std::span<const int32_t> ids
   { cm.n_vocab() } -> std::convertible_to<int64_t>;
 };
 
+/// A LanguageModel that can drop its last tokens: rewind(n) keeps the first n
+/// (n <= n_past()), so the next eval() continues from position n exactly as if
+/// the dropped tokens had never been fed (shared-prefix scoring). can_rewind()
+/// says whether that holds now (a looped model that exited early and dropped
+/// its deeper caches cannot).
+template <class M>
+concept Rewindable = LanguageModel<M> && requires(M& m, const M& cm, int64_t n) {
+  m.rewind(n);
+  { cm.can_rewind() } -> std::convertible_to<bool>;
+};
+
 }  // namespace loopus

@@ -108,11 +108,30 @@ class LoopedModel {
     history_.clear();
     for (int i = 0; i < rea_.n_slot(); ++i) rea_.set_begin(i, 0);
   }
+  /// Keeps the first n tokens (Rewindable). Exact while every reasoning depth
+  /// cache still holds all tokens: always with fixed loops, and after early
+  /// exits with ExitFill::kLatest or the shared cache; an exit that dropped
+  /// deeper caches (PerDepthCache, kDrop) cannot be undone (can_rewind()).
+  void rewind(int64_t n) {
+    if (n < 0 || n > n_past_)
+      throw UsageError("rewind: " + std::to_string(n) + " is outside 0.." + std::to_string(n_past_));
+    if (!can_rewind())
+      throw UsageError("rewind: an early exit dropped deeper reasoning caches; reset() and feed the prefix again");
+    n_past_ = n;
+    if constexpr (Cache::kRecompute) history_.resize(size_t(n));
+  }
+  bool can_rewind() const {
+    for (int i = 0; i < rea_.n_slot(); ++i)
+      if (rea_.begin(i) != 0) return false;
+    return true;
+  }
   int64_t n_past() const { return n_past_; }
   int64_t n_ctx() const { return cp_.n_ctx; }
   int n_vocab() const { return tf_.hp().n_vocab; }
   const HParams& hp() const { return tf_.hp(); }
   int n_loops_max() const { return lp_.halting.max_loops; }
+  /// Whether a call may stop before max_loops (a halting rule other than fixed).
+  bool halts_early() const { return lp_.halting.rule != HaltRule::kFixed && lp_.halting.max_loops > 1; }
   /// Loop iterations the last eval() ran (for its last token).
   int last_loops() const { return last_loops_; }
   /// Bytes held by all KV caches (encoder + reasoning depths + decoder).
@@ -134,17 +153,27 @@ class LoopedModel {
   /// Appends ids; writes the last token's logits to logits[V] (or all appended
   /// tokens' to logits[n, V] when all_logits), in host memory.
   void eval(std::span<const int32_t> ids, float* logits, bool all_logits = false) {
+    eval_tail(ids, logits, all_logits ? int64_t(ids.size()) : 1);
+  }
+  /// Appends ids; writes the logits of the last k of them to logits[k, V]. One
+  /// call of at most ContextParams::n_batch tokens loops once for all of them:
+  /// with halting, the exit is decided on its last token.
+  void eval_tail(std::span<const int32_t> ids, float* logits, int64_t k) {
     const int64_t n = int64_t(ids.size());
     if (n_past_ + n > cp_.n_ctx)
       throw LimitError("context full: " + std::to_string(n_past_ + n) + " tokens > n_ctx " + std::to_string(cp_.n_ctx));
+    if (n > 0 && (k < 1 || k > n))
+      throw UsageError("eval_tail: k = " + std::to_string(k) + " must be in 1.." + std::to_string(n));
     if constexpr (Cache::kRecompute) {
       history_.insert(history_.end(), ids.begin(), ids.end());
-      eval_recompute(n, logits, all_logits);
+      eval_recompute(k, logits);
       n_past_ += n;
     } else {
+      const int64_t first = n - k;
       for (int64_t t0 = 0; t0 < n; t0 += tf_.max_tokens()) {
         const int64_t T = std::min(tf_.max_tokens(), n - t0);
-        eval_cached(ids.data() + t0, T, logits, all_logits ? logits + t0 * n_vocab() : nullptr, t0 + T == n);
+        const int64_t r0 = std::clamp<int64_t>(first - t0, 0, T);
+        eval_cached(ids.data() + t0, T, r0, logits + std::max<int64_t>(t0 + r0 - first, 0) * n_vocab());
         n_past_ += T;
       }
     }
@@ -152,7 +181,8 @@ class LoopedModel {
 
  private:
   // ---- the encoder -> loop -> decoder path, with KV caches kept across calls ----
-  void eval_cached(const int32_t* ids, int64_t T, float* last_logits, float* all_logits, bool is_last) {
+  /// Runs T tokens; writes the logits of rows [r0, T) to logits (none when r0 == T).
+  void eval_cached(const int32_t* ids, int64_t T, int64_t r0, float* logits) {
     const LayerSplit& s = w_->split;
     const int64_t d = hp().n_embd, pos0 = n_past_;
     const int nM = int(s.reasoning.size());
@@ -167,12 +197,11 @@ class LoopedModel {
     cache_.after_exit(rea_, loops, lp_.halting.max_loops, nM, pos0, T);
 
     for (size_t i = 0; i < s.decoder.size(); ++i) tf_.layer(s.decoder[i], h, T, pos0, dec_.slot(int(i)));
-    if (all_logits) tf_.head_to_host(h, T, all_logits);
-    else if (is_last) tf_.head_to_host(h.rows(T - 1, 1, d), 1, last_logits);
+    if (r0 < T) tf_.head_to_host(h.rows(r0, T - r0, d), T - r0, logits);
   }
 
   // ---- no cache: rerun the whole sequence every call ----
-  void eval_recompute(int64_t n_new, float* logits, bool all_logits) {
+  void eval_recompute(int64_t k, float* logits) {
     const LayerSplit& s = w_->split;
     const int64_t d = hp().n_embd, N = int64_t(history_.size()), Tb = tf_.max_tokens();
     const int nM = int(s.reasoning.size());
@@ -193,8 +222,7 @@ class LoopedModel {
       const int64_t T = std::min(Tb, N - c);
       for (size_t i = 0; i < s.decoder.size(); ++i) tf_.layer(s.decoder[i], h.rows(c, T, d), T, c, dec_.slot(int(i)));
     }
-    if (all_logits) tf_.head_to_host(h.rows(N - n_new, n_new, d), n_new, logits);
-    else tf_.head_to_host(h.rows(N - 1, 1, d), 1, logits);
+    if (k > 0) tf_.head_to_host(h.rows(N - k, k, d), k, logits);
   }
 
   /// The loop itself, over rows [0, n) of h (the chunk, or the whole sequence
