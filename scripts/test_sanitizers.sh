@@ -12,4 +12,6 @@ cmake --build build-asan -j"$(nproc)" --target loopus_tests
 # detect_leaks: the suite's own leaks count; halt_on_error: the first report fails the test.
 export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0:strict_string_checks=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-ctest --test-dir build-asan --output-on-failure -j"$(nproc)" -E "^(packaging|compile_fail|examples)\." "$@"
+# Left out: tests that build other programs (the normal run covers them) and the lm-eval parity runs
+# (thousands of real-model forward passes; tests/eval/test_scoring.cpp runs the same scorer here).
+ctest --test-dir build-asan --output-on-failure -j"$(nproc)" -E "^(packaging|compile_fail|examples)\.|lm-eval parity" "$@"

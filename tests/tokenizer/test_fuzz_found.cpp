@@ -4,6 +4,7 @@
 // SPDX-License-Identifier: MIT
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <string>
 
 #include "loopus/tokenizer/bpe.hpp"
@@ -59,4 +60,33 @@ TEST_CASE("[loopus] fuzz found: tokenizer.json vocabulary ids far beyond its siz
   // Gaps within the limit still load (2 entries: ids below 2 * 2 + 1024).
   CHECK_EQ(BpeTokenizer::from_json_text(json("1027"), nullptr, "tokenizer.json").n_vocab(), 1028);
   CHECK_THROWS_AS((void)BpeTokenizer::from_json_text(json("1028"), nullptr, "tokenizer.json"), FormatError);
+}
+
+TEST_CASE(
+    "[loopus] fuzz found: the one-code-unit escape is refused, a pattern that backtracks exponentially fails fast") {
+  // fuzz_regex (30-minute run): this pattern with \C (match one code unit, even inside a UTF-8
+  // character) ran for over 10 s on a 21-byte subject. \C is now refused at compile time; without
+  // it, the nested quantifiers of ("?[^*]*)* still backtrack exponentially, and the match budget
+  // (Regex::kMatchLimit) turns that into a LimitError naming the source.
+  const std::string head = "(\\s:\\s!\\S)|\\s", tail = "s\\s\\s|(\"?[^*]*)*\\s";
+  const std::string subject = "l\\S-|\\s\\s\\s\\s+(?!\\\\s" + std::string(1, '\0');
+  CHECK_THROWS_AS(tokenizer_detail::Regex(head + "\\C" + std::string(69, 'C') + tail, false, "tokenizer.json"),
+                  FormatError);
+  tokenizer_detail::Regex redos(head + std::string(70, 'C') + tail, false, "tokenizer.json (Split pattern)");
+  const auto t0 = std::chrono::steady_clock::now();
+  bool threw = false;
+  try {
+    redos.for_each_match(subject, [](size_t, size_t) {});
+  } catch (const Error& e) {
+    threw = true;
+    CHECK(e.kind() == ErrorKind::limit);
+    CHECK(std::string(e.what()).find("tokenizer.json (Split pattern)") != std::string::npos);
+  }
+  CHECK(threw);
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 5.0);
+  // A legitimate pattern on a long whitespace run stays within the budget.
+  tokenizer_detail::Regex ws("\\s+(?!\\S)|\\s+", false, "test");
+  size_t n = 0;
+  ws.for_each_match(std::string(1 << 20, ' ') + "x", [&](size_t, size_t) { ++n; });
+  CHECK_GE(n, 1u);
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -111,7 +112,18 @@ inline std::vector<MetricRow> task_metrics(const PreparedTask& p, const std::vec
       a.push_back(acc(c));
       if (t.has_acc_norm) an.push_back(acc_norm(c));
     }
-    add("acc", mean(a), mean_stderr(a));
+    double se = mean_stderr(a);
+    if (!t.docs.empty() && !t.docs[0].subtask.empty()) {  // a group: lm-eval pools the subtasks' stderrs
+      std::map<std::string, std::vector<double>> by;
+      for (size_t d = 0; d < t.docs.size(); ++d) by[t.docs[d].subtask].push_back(a[d]);
+      std::vector<double> ses, ns;
+      for (const auto& [name, v] : by) {
+        ses.push_back(mean_stderr(v));
+        ns.push_back(double(v.size()));
+      }
+      se = pooled_stderr(ses, ns);
+    }
+    add("acc", mean(a), se);
     if (t.has_acc_norm) add("acc_norm", mean(an), mean_stderr(an));
   } else if (t.type == TaskType::kLoglikelihood) {
     std::vector<double> ll, greedy;

@@ -2,6 +2,7 @@
 // byte, and the standard error of a mean.
 // SPDX-License-Identifier: MIT
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -60,11 +61,94 @@ inline double mean_stderr(std::span<const double> v) {
   for (const double x : v) ss += (x - m) * (x - m);
   return std::sqrt(ss / double(v.size() - 1)) / std::sqrt(double(v.size()));
 }
+/// lm-eval's pooled_sample_stderr for a group of subtasks (MMLU): the subtasks' sample variances
+/// pooled with n - 1 weights, over the total size.
+inline double pooled_stderr(std::span<const double> stderrs, std::span<const double> sizes) {
+  double N = 0, var = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    N += sizes[i];
+    var += (sizes[i] - 1) * stderrs[i] * stderrs[i] * sizes[i];
+  }
+  return std::sqrt(var / (N - double(sizes.size())) / N);
+}
 /// lm-eval's perplexity aggregation: exp(-mean(log-likelihoods)).
 inline double perplexity(std::span<const double> ll) { return std::exp(-mean(ll)); }
-/// Its standard error by the delta method: ppl x stderr(mean ll). (lm-eval bootstraps it; the two
-/// agree to a few percent for n in the hundreds.)
-inline double perplexity_stderr(std::span<const double> ll) { return perplexity(ll) * mean_stderr(ll); }
+
+namespace detail {
+/// CPython's random.Random: MT19937 seeded by init_by_array with an int's 32-bit words, random()
+/// from two draws (53 bits), choices() as floor(random() * n).
+class PyRandom {
+ public:
+  explicit PyRandom(uint32_t seed) {
+    mt_[0] = 19650218u;
+    for (i_ = 1; i_ < 624; ++i_) mt_[i_] = 1812433253u * (mt_[i_ - 1] ^ (mt_[i_ - 1] >> 30)) + uint32_t(i_);
+    size_t i = 1, j = 0;
+    const uint32_t key[1] = {seed};
+    for (size_t k = 624; k; --k) {
+      mt_[i] = (mt_[i] ^ ((mt_[i - 1] ^ (mt_[i - 1] >> 30)) * 1664525u)) + key[j] + uint32_t(j);
+      if (++i >= 624) {
+        mt_[0] = mt_[623];
+        i = 1;
+      }
+      if (++j >= 1) j = 0;
+    }
+    for (size_t k = 623; k; --k) {
+      mt_[i] = (mt_[i] ^ ((mt_[i - 1] ^ (mt_[i - 1] >> 30)) * 1566083941u)) - uint32_t(i);
+      if (++i >= 624) {
+        mt_[0] = mt_[623];
+        i = 1;
+      }
+    }
+    mt_[0] = 0x80000000u;
+    i_ = 624;
+  }
+  uint32_t next_u32() {
+    if (i_ >= 624) {
+      for (size_t k = 0; k < 624; ++k) {
+        const uint32_t y = (mt_[k] & 0x80000000u) | (mt_[(k + 1) % 624] & 0x7fffffffu);
+        mt_[k] = mt_[(k + 397) % 624] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
+      }
+      i_ = 0;
+    }
+    uint32_t y = mt_[i_++];
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    return y ^ (y >> 18);
+  }
+  double random() {
+    const uint32_t a = next_u32() >> 5, b = next_u32() >> 6;
+    return (double(a) * 67108864.0 + double(b)) * (1.0 / 9007199254740992.0);
+  }
+
+ private:
+  uint32_t mt_[624];
+  size_t i_ = 0;
+};
+}  // namespace detail
+
+/// lm-eval's bootstrap_stderr for the perplexity aggregation, draw for draw: `iters` resamples in
+/// chunks of min(1000, iters), chunk c drawn by random.Random(c) with random.choices, then the
+/// sample standard deviation of the resampled perplexities. (lm-eval's default: 100000 iters.)
+inline double perplexity_stderr(std::span<const double> ll, int iters = 100000) {
+  if (ll.size() < 2 || iters < 2) return NAN;
+  const int chunk = std::min(1000, iters);
+  std::vector<double> res;
+  res.reserve(size_t(iters));
+  const size_t n = ll.size();
+  for (int c = 0; c < iters / chunk; ++c) {
+    detail::PyRandom rnd(static_cast<uint32_t>(c));
+    for (int r = 0; r < chunk; ++r) {
+      double s = 0;
+      for (size_t k = 0; k < n; ++k) s += ll[size_t(rnd.random() * double(n))];
+      res.push_back(std::exp(-s / double(n)));
+    }
+  }
+  const double m = mean(res);
+  double ss = 0;
+  for (const double x : res) ss += (x - m) * (x - m);
+  return std::sqrt(ss / double(res.size() - 1));
+}
 
 /// Per-document (log-likelihood, weight) pairs: words or bytes.
 struct Weighted {

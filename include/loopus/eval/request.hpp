@@ -39,11 +39,11 @@ enum class PairEncoding {
   kSeparate,
 };
 
-/// lm-eval's prefix token for an empty context: BOS when the tokenizer adds it, else EOS.
+/// lm-eval's prefix token (HFLM.prefix_token_id) before an empty context or a rolling window:
+/// the vocabulary's BOS whether or not the tokenizer adds it, else EOS.
 inline int32_t prefix_token(const Tokenizer& tok) {
-  if (tok.add_bos() && tok.bos_id() >= 0) return tok.bos_id();
-  if (tok.eos_id() >= 0) return tok.eos_id();
   if (tok.bos_id() >= 0) return tok.bos_id();
+  if (tok.eos_id() >= 0) return tok.eos_id();
   throw UnsupportedError("tokenizer has neither BOS nor EOS: an empty context has no prefix token");
 }
 

@@ -34,6 +34,7 @@ struct Doc {
   std::string text;       ///< rolling: the (detokenized) text that is scored
   double words = 0;       ///< rolling: words of the original document (lm-eval's count)
   double bytes = 0;       ///< rolling: UTF-8 bytes of the original document
+  std::string subtask;    ///< MMLU: the subject (lm-eval reports the group with a pooled stderr)
 };
 
 struct Task {
@@ -160,21 +161,63 @@ inline void read_icl_partial(Task& t, const std::string& path, bool wsc) {
     d.gold = gold_field(rows[i], contexts.size(), where);
     // lm-eval: (context, " " + target). WinoGrande's target is the stripped rest of the sentence;
     // WSC273's is text[pronoun end:], which keeps the space after the pronoun (stripped in the
-    // ICL file; restored unless the rest starts with punctuation).
-    std::string target = cont;
-    if (wsc && !cont.empty() && (std::isalnum(static_cast<unsigned char>(cont[0])) || cont[0] == '"'))
-      target = " " + cont;
+    // ICL file).
+    const std::string target = wsc ? " " + cont : cont;
     for (const auto& c : contexts) d.requests.push_back({c, " " + target});
     d.choices = contexts;
     t.docs.push_back(std::move(d));
   }
 }
 
+/// Runs of exactly two spaces become three. The llama.cpp HellaSwag file lost one space where
+/// HellaSwag's text had three (around removed [step] / [title] tags); lm-eval's preprocessing
+/// turns three back into two, which the file's two would not give.
+inline std::string restore_triple_spaces(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    if (s[i] != ' ') {
+      out += s[i++];
+      continue;
+    }
+    size_t j = i;
+    while (j < s.size() && s[j] == ' ') ++j;
+    out.append(j - i == 2 ? 3 : j - i, ' ');
+    i = j;
+  }
+  return out;
+}
+
+/// HellaSwag's WikiHow activity labels (their contexts have no ctx_b).
+inline bool hellaswag_wikihow(std::string_view label) {
+  static constexpr std::string_view kLabels[] = {"Personal Care and Style",
+                                                 "Family Life",
+                                                 "Food and Entertaining",
+                                                 "Computers and Electronics",
+                                                 "Health",
+                                                 "Home and Garden",
+                                                 "Finance and Business",
+                                                 "Pets and Animals",
+                                                 "Education and Communications",
+                                                 "Youth",
+                                                 "Sports and Fitness",
+                                                 "Relationships",
+                                                 "Work World",
+                                                 "Cars & Other Vehicles",
+                                                 "Travel",
+                                                 "Holidays and Traditions",
+                                                 "Philosophy and Religion",
+                                                 "Uncategorized",
+                                                 "Home,Categories"};
+  return std::find(std::begin(kLabels), std::end(kLabels), label) != std::end(kLabels);
+}
+
 /// HellaSwag in llama.cpp's text format: 6 lines per task (activity_label ": " ctx_a " " ctx_b,
-/// the gold index, 4 endings). lm-eval builds its query from ctx_a + " " + ctx_b.capitalize(); the
-/// file keeps them joined, so ctx_b is taken as the text after the last sentence end of the
-/// context (". ", "! ", "? "), the unfinished sentence HellaSwag's ctx_b holds.
+/// the gold index, 4 endings). lm-eval's query is preprocess(label ": " ctx_a " "
+/// ctx_b.capitalize()); the file keeps ctx_a and ctx_b joined. ActivityNet contexts: ctx_b is
+/// the unfinished sentence after the last sentence end ([.!?], closing quotes or brackets, a
+/// space). WikiHow contexts have no ctx_b. (docs/evaluation.md: what this cannot recover.)
 inline void read_hellaswag(Task& t, const std::string& path) {
+  static const text::Pattern sentence_end("[.!?][\"')\\]]*\\s");
   const std::string raw = path.ends_with(".bz2") ? read_bz2(path) : read_file_bytes(path, "task data");
   auto lines = split_lines(raw);
   while (!lines.empty() && lines.back().empty()) lines.pop_back();
@@ -185,14 +228,15 @@ inline void read_hellaswag(Task& t, const std::string& path) {
     const std::string& q = lines[i];
     const size_t colon = q.find(": ");
     if (colon == std::string::npos) throw FormatError(where + ": no 'activity: context' line");
-    std::string ctx = q.substr(colon + 2);
-    size_t cut = std::string::npos;
-    for (const char* end : {". ", "! ", "? "}) {
-      const size_t at = ctx.rfind(end);
-      if (at != std::string::npos && (cut == std::string::npos || at + 2 > cut)) cut = at + 2;
+    const std::string label = q.substr(0, colon), ctx = q.substr(colon + 2);
+    std::string ctx_a = ctx, ctx_b;
+    if (hellaswag_wikihow(label)) {
+      ctx_a = restore_triple_spaces(ctx);
+    } else if (const size_t end = sentence_end.last_match_end(ctx); end != std::string::npos) {
+      ctx_a = std::string(text::rstrip(std::string_view(ctx).substr(0, end)));
+      ctx_b = ctx.substr(end);
     }
-    if (cut != std::string::npos && cut < ctx.size()) ctx = ctx.substr(0, cut) + text::capitalize(ctx.substr(cut));
-    const std::string query = text::hellaswag_preprocess(q.substr(0, colon + 2) + ctx);
+    const std::string query = text::hellaswag_preprocess(label + ": " + ctx_a + " " + text::capitalize(ctx_b));
     int gold = -1;
     try {
       gold = std::stoi(lines[i + 1]);
@@ -200,28 +244,70 @@ inline void read_hellaswag(Task& t, const std::string& path) {
     }
     if (gold < 0 || gold > 3) throw FormatError(path + ":" + std::to_string(i + 2) + ": the gold label must be 0..3");
     std::vector<std::string> endings;
-    for (size_t k = 0; k < 4; ++k) endings.push_back(text::hellaswag_preprocess(lines[i + 2 + k]));
+    for (size_t k = 0; k < 4; ++k)
+      endings.push_back(text::hellaswag_preprocess(restore_triple_spaces(lines[i + 2 + k])));
     t.docs.push_back(mc_doc(query, std::move(endings), size_t(gold)));
   }
 }
 
-/// WikiText-2 raw test file into the pages of EleutherAI/wikitext_document_level: a page starts
-/// at each top-level heading line " = Title = " and holds the lines up to the next one.
+/// WikiText-2 test into the pages of EleutherAI/wikitext_document_level. The file here is the HF
+/// split's rows (CRLF, no blank rows); the Salesforce layout it came from (LF, " " lines around
+/// headings and at both ends) is rebuilt first; an LF file is taken as that layout already.
+/// A page starts at each top-level heading (" = Title = ").
 inline std::vector<std::string> wikitext_pages(const std::string& raw) {
+  auto is_heading = [](const std::string& l) {
+    // two lines of the test split have the heading shape but are formula fragments
+    if (l == " = 1 rad / s and a nominal impedance k = " || l == " = 1 henry and capacitance C = ") return false;
+    const std::string_view s = text::strip(l);
+    return s.starts_with("= ") && s.ends_with(" =");
+  };
+  auto is_top = [](const std::string& l) {
+    const std::string r = text::replace_all(text::replace_all(l, "= = =", "==="), "= =", "==");
+    const std::string_view s = text::strip(r);
+    return s.starts_with("= ") && s.ends_with(" =");
+  };
+  std::vector<std::string> lines;
+  if (raw.find("\r\n") != std::string::npos) {
+    lines.push_back(" ");
+    bool first = true;
+    for (const std::string& line : split_lines(raw)) {
+      if (line.empty()) continue;
+      if (is_heading(line)) {
+        // one blank line before a top-level heading, two before this one (as in the Salesforce file)
+        if (is_top(line) && !first && line != " = The Hustler ( film ) = ") lines.push_back(" ");
+        if (!first) lines.push_back(" ");
+        lines.push_back(line);
+        lines.push_back(" ");
+        first = false;
+      } else {
+        lines.push_back(line);
+      }
+    }
+    lines.push_back(" ");
+    lines.push_back("");
+  } else {
+    size_t pos = 0;
+    for (;;) {
+      const size_t nl = raw.find('\n', pos);
+      lines.push_back(raw.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos));
+      if (nl == std::string::npos) break;
+      pos = nl + 1;
+    }
+  }
   std::vector<std::string> pages;
   std::string cur;
-  auto is_title = [](const std::string& l) {
-    return l.size() > 6 && l.starts_with(" = ") && l.ends_with(" = ") && !l.starts_with(" = = ");
-  };
-  for (std::string line : split_lines(raw)) {
-    if (is_title(line) && !cur.empty()) {
-      pages.push_back(cur);
+  bool have = false;
+  for (const std::string& line : lines) {
+    if (is_top(line)) {
+      if (!text::strip(cur).empty()) pages.push_back(cur);
       cur.clear();
+      have = false;
     }
+    if (have) cur += '\n';
     cur += line;
-    cur += '\n';
+    have = true;
   }
-  if (!text::strip(cur).empty()) pages.push_back(cur);
+  pages.push_back(cur);
   return pages;
 }
 
@@ -347,6 +433,7 @@ inline Task load_task(const std::string& name, const TaskOptions& o) {
         const std::string ctx = desc + std::string(text::strip(r[0])) + "\nA. " + r[1] + "\nB. " + r[2] + "\nC. " + r[3] +
                                 "\nD. " + r[4] + "\nAnswer:";
         t.docs.push_back(detail::mc_doc(ctx, {"A", "B", "C", "D"}, size_t(r[5][0] - 'A')));
+        t.docs.back().subtask = subject;
       }
     }
   } else {

@@ -39,6 +39,13 @@ inline std::string_view strip(std::string_view s) {
   return s;
 }
 
+inline std::string_view rstrip(std::string_view s) {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' || s.back() == '\r' ||
+                        s.back() == '\v' || s.back() == '\f'))
+    s.remove_suffix(1);
+  return s;
+}
+
 /// A compiled PCRE2 pattern (UTF, Unicode properties: \s is Unicode whitespace as in Python 3).
 class Pattern {
  public:
@@ -68,11 +75,24 @@ class Pattern {
     }
     return out;
   }
+  /// End offset of the last (non-empty) match, npos when none.
+  size_t last_match_end(std::string_view s) const {
+    size_t last = std::string::npos;
+    for_each(s, [&](size_t, size_t e) { last = e; });
+    return last;
+  }
   /// Number of (non-empty) matches.
   size_t count(std::string_view s) const {
+    size_t n = 0;
+    for_each(s, [&](size_t, size_t) { ++n; });
+    return n;
+  }
+  /// f(begin, end) for each non-empty match, left to right.
+  template <class F>
+  void for_each(std::string_view s, F&& f) const {
     std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(
         pcre2_match_data_create_from_pattern(code_.get(), nullptr), pcre2_match_data_free);
-    size_t n = 0, off = 0;
+    size_t off = 0;
     while (off <= s.size()) {
       const int rc = pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), off, 0, md.get(), nullptr);
       if (rc < 0) break;
@@ -81,10 +101,9 @@ class Pattern {
         off = ov[1] + 1;
         continue;
       }
-      ++n;
+      f(size_t(ov[0]), size_t(ov[1]));
       off = ov[1];
     }
-    return n;
   }
 
  private:

@@ -87,7 +87,8 @@ class Regex {
     PCRE2_SIZE err_off = 0;
     // PCRE2 checks the pattern's UTF-8 (PCRE2_NO_UTF_CHECK would make an ill-formed pattern
     // undefined behaviour in pcre2_compile); only subjects skip the check (see for_each_match).
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP;
+    // \C (one code unit) could split a UTF-8 character into pieces; no tokenizer uses it.
+    uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C;
     if (literal) opts = PCRE2_UTF | PCRE2_LITERAL;
     pcre2_code_8* code = pcre2_compile_8(reinterpret_cast<PCRE2_SPTR8>(pat.data()), pat.size(),
                                          opts, &err, &err_off, nullptr);
@@ -119,9 +120,9 @@ class Regex {
     size_t off = 0;
     while (off < n) {
       int rc = -1;
-      if (jit_) rc = pcre2_jit_match_8(code_.get(), s, n, off, 0, md, nullptr);
+      if (jit_) rc = pcre2_jit_match_8(code_.get(), s, n, off, 0, md, match_context());
       if (!jit_ || rc == PCRE2_ERROR_JIT_STACKLIMIT)
-        rc = pcre2_match_8(code_.get(), s, n, off, PCRE2_NO_UTF_CHECK, md, nullptr);
+        rc = pcre2_match_8(code_.get(), s, n, off, PCRE2_NO_UTF_CHECK, md, match_context());
       if (rc == PCRE2_ERROR_NOMATCH) return;
       // rc == 0: the one-pair ovector is too small for the pattern's groups, but the whole
       // match (all we use) is still in ovector[0..1].
@@ -147,6 +148,19 @@ class Regex {
  private:
   /// One match block per thread, with room for the whole-match offsets only: no allocation per
   /// call, and usable with every pattern.
+  /// The backtracking budget of one match call (PCRE2's usual default, set explicitly): a pattern
+  /// that backtracks exponentially (a hostile tokenizer.json's "(a*)*b") fails with a LimitError
+  /// in milliseconds; real pre-tokenizer patterns take a few steps per byte (a run of a million
+  /// spaces matches).
+  static constexpr uint32_t kMatchLimit = 10000000;
+  static pcre2_match_context_8* match_context() {
+    static pcre2_match_context_8* ctx = [] {
+      pcre2_match_context_8* c = pcre2_match_context_create_8(nullptr);
+      pcre2_set_match_limit_8(c, kMatchLimit);
+      return c;
+    }();
+    return ctx;
+  }
   static pcre2_match_data_8* thread_match_data() {
     struct Holder {
       pcre2_match_data_8* p = pcre2_match_data_create_8(1, nullptr);
