@@ -87,8 +87,8 @@ struct Progress {
 
 nlohmann::json row_json(const eval::MetricRow& r) {
   auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
-  return {{"task", r.task},     {"metric", r.metric}, {"value", num(r.value)},        {"stderr", num(r.stderr_)},
-          {"n", r.n},           {"loops", r.loops},   {"mean_loops", r.mean_loops}};
+  return {{"task", r.task}, {"metric", r.metric}, {"value", num(r.value)},     {"stderr", num(r.stderr_)},
+          {"n", r.n},       {"loops", r.loops},   {"mean_loops", r.mean_loops}};
 }
 
 /// The paper's two tables as Markdown, one row per loop budget (and the baseline's, with Δ).
@@ -97,7 +97,9 @@ std::string markdown_tables(const std::vector<nlohmann::json>& rows, const std::
   auto index = [](const std::vector<nlohmann::json>& rs) {
     std::map<int, std::map<std::string, double>> v;
     for (const auto& r : rs)
-      if (r["value"].is_number()) v[r["loops"].get<int>()][r["task"].get<std::string>() + "/" + r["metric"].get<std::string>()] = r["value"].get<double>();
+      if (r["value"].is_number())
+        v[r["loops"].get<int>()][r["task"].get<std::string>() + "/" + r["metric"].get<std::string>()] =
+            r["value"].get<double>();
     return v;
   };
   const auto cur = index(rows), ref = index(base);
@@ -106,13 +108,17 @@ std::string markdown_tables(const std::vector<nlohmann::json>& rows, const std::
     const char* key;
     bool pct;
   };
-  const std::vector<Col> table_a = {{"ARC-E", "arc_easy/acc_norm", true},      {"ARC-C", "arc_challenge/acc_norm", true},
-                                    {"HS", "hellaswag/acc_norm", true},        {"WG", "winogrande/acc", true},
-                                    {"PIQA", "piqa/acc_norm", true},           {"OBQA", "openbookqa/acc_norm", true}};
-  const std::vector<Col> table_b = {{"Wiki", "wikitext/word_perplexity", false}, {"LAMBADA", "lambada_openai/perplexity", false},
-                                    {"MMLU", "mmlu/acc", true},                  {"HS", "hellaswag/acc", true},
-                                    {"ARC-E", "arc_easy/acc", true},             {"ARC-C", "arc_challenge/acc", true},
-                                    {"PIQA", "piqa/acc", true},                  {"WG", "winogrande/acc", true},
+  const std::vector<Col> table_a = {{"ARC-E", "arc_easy/acc_norm", true}, {"ARC-C", "arc_challenge/acc_norm", true},
+                                    {"HS", "hellaswag/acc_norm", true},   {"WG", "winogrande/acc", true},
+                                    {"PIQA", "piqa/acc_norm", true},      {"OBQA", "openbookqa/acc_norm", true}};
+  const std::vector<Col> table_b = {{"Wiki", "wikitext/word_perplexity", false},
+                                    {"LAMBADA", "lambada_openai/perplexity", false},
+                                    {"MMLU", "mmlu/acc", true},
+                                    {"HS", "hellaswag/acc", true},
+                                    {"ARC-E", "arc_easy/acc", true},
+                                    {"ARC-C", "arc_challenge/acc", true},
+                                    {"PIQA", "piqa/acc", true},
+                                    {"WG", "winogrande/acc", true},
                                     {"OBQA", "openbookqa/acc", true}};
   std::string out;
   auto table = [&](const char* title, const std::vector<Col>& cols) {
@@ -142,7 +148,8 @@ std::string markdown_tables(const std::vector<nlohmann::json>& rows, const std::
       out += "| " + name + " |";
       char buf[64];
       for (const auto& c : cols) {
-        if (m.count(c.key)) std::snprintf(buf, sizeof buf, c.pct ? " %.1f |" : " %.2f |", (c.pct ? 100.0 : 1.0) * m.at(c.key));
+        if (m.count(c.key))
+          std::snprintf(buf, sizeof buf, c.pct ? " %.1f |" : " %.2f |", (c.pct ? 100.0 : 1.0) * m.at(c.key));
         else std::snprintf(buf, sizeof buf, " – |");
         out += buf;
       }
@@ -150,7 +157,8 @@ std::string markdown_tables(const std::vector<nlohmann::json>& rows, const std::
       if (std::isfinite(a)) std::snprintf(buf, sizeof buf, " %.1f |", a);
       else std::snprintf(buf, sizeof buf, " – |");
       out += buf;
-      if (!is_base && std::isfinite(a) && std::isfinite(base_avg)) std::snprintf(buf, sizeof buf, " %+.1f |\n", a - base_avg);
+      if (!is_base && std::isfinite(a) && std::isfinite(base_avg))
+        std::snprintf(buf, sizeof buf, " %+.1f |\n", a - base_avg);
       else std::snprintf(buf, sizeof buf, " – |\n");
       out += buf;
     };
@@ -165,28 +173,32 @@ std::string markdown_tables(const std::vector<nlohmann::json>& rows, const std::
 }  // namespace
 
 void register_eval(CLI::App& app) {
-  auto* sub = app.add_subcommand(
-      "eval", "zero-shot tasks of the LoopUS tables with lm-eval's scoring (acc, acc_norm, perplexity), at a list of loop budgets");
+  auto* sub = app.add_subcommand("eval",
+                                 "zero-shot tasks of the LoopUS tables with lm-eval's scoring (acc, acc_norm, "
+                                 "perplexity), at a list of loop budgets");
   auto a = std::make_shared<EvalArgs>();
   a->model.add_to(*sub);
   a->loop.add_to(*sub, /*per_run=*/false);
-  sub->add_option("--task", a->tasks,
-                  "comma-separated lm-eval task names: arc_easy, arc_challenge, hellaswag, piqa, openbookqa, winogrande, "
-                  "lambada_openai, wikitext, copa, wsc273, mmlu (default: the six of the TinyLlama table)");
+  sub->add_option(
+      "--task", a->tasks,
+      "comma-separated lm-eval task names: arc_easy, arc_challenge, hellaswag, piqa, openbookqa, winogrande, "
+      "lambada_openai, wikitext, copa, wsc273, mmlu (default: the six of the TinyLlama table)");
   sub->add_option("--limit", a->limit, "score the first N documents of each task (0: all)");
   sub->add_option("--loops", a->loops_list,
                   "comma-separated loop budgets B, e.g. 1,2,4,8 (each task runs at each; a plain model is recast)");
   sub->add_option("--cache", a->cache, "reasoning KV cache: per-depth (exact), shared, none")
       ->check(CLI::IsMember({"per-depth", "shared", "none"}));
   sub->add_option("--data-dir", a->data_dir, "folder laid out as ../shared/data/eval (default: $LOOPUS_DATA_DIR/eval)");
-  sub->add_option("--mmlu-dir", a->mmlu_dir, "MMLU folder with test/<subject>_test.csv (standard layout; for --task mmlu)");
+  sub->add_option("--mmlu-dir", a->mmlu_dir,
+                  "MMLU folder with test/<subject>_test.csv (standard layout; for --task mmlu)");
   sub->add_option("--max-length", a->max_length,
                   "lm-eval's max_length: inputs are cut to their last N+1 tokens, rolling windows are N long "
                   "(default: the model's training context, else 2048)")
       ->check(CLI::Range(int64_t(2), int64_t(1) << 20));
-  sub->add_option("--encoding", a->encoding,
-                  "whole (lm-eval: encode context+continuation, split at the context's length) or separate (the official "
-                  "LoopUS adapter: each encoded alone, no special tokens)")
+  sub->add_option(
+         "--encoding", a->encoding,
+         "whole (lm-eval: encode context+continuation, split at the context's length) or separate (the official "
+         "LoopUS adapter: each encoded alone, no special tokens)")
       ->check(CLI::IsMember({"whole", "separate"}));
   sub->add_option("--rolling", a->rolling,
                   "wikitext windows: lm-eval (disjoint, max_length long) or official (1024 tokens, stride 512)")
@@ -256,7 +268,8 @@ void register_eval(CLI::App& app) {
       }
       std::vector<analysis::Series> acc_series;
       for (auto& [k, s] : by_metric)
-        if (k.find("perplexity") == std::string::npos && k.find("bits_per_byte") == std::string::npos) acc_series.push_back(s);
+        if (k.find("perplexity") == std::string::npos && k.find("bits_per_byte") == std::string::npos)
+          acc_series.push_back(s);
       analysis::PlotSpec ps;
       ps.title = "lm-eval metrics against the loop budget";
       ps.x_label = "loop budget B";
@@ -273,7 +286,8 @@ void register_eval(CLI::App& app) {
       const auto j = nlohmann::json::parse(read_file_bytes(a->baseline, "baseline results"), nullptr, false);
       if (!j.is_array()) throw FormatError(a->baseline + ": not a JSON array of result rows (loopus eval --json)");
       for (const auto& r : j) {
-        if (!r.is_object() || !r.contains("task") || !r.contains("metric") || !r.contains("value") || !r.contains("loops"))
+        if (!r.is_object() || !r.contains("task") || !r.contains("metric") || !r.contains("value") ||
+            !r.contains("loops"))
           throw FormatError(a->baseline + ": each row needs task, metric, value and loops");
         base.push_back(r);
       }

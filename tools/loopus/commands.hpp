@@ -15,6 +15,7 @@ void register_adapt(CLI::App&);
 void register_perplexity(CLI::App&);
 void register_eval(CLI::App&);
 inline std::vector<Register> all_commands() {
-  return {register_info, register_generate, register_tokenize, register_synth, register_bench, register_perplexity, register_eval, register_adapt};
+  return {register_info,  register_generate,   register_tokenize, register_synth,
+          register_bench, register_perplexity, register_eval,     register_adapt};
 }
 }  // namespace loopus::cli

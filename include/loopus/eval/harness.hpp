@@ -27,7 +27,7 @@ enum class RollingWindows {
 struct EvalOptions {
   PairEncoding encoding = PairEncoding::kWhole;
   RollingWindows rolling = RollingWindows::kLmEval;
-  int64_t max_length = 2048;  ///< lm-eval's max_length (the model's training context by default)
+  int64_t max_length = 2048;            ///< lm-eval's max_length (the model's training context by default)
   int64_t window = 1024, stride = 512;  ///< kOfficial windows
   bool share_context = true;            ///< ScoreOptions::share_context
 };
@@ -64,7 +64,8 @@ inline PreparedTask prepare(const Task& t, const Tokenizer& tok, const EvalOptio
                           ? std::max(o.max_length, o.window)
                           : o.max_length;
   for (const auto& r : p.requests)
-    p.longest_input = std::max<int64_t>(p.longest_input, std::min<int64_t>(int64_t(r.context.size() + r.continuation.size()) - 1, cut));
+    p.longest_input = std::max<int64_t>(p.longest_input,
+                                        std::min<int64_t>(int64_t(r.context.size() + r.continuation.size()) - 1, cut));
   return p;
 }
 

@@ -55,8 +55,7 @@ inline double token_logprob(const float* logits, int64_t V, int32_t target, bool
   double z = 0;
   for (int64_t i = 0; i < V; ++i) z += std::exp(double(logits[i]) - mx);
   const double lp = double(logits[target]) - mx - std::log(z);
-  if (!std::isfinite(lp))
-    throw FormatError("the model's logits are not finite (its weights hold NaN or Inf values)");
+  if (!std::isfinite(lp)) throw FormatError("the model's logits are not finite (its weights hold NaN or Inf values)");
   is_argmax = arg == int64_t(target);  // torch.argmax: the first maximum
   return lp;
 }
@@ -98,11 +97,13 @@ std::vector<Loglik> loglikelihood(Model& m, std::span<const TokenRequest> reqs, 
   for (size_t i = 0; i < reqs.size(); ++i) {
     in[i] = model_input(reqs[i], o.max_length);
     for (const int32_t t : reqs[i].context)
-      if (t < 0 || t >= V) throw UsageError("request " + std::to_string(i) + ": token id " + std::to_string(t) +
-                                            " is outside the model's vocabulary");
+      if (t < 0 || t >= V)
+        throw UsageError("request " + std::to_string(i) + ": token id " + std::to_string(t) +
+                         " is outside the model's vocabulary");
     for (const int32_t t : reqs[i].continuation)
-      if (t < 0 || t >= V) throw UsageError("request " + std::to_string(i) + ": token id " + std::to_string(t) +
-                                            " is outside the model's vocabulary");
+      if (t < 0 || t >= V)
+        throw UsageError("request " + std::to_string(i) + ": token id " + std::to_string(t) +
+                         " is outside the model's vocabulary");
     if (int64_t(in[i].tokens.size()) > m.n_ctx())
       throw UsageError("request " + std::to_string(i) + " needs " + std::to_string(in[i].tokens.size()) +
                        " tokens of context; the model has " + std::to_string(m.n_ctx()));
@@ -164,8 +165,8 @@ std::vector<Loglik> loglikelihood(Model& m, std::span<const TokenRequest> reqs, 
             m.rewind(int64_t(in[i].prefix));
             double loops = prefix_loops;
             if (rest > 0) {
-              detail::eval_tail(m, std::span<const int32_t>(in[i].tokens).subspan(in[i].prefix), logits,
-                                int64_t(rest), scratch);
+              detail::eval_tail(m, std::span<const int32_t>(in[i].tokens).subspan(in[i].prefix), logits, int64_t(rest),
+                                scratch);
               loops = 0.5 * (prefix_loops + loops_of());
             }
             score_rows(i, first.data(), logits.data(), loops);

@@ -30,8 +30,9 @@ inline std::vector<TokenRequest> rolling_windows(std::span<const int32_t> toks, 
     const size_t end = predicted + pred;
     // input tokens [end - L - 1, end - 1), of which the disjoint context is the first L - (pred - 1)
     const size_t a0 = end - L - 1, a_len = L - (pred - 1);
-    out.push_back({std::vector<int32_t>(toks.begin() + std::ptrdiff_t(a0), toks.begin() + std::ptrdiff_t(a0 + a_len)),
-                   std::vector<int32_t>(toks.begin() + std::ptrdiff_t(end - pred), toks.begin() + std::ptrdiff_t(end))});
+    out.push_back(
+        {std::vector<int32_t>(toks.begin() + std::ptrdiff_t(a0), toks.begin() + std::ptrdiff_t(a0 + a_len)),
+         std::vector<int32_t>(toks.begin() + std::ptrdiff_t(end - pred), toks.begin() + std::ptrdiff_t(end))});
     predicted = end;
   }
   return out;

@@ -31,10 +31,10 @@ struct Doc {
   std::vector<Request> requests;     ///< multiple choice: one per choice; loglikelihood: one
   std::vector<std::string> choices;  ///< the choice texts acc_norm divides by (multiple choice)
   size_t gold = 0;
-  std::string text;       ///< rolling: the (detokenized) text that is scored
-  double words = 0;       ///< rolling: words of the original document (lm-eval's count)
-  double bytes = 0;       ///< rolling: UTF-8 bytes of the original document
-  std::string subtask;    ///< MMLU: the subject (lm-eval reports the group with a pooled stderr)
+  std::string text;     ///< rolling: the (detokenized) text that is scored
+  double words = 0;     ///< rolling: words of the original document (lm-eval's count)
+  double bytes = 0;     ///< rolling: UTF-8 bytes of the original document
+  std::string subtask;  ///< MMLU: the subject (lm-eval reports the group with a pooled stderr)
 };
 
 struct Task {
@@ -47,9 +47,9 @@ struct Task {
 
 /// lm-eval's names of the tasks loopus runs.
 inline const std::vector<std::string>& task_names() {
-  static const std::vector<std::string> names = {"arc_easy",   "arc_challenge",  "hellaswag", "piqa",
-                                                 "openbookqa", "winogrande",     "lambada_openai", "wikitext",
-                                                 "copa",       "wsc273",         "mmlu"};
+  static const std::vector<std::string> names = {"arc_easy",   "arc_challenge",  "hellaswag", "piqa", "openbookqa",
+                                                 "winogrande", "lambada_openai", "wikitext",  "copa", "wsc273",
+                                                 "mmlu"};
   return names;
 }
 
@@ -329,9 +329,11 @@ inline Task load_task(const std::string& name, const TaskOptions& o) {
   };
   if (name == "arc_easy" || name == "arc_challenge") {
     t.has_acc_norm = true;
-    detail::read_icl_mc(t, file(name == "arc_easy" ? "mosaicml_icl/arc_easy.jsonl" : "mosaicml_icl/arc_challenge.jsonl"),
+    detail::read_icl_mc(t,
+                        file(name == "arc_easy" ? "mosaicml_icl/arc_easy.jsonl" : "mosaicml_icl/arc_challenge.jsonl"),
                         [](const std::string& q, std::vector<std::string> c, size_t gold, const std::string& where) {
-                          if (!q.starts_with("Question: ")) throw FormatError(where + ": the query must start with 'Question: '");
+                          if (!q.starts_with("Question: "))
+                            throw FormatError(where + ": the query must start with 'Question: '");
                           return detail::mc_doc(q + "\nAnswer:", std::move(c), gold);
                         });
   } else if (name == "openbookqa") {
@@ -359,7 +361,9 @@ inline Task load_task(const std::string& name, const TaskOptions& o) {
                           return d;
                         });
   } else if (name == "winogrande" || name == "wsc273") {
-    detail::read_icl_partial(t, file(name == "winogrande" ? "mosaicml_icl/winogrande.jsonl" : "mosaicml_icl/winograd_wsc.jsonl"),
+    detail::read_icl_partial(t,
+                             file(name == "winogrande" ? "mosaicml_icl/winogrande.jsonl"
+                                                       : "mosaicml_icl/winograd_wsc.jsonl"),
                              name == "wsc273");
   } else if (name == "piqa") {
     t.has_acc_norm = true;
@@ -373,10 +377,12 @@ inline Task load_task(const std::string& name, const TaskOptions& o) {
                         std::to_string(rows.size()) + " questions in " + path);
     for (size_t i = 0; i < rows.size(); ++i) {
       const std::string where = path + ":" + std::to_string(i + 1);
-      if (labels[i] != "0" && labels[i] != "1") throw FormatError(labels_path + ":" + std::to_string(i + 1) + ": not 0 or 1");
-      t.docs.push_back(detail::mc_doc("Question: " + detail::str_field(rows[i], "goal", where) + "\nAnswer:",
-                                      {detail::str_field(rows[i], "sol1", where), detail::str_field(rows[i], "sol2", where)},
-                                      size_t(labels[i][0] - '0')));
+      if (labels[i] != "0" && labels[i] != "1")
+        throw FormatError(labels_path + ":" + std::to_string(i + 1) + ": not 0 or 1");
+      t.docs.push_back(
+          detail::mc_doc("Question: " + detail::str_field(rows[i], "goal", where) + "\nAnswer:",
+                         {detail::str_field(rows[i], "sol1", where), detail::str_field(rows[i], "sol2", where)},
+                         size_t(labels[i][0] - '0')));
     }
   } else if (name == "hellaswag") {
     t.has_acc_norm = true;
@@ -412,7 +418,8 @@ inline Task load_task(const std::string& name, const TaskOptions& o) {
     if (o.mmlu_dir.empty())
       throw UsageError("mmlu: its data is not bundled; give the folder with test/<subject>_test.csv (--mmlu-dir)");
     const auto test_dir = o.mmlu_dir / "test";
-    if (!std::filesystem::is_directory(test_dir)) throw IoError(test_dir.string() + ": not a folder (MMLU layout: test/<subject>_test.csv)");
+    if (!std::filesystem::is_directory(test_dir))
+      throw IoError(test_dir.string() + ": not a folder (MMLU layout: test/<subject>_test.csv)");
     t.source = test_dir.string();
     std::vector<std::filesystem::path> files;
     for (const auto& e : std::filesystem::directory_iterator(test_dir))
@@ -429,9 +436,10 @@ inline Task load_task(const std::string& name, const TaskOptions& o) {
         const auto& r = rows[i];
         const std::string where = f.string() + ":" + std::to_string(i + 1);
         if (r.size() != 6) throw FormatError(where + ": an MMLU row has 6 fields (question, A, B, C, D, answer)");
-        if (r[5].size() != 1 || r[5][0] < 'A' || r[5][0] > 'D') throw FormatError(where + ": the answer must be A, B, C or D");
-        const std::string ctx = desc + std::string(text::strip(r[0])) + "\nA. " + r[1] + "\nB. " + r[2] + "\nC. " + r[3] +
-                                "\nD. " + r[4] + "\nAnswer:";
+        if (r[5].size() != 1 || r[5][0] < 'A' || r[5][0] > 'D')
+          throw FormatError(where + ": the answer must be A, B, C or D");
+        const std::string ctx = desc + std::string(text::strip(r[0])) + "\nA. " + r[1] + "\nB. " + r[2] + "\nC. " +
+                                r[3] + "\nD. " + r[4] + "\nAnswer:";
         t.docs.push_back(detail::mc_doc(ctx, {"A", "B", "C", "D"}, size_t(r[5][0] - 'A')));
         t.docs.back().subtask = subject;
       }

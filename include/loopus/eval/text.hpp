@@ -94,7 +94,8 @@ class Pattern {
         pcre2_match_data_create_from_pattern(code_.get(), nullptr), pcre2_match_data_free);
     size_t off = 0;
     while (off <= s.size()) {
-      const int rc = pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), off, 0, md.get(), nullptr);
+      const int rc = pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), off, 0, md.get(),
+                                 nullptr);
       if (rc < 0) break;
       const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
       if (ov[1] == ov[0]) {
