@@ -200,7 +200,7 @@ inline void widen(const typename L::T* src, int64_t n, float* dst) {
 /// C[M×N] = A[M×K] · op(B), everything row-major with leading dimensions;
 /// op(B) = Bᵀ for B stored [N×K] (kTransB), else B stored [K×N]. Single-threaded
 /// (callers parallelise around it). With OpenBLAS in the build
-/// (LOOPUS_HAS_CBLAS) this is cblas_sgemm on one thread. Otherwise, with Eigen
+/// (LOOPUS_HAS_CBLAS, blas_fast()) this is cblas_sgemm on one thread. Otherwise, with Eigen
 /// 3.4, it drives Eigen's GEMM kernel directly, handing it packing buffers from
 /// per-thread scratch: the public product expression would malloc them on
 /// every call.
@@ -209,7 +209,7 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
                  int64_t ldc) {
   if (M <= 0 || N <= 0) return;
 #if defined(LOOPUS_HAS_CBLAS)
-  if (M >= Tuning::kBlasMinRows && K > 0) {
+  if (M >= Tuning::kBlasMinRows && K > 0 && blas_fast()) {
     sgemm(false, kTransB, M, N, K, A, lda, B, ldb, 0.f, C, ldc);  // OpenBLAS: 1.2-1.9x Eigen's kernel here
     return;
   }

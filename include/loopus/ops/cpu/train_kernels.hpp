@@ -111,9 +111,11 @@ void linear_dx(const S* W, int64_t out, int64_t in, const S* dy, int64_t N, S* d
   gemm_chunks(N, double(N) * double(out) * double(in), [&](int64_t r0, int64_t r1) {
 #if defined(LOOPUS_HAS_CBLAS)
     if constexpr (std::is_same_v<S, float>) {
-      detail::sgemm(false, false, r1 - r0, in, out, dy + r0 * out, out, W, in, accumulate ? 1.f : 0.f, dx + r0 * in,
-                    in);
-      return;
+      if (detail::blas_fast()) {
+        detail::sgemm(false, false, r1 - r0, in, out, dy + r0 * out, out, W, in, accumulate ? 1.f : 0.f, dx + r0 * in,
+                      in);
+        return;
+      }
     }
 #endif
     MatMap<S> DX(dx + r0 * in, r1 - r0, in);
@@ -128,8 +130,10 @@ void linear_dw(const S* x, int64_t in, const S* dy, int64_t out, int64_t N, S* d
   gemm_chunks(out, double(N) * double(out) * double(in), [&](int64_t r0, int64_t r1) {
 #if defined(LOOPUS_HAS_CBLAS)
     if constexpr (std::is_same_v<S, float>) {
-      detail::sgemm(true, false, r1 - r0, in, N, dy + r0, out, x, in, 1.f, dW + r0 * in, in);
-      return;
+      if (detail::blas_fast()) {
+        detail::sgemm(true, false, r1 - r0, in, N, dy + r0, out, x, in, 1.f, dW + r0 * in, in);
+        return;
+      }
     }
 #endif
     CSMatMap<S> DY(dy + r0, N, r1 - r0, Eigen::OuterStride<>(out));
