@@ -87,6 +87,13 @@ inline std::string model_file(const std::string& name, const char* override_env 
   if (var.empty()) return
 
 inline std::filesystem::path source_dir() { return LOOPUS_SOURCE_DIR; }
+
+/// Writes b to p, replacing the file (removed first: rewriting in place makes ext4 flush on truncate, slowly).
+inline void write_bytes(const std::filesystem::path& p, const std::string& b) {
+  std::filesystem::remove(p);
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f.write(b.data(), std::streamsize(b.size()));
+}
 /// The whole file; fails the test when it cannot be opened.
 inline std::string read_text(const std::filesystem::path& p) {
   std::ifstream f(p, std::ios::binary);

@@ -98,10 +98,9 @@ void check_task(const std::string& model_name, const std::string& model_path, co
     longest = std::max<int64_t>(longest,
                                 std::min<int64_t>(int64_t(q.ids.context.size() + q.ids.continuation.size()) - 1,
                                                   max_length));
-  ContextParams cp;
-  cp.n_ctx = longest;
-  cp.n_batch = longest;
-  CausalLM<Cpu> lm(m.plain, cp);
+  PreparedTask sized;
+  sized.longest_input = longest;
+  CausalLM<Cpu> lm(m.plain, context_params(sized, EvalOptions{}));  // as loopus eval sizes it
   ScoreOptions so;
   so.max_length = max_length;
 

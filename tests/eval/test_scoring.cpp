@@ -194,6 +194,7 @@ TEST_CASE("[loopus] eval: sharing a context prefill gives the one-call-per-reque
   CausalLM<Cpu> lm(m.plain, cp);
   ScoreOptions so;
   so.max_length = 64;
+  so.batch_tokens = 0;  // sharing alone (batching: tests/eval/test_loglikelihood.cpp)
   const auto shared = loglikelihood(lm, toks, so);
   so.share_context = false;
   const auto whole = loglikelihood(lm, toks, so);

@@ -46,10 +46,7 @@ namespace {
 constexpr double kFactor = 48;
 constexpr double kSlack = 4 << 20;
 
-void write_bytes(const fs::path& p, const std::string& b) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(b.data(), std::streamsize(b.size()));
-}
+using test::write_bytes;
 
 /// Little-endian bytes, as the binary formats store them.
 struct Bytes {

@@ -22,11 +22,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void write_bytes(const fs::path& p, const std::string& b) {
-  fs::remove(p);  // rewriting in place makes ext4 flush on truncate (slow)
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(b.data(), std::streamsize(b.size()));
-}
+using test::write_bytes;
 
 /// Applies 1-4 random edits (byte overwrite with random / extreme values, or a truncation).
 std::string mutate(const std::string& in, std::mt19937_64& rng, size_t hot_prefix) {

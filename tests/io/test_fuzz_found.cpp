@@ -29,11 +29,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void write_bytes(const fs::path& p, const std::string& b) {
-  fs::remove(p);
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(b.data(), std::streamsize(b.size()));
-}
+using test::write_bytes;
 
 /// Runs f, which must throw an Error of kind `kind` whose message holds every needle.
 template <class F>

@@ -23,11 +23,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void write_bytes(const fs::path& p, const std::string& b) {
-  fs::remove(p);  // rewriting in place makes ext4 flush on truncate (slow)
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(b.data(), std::streamsize(b.size()));
-}
+using test::write_bytes;
 std::string bytes_of(const io::TensorRecord& r) {
   return std::string(static_cast<const char*>(r.data), r.nbytes);
 }

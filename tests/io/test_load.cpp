@@ -15,11 +15,7 @@ namespace io = loopus::io;
 namespace fs = std::filesystem;
 
 namespace {
-void write_bytes(const fs::path& p, const std::string& b) {
-  fs::remove(p);  // rewriting in place makes ext4 flush on truncate (slow)
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(b.data(), std::streamsize(b.size()));
-}
+using test::write_bytes;
 }  // namespace
 
 TEST_CASE("[loopus] io: open_any picks the loader") {

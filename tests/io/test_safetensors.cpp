@@ -23,11 +23,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void write_bytes(const fs::path& p, const std::string& b) {
-  fs::remove(p);  // rewriting in place makes ext4 flush on truncate (slow)
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(b.data(), std::streamsize(b.size()));
-}
+using test::write_bytes;
 template <class T> std::vector<T> values_of(const io::TensorRecord& r) {
   std::vector<T> v(r.nbytes / sizeof(T));
   if (r.nbytes) std::memcpy(v.data(), r.data, r.nbytes);

@@ -30,13 +30,13 @@ namespace {
 constexpr int kThreads = 4;
 
 /// What one session produced: ids, every logit it saw (prefill rows and each decode step), loops per call.
-struct Run {
+struct SessionRun {
   std::vector<int32_t> ids;
   std::vector<float> logits;
   std::vector<int> loops;
 };
 
-bool bit_equal(const Run& a, const Run& b) {
+bool bit_equal(const SessionRun& a, const SessionRun& b) {
   return a.ids == b.ids && a.loops == b.loops && a.logits.size() == b.logits.size() &&
          std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)) == 0;
 }
@@ -77,7 +77,7 @@ const std::string& stories_path() {
   return p;
 }
 
-std::shared_ptr<const ModelWeights> stories() {
+std::shared_ptr<const ModelWeights> stories_weights() {
   static const auto w = load_weights(stories_path());
   return w;
 }
@@ -119,8 +119,8 @@ std::vector<int32_t> prompt(int i) {
 
 /// Prefill the prompt (every row's logits), then n greedy steps; every logit is kept.
 template <class Model>
-Run greedy_run(Model& m, const std::vector<int32_t>& p, int n) {
-  Run r;
+SessionRun greedy_run(Model& m, const std::vector<int32_t>& p, int n) {
+  SessionRun r;
   const size_t V = size_t(m.n_vocab());
   r.logits.resize(p.size() * V);
   m.eval(p, r.logits.data(), /*all_logits=*/true);
@@ -145,7 +145,7 @@ Run greedy_run(Model& m, const std::vector<int32_t>& p, int n) {
 /// A looped stories260K with an official-init selective gate and a random q head, shared by all sessions.
 std::shared_ptr<const LoopedWeights> looped_stories() {
   static const std::shared_ptr<const LoopedWeights> lw = [] {
-    auto w = recast(stories(), LayerSplit::from_specs("0..0", "4..4", 5));
+    auto w = recast(stories_weights(), LayerSplit::from_specs("0..0", "4..4", 5));
     synth_loop_parts(*w, 7);
     return std::shared_ptr<const LoopedWeights>(w);
   }();
@@ -157,7 +157,7 @@ void check_looped(const std::string& halting, Cache cache = {}) {
   const auto lw = looped_stories();
   LoopParams lp;
   lp.halting = HaltingParams::parse(halting, 6);
-  const auto serial = serial_equals_concurrent<Run>(
+  const auto serial = serial_equals_concurrent<SessionRun>(
       [&](int i) {
         LoopedModel<Cpu, SelectiveGate, Cache> m(lw, lp, {.n_ctx = 160}, SelectiveGate(lw->gate), cache);
         return greedy_run(m, prompt(i), 24);
@@ -165,7 +165,7 @@ void check_looped(const std::string& halting, Cache cache = {}) {
       bit_equal);
   // The halting rule did stop some tokens early: the exit paths ran concurrently too.
   int early = 0;
-  for (const Run& r : serial)
+  for (const SessionRun& r : serial)
     for (int l : r.loops) early += l < lp.halting.max_loops;
   CHECK_GT(early, 0);
 }
@@ -173,8 +173,8 @@ void check_looped(const std::string& halting, Cache cache = {}) {
 }  // namespace
 
 TEST_CASE("[loopus] concurrency: CausalLM greedy generation on shared weights equals the serial runs") {
-  const auto w = stories();
-  serial_equals_concurrent<Run>(
+  const auto w = stories_weights();
+  serial_equals_concurrent<SessionRun>(
       [&](int i) {
         CausalLM<Cpu> lm(w, {.n_ctx = 160});
         return greedy_run(lm, prompt(i), 48);

@@ -40,7 +40,7 @@ LoopParams fixed_loops(int B) {
   return lp;
 }
 
-double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+double max_logit_diff(const std::vector<float>& a, const std::vector<float>& b) {
   REQUIRE_EQ(a.size(), b.size());
   double e = 0;
   for (size_t i = 0; i < a.size(); ++i) e = std::max(e, double(std::abs(a[i] - b[i])));
@@ -192,14 +192,14 @@ TEST_CASE("[loopus] shared cache: equals the plain model at B = 1, B times small
   std::vector<float> a(size_t(prompt.size()) * V), b(a.size());
   s1.eval(prompt, a.data(), true);
   plain.eval(prompt, b.data(), true);
-  CHECK_LT(max_abs_diff(a, b), 1e-5);
+  CHECK_LT(max_logit_diff(a, b), 1e-5);
   a.resize(size_t(V));
   b.resize(size_t(V));
   for (int32_t tok : steps) {
     CAPTURE(tok);
     s1.eval(std::span<const int32_t>(&tok, 1), a.data());
     plain.eval(std::span<const int32_t>(&tok, 1), b.data());
-    CHECK_LT(max_abs_diff(a, b), 1e-5);
+    CHECK_LT(max_logit_diff(a, b), 1e-5);
   }
   CHECK_EQ(greedy(s1, {1}, 32), greedy(plain, {1}, 32));
 
@@ -229,15 +229,15 @@ TEST_CASE("[loopus] shared cache at B > 1: decode equals a no-cache recomputatio
   sc.eval(prompt, got.data());
   pd.eval(prompt, per_depth.data());
   // one call: every token of it sits at the same depth, so shared = per-depth = the reference
-  CHECK_LT(max_abs_diff(got, want[0]), 1e-4 * max_abs(want[0]));
-  CHECK_LT(max_abs_diff(per_depth, want[0]), 1e-4 * max_abs(want[0]));
+  CHECK_LT(max_logit_diff(got, want[0]), 1e-4 * max_abs(want[0]));
+  CHECK_LT(max_logit_diff(per_depth, want[0]), 1e-4 * max_abs(want[0]));
   double apart = 0;
   for (size_t i = 0; i < steps.size(); ++i) {
     CAPTURE(i);
     sc.eval(std::span<const int32_t>(&steps[i], 1), got.data());
     pd.eval(std::span<const int32_t>(&steps[i], 1), per_depth.data());
-    CHECK_LT(max_abs_diff(got, want[i + 1]), 1e-4 * max_abs(want[i + 1]));
-    apart = std::max(apart, max_abs_diff(per_depth, want[i + 1]) / max_abs(want[i + 1]));
+    CHECK_LT(max_logit_diff(got, want[i + 1]), 1e-4 * max_abs(want[i + 1]));
+    apart = std::max(apart, max_logit_diff(per_depth, want[i + 1]) / max_abs(want[i + 1]));
   }
   // the semantics differ from per-depth's, so the comparison above is not per-depth's in disguise
   CHECK_GT(apart, 1e-2);

@@ -120,7 +120,7 @@ std::pair<std::vector<float>, std::vector<int>> replay(Model& m, const std::vect
   return {out, depth};
 }
 
-constexpr float kTol = 1e-4f;
+constexpr float kParityTol = 1e-4f;
 
 }  // namespace
 
@@ -134,7 +134,7 @@ TEST_CASE("[loopus] reference parity: CausalLM<Cpu> matches HF transformers logi
     const std::vector<int32_t> ids = g.at("input_ids");
     const int64_t T = int64_t(ids.size()), V = p.vocab;
     const auto want = golden_logits(g, "logits_f32le_b64", "logits_shape", T, V);
-    const double tol = g.value("tolerance_max_abs", double(kTol));
+    const double tol = g.value("tolerance_max_abs", double(kParityTol));
 
     auto w = synth_weights(p);
     const fs::path dir = test::temp_dir("parity_hf_" + path.stem().string());
@@ -173,7 +173,7 @@ TEST_CASE("[loopus] reference parity: LoopedModel<Cpu> matches the official Loop
     const auto& s = g.at("synth");
     const std::vector<int32_t> ids = g.at("input_ids");
     const int64_t T = int64_t(ids.size()), V = s.at("vocab").get<int64_t>();
-    const double tol = g.value("tolerance_max_abs", double(kTol));
+    const double tol = g.value("tolerance_max_abs", double(kParityTol));
 
     auto mem = synth_looped(s);
     const fs::path dir = test::temp_dir("parity_lds_" + path.stem().string());

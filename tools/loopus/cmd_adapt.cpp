@@ -39,24 +39,6 @@ struct AdaptArgs {
   BackendArgs backend;
 };
 
-std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
-  std::vector<int> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      size_t used = 0;
-      const int v = std::stoi(item, &used);
-      if (used != item.size() || v < 1 || v > 1024) throw std::invalid_argument("range");
-      out.push_back(v);
-    } catch (const std::exception&) {
-      throw UsageError(what + " '" + s + "': expected a comma list of loop counts in 1..1024");
-    }
-  }
-  if (out.empty()) throw UsageError(what + " is empty");
-  return out;
-}
-
 std::string fmt_secs(double s) {
   char b[32];
   if (s >= 3600) std::snprintf(b, sizeof b, "%dh%02dm", int(s / 3600), int(std::fmod(s, 3600) / 60));
@@ -84,7 +66,7 @@ void run_adapt(const AdaptArgs& a) {
   o.gate_init = a.gate_init;
   o.resume = a.resume;
   o.ckpt_every = a.ckpt_every;
-  o.eval_loops = parse_int_list(a.eval_loops, "--eval-loops");
+  o.eval_loops = parse_loop_list(a.eval_loops, "--eval-loops");
   o.eval_max_seqs = a.eval_max_seqs;
   o.eval_batch = a.eval_batch;
   o.official = a.official;

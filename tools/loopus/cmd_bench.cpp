@@ -10,28 +10,6 @@
 
 namespace loopus::cli {
 
-namespace {
-
-std::vector<int> parse_int_list(const std::string& s, const std::string& flag) {
-  std::vector<int> v;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      size_t used = 0;
-      const int x = std::stoi(item, &used);
-      if (used != item.size() || x <= 0) throw std::invalid_argument("");
-      v.push_back(x);
-    } catch (const std::exception&) {
-      throw UsageError(flag + " '" + s + "': expected a comma-separated list of positive integers");
-    }
-  }
-  if (v.empty()) throw UsageError(flag + " is empty");
-  return v;
-}
-
-}  // namespace
-
 void register_bench(CLI::App& app) {
   auto* sub = app.add_subcommand("bench",
                                  "llama-bench style speed table: prompt and generation tokens/s, ms/token and KV cache "
@@ -63,8 +41,8 @@ void register_bench(CLI::App& app) {
   sub->callback([a] {
     a->model.apply_threads();
     analysis::BenchPlan plan;
-    plan.loops = parse_int_list(a->loops_list, "--loops");
-    plan.n_gen = parse_int_list(a->n_list, "-n");
+    plan.loops = parse_loop_list(a->loops_list, "--loops");
+    plan.n_gen = parse_int_list(a->n_list, "-n", 1, 1 << 24, "token counts");
     plan.caches.clear();
     {
       std::stringstream ss(a->cache_list);

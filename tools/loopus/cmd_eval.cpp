@@ -34,38 +34,9 @@ struct EvalArgs {
   std::string data_dir, mmlu_dir, baseline, svg, encoding = "whole", rolling = "lm-eval";
   size_t limit = 0;
   int64_t max_length = 0;
+  int64_t batch_tokens = 512;
   bool json = false;
 };
-
-/// $LOOPUS_DATA_DIR, else the build's default (../shared/data beside the source tree).
-std::filesystem::path data_dir() {
-  if (const char* e = std::getenv("LOOPUS_DATA_DIR"); e && *e) return e;
-  return LOOPUS_DEFAULT_DATA_DIR;
-}
-
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> v;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) v.push_back(item);
-  return v;
-}
-
-std::vector<int> parse_loops(const std::string& s) {
-  std::vector<int> v;
-  for (const auto& item : split_list(s)) {
-    try {
-      size_t used = 0;
-      const int x = std::stoi(item, &used);
-      if (used != item.size() || x < 1 || x > 1024) throw std::invalid_argument("");
-      v.push_back(x);
-    } catch (const std::exception&) {
-      throw UsageError("--loops '" + s + "': expected a comma-separated list of loop counts in 1..1024");
-    }
-  }
-  if (v.empty()) throw UsageError("--loops '" + s + "': no loop counts");
-  return v;
-}
 
 /// The progress line on stderr (a terminal only), redrawn in place.
 struct Progress {
@@ -85,10 +56,13 @@ struct Progress {
   }
 };
 
-nlohmann::json row_json(const eval::MetricRow& r) {
+/// One result row; requests and seconds: how many requests the task scored and the wall time of
+/// tokenizing and scoring them.
+nlohmann::json row_json(const eval::MetricRow& r, size_t requests, double seconds) {
   auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
-  return {{"task", r.task}, {"metric", r.metric}, {"value", num(r.value)},     {"stderr", num(r.stderr_)},
-          {"n", r.n},       {"loops", r.loops},   {"mean_loops", r.mean_loops}};
+  return {{"task", r.task},    {"metric", r.metric}, {"value", num(r.value)},      {"stderr", num(r.stderr_)},
+          {"n", r.n},          {"loops", r.loops},   {"mean_loops", r.mean_loops}, {"requests", requests},
+          {"seconds", seconds}};
 }
 
 /// The paper's two tables as Markdown, one row per loop budget (and the baseline's, with Δ).
@@ -195,6 +169,11 @@ void register_eval(CLI::App& app) {
                   "lm-eval's max_length: inputs are cut to their last N+1 tokens, rolling windows are N long "
                   "(default: the model's training context, else 2048)")
       ->check(CLI::Range(int64_t(2), int64_t(1) << 20));
+  sub->add_option("--batch-tokens", a->batch_tokens,
+                  "tokens per forward pass when scoring several questions together (plain models and fixed "
+                  "loops; 0: one question at a time)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 16));
   sub->add_option(
          "--encoding", a->encoding,
          "whole (lm-eval: encode context+continuation, split at the context's length) or separate (the official "
@@ -206,10 +185,12 @@ void register_eval(CLI::App& app) {
   sub->add_option("--baseline", a->baseline, "JSON rows of an earlier --json run: a baseline row and Δ in the tables");
   sub->add_option("--svg", a->svg, "write an SVG plot of every metric against the loop budget (with several --loops)");
   a->backend.add_to(*sub);
-  sub->add_flag("--json", a->json, "print one JSON array of rows {task, metric, value, stderr, n, loops, mean_loops}");
+  sub->add_flag("--json", a->json,
+                "print one JSON array of rows {task, metric, value, stderr, n, loops, mean_loops, requests, seconds}");
   sub->callback([a] {
     a->model.apply_threads();
-    const std::vector<int> loops = a->loops_list.empty() ? std::vector<int>{} : parse_loops(a->loops_list);
+    const std::vector<int> loops = a->loops_list.empty() ? std::vector<int>{}
+                                                         : parse_loop_list(a->loops_list, "--loops");
     io::OpenModelOptions oo = a->model.open_options();
     oo.recast = a->loop.given() || !loops.empty();
     oo.encoder_layers = a->loop.enc;
@@ -223,33 +204,40 @@ void register_eval(CLI::App& app) {
     eo.encoding = a->encoding == "separate" ? eval::PairEncoding::kSeparate : eval::PairEncoding::kWhole;
     eo.rolling = a->rolling == "official" ? eval::RollingWindows::kOfficial : eval::RollingWindows::kLmEval;
     const HParams& hp = m.looped ? m.looped->base->hp : m.plain->hp;
+    eo.batch_tokens = a->batch_tokens;
     eo.max_length = a->max_length > 0 ? a->max_length : (hp.n_ctx_train > 0 ? hp.n_ctx_train : 2048);
 
     std::vector<nlohmann::json> rows;
     Progress progress;
     for (const std::string& name : split_list(a->tasks)) {
       const eval::Task task = eval::load_task(name, to);
+      const auto t_prep = std::chrono::steady_clock::now();
       const eval::PreparedTask prep = eval::prepare(task, *m.tok, eo);
-      ContextParams cp;
-      cp.n_ctx = prep.longest_input;
-      cp.n_batch = prep.longest_input;  // one call per request: one halting decision per request
+      const double prep_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_prep).count();
+      const ContextParams cp = eval::context_params(prep, eo);
       auto run = [&](int b) {
         progress.label = name + (m.looped ? " B=" + std::to_string(b) : "");
         std::vector<eval::Loglik> scores;
+        double seconds = prep_seconds;  // tokenization + scoring
+        auto score = [&](auto& lm) {
+          const auto t0 = std::chrono::steady_clock::now();
+          scores = eval::score(lm, prep, eo, std::ref(progress));
+          seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        };
         a->backend.dispatch([&]<class Backend>() {
           if (!m.looped) {
             CausalLM<Backend> lm(m.plain, cp);
-            scores = eval::score(lm, prep, eo, std::ref(progress));
+            score(lm);
             return;
           }
           LoopRunSpec spec = a->loop.spec;
           spec.loops = b;
           spec.cache = a->cache;
-          with_looped_model<Backend>(m.looped, spec, cp,
-                                     [&](auto& lm) { scores = eval::score(lm, prep, eo, std::ref(progress)); });
+          with_looped_model<Backend>(m.looped, spec, cp, score);
         });
         progress.end();
-        for (const auto& r : eval::task_metrics(prep, scores, m.looped ? b : 1)) rows.push_back(row_json(r));
+        for (const auto& r : eval::task_metrics(prep, scores, m.looped ? b : 1))
+          rows.push_back(row_json(r, prep.requests.size(), seconds));
       };
       if (!m.looped) run(1);
       else if (loops.empty()) run(a->loop.spec.loops);

@@ -3,6 +3,10 @@
 #pragma once
 #include <omp.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 #include <CLI/CLI.hpp>
@@ -15,6 +19,45 @@
 #include "loopus/ops/reference/train.hpp"
 
 namespace loopus::cli {
+
+/// "a,b,,c" -> {"a", "b", "c"}.
+inline std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> v;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) v.push_back(item);
+  return v;
+}
+
+/// A flag's comma-separated integers, each in lo..hi; `what` names them in the error.
+inline std::vector<int> parse_int_list(const std::string& s, const std::string& flag, int lo, int hi,
+                                       const std::string& what) {
+  std::vector<int> v;
+  for (const auto& item : split_list(s)) {
+    try {
+      size_t used = 0;
+      const int x = std::stoi(item, &used);
+      if (used != item.size() || x < lo || x > hi) throw std::invalid_argument("range");
+      v.push_back(x);
+    } catch (const std::exception&) {
+      throw UsageError(flag + " '" + s + "': expected a comma-separated list of " + what + " in " + std::to_string(lo) +
+                       ".." + std::to_string(hi));
+    }
+  }
+  if (v.empty()) throw UsageError(flag + " is empty");
+  return v;
+}
+
+/// Loop counts for a flag (1..1024, as LoopParams takes them).
+inline std::vector<int> parse_loop_list(const std::string& s, const std::string& flag) {
+  return parse_int_list(s, flag, 1, 1024, "loop counts");
+}
+
+/// $LOOPUS_DATA_DIR, else the build's default (../shared/data beside the source tree).
+inline std::filesystem::path data_dir() {
+  if (const char* e = std::getenv("LOOPUS_DATA_DIR"); e && *e) return e;
+  return LOOPUS_DEFAULT_DATA_DIR;
+}
 
 /// Options every model-reading subcommand shares.
 struct ModelArgs {

@@ -15,6 +15,7 @@
 #include "loopus/eval/request.hpp"
 #include "loopus/eval/rolling.hpp"
 #include "loopus/eval/tasks.hpp"
+#include "loopus/model/causal_lm.hpp"
 #include "loopus/tokenizer/tokenizer.hpp"
 
 namespace loopus::eval {
@@ -30,6 +31,7 @@ struct EvalOptions {
   int64_t max_length = 2048;            ///< lm-eval's max_length (the model's training context by default)
   int64_t window = 1024, stride = 512;  ///< kOfficial windows
   bool share_context = true;            ///< ScoreOptions::share_context
+  int64_t batch_tokens = 512;           ///< ScoreOptions::batch_tokens
 };
 
 /// A task's requests in tokens; doc_of[i] is the document request i belongs to.
@@ -69,6 +71,15 @@ inline PreparedTask prepare(const Task& t, const Tokenizer& tok, const EvalOptio
   return p;
 }
 
+/// The context a model needs to score a prepared task: the longest request in one
+/// forward pass (one halting decision per request), and room for the batches.
+inline ContextParams context_params(const PreparedTask& p, const EvalOptions& o) {
+  ContextParams cp;
+  cp.n_ctx = std::max(p.longest_input, o.batch_tokens);
+  cp.n_batch = cp.n_ctx;
+  return cp;
+}
+
 /// Scores a prepared task (see loglikelihood()).
 template <LanguageModel Model>
 std::vector<Loglik> score(Model& m, const PreparedTask& p, const EvalOptions& o, const ScoreCallback& progress = {}) {
@@ -77,6 +88,7 @@ std::vector<Loglik> score(Model& m, const PreparedTask& p, const EvalOptions& o,
                       ? std::max(o.max_length, o.window)
                       : o.max_length;
   so.share_context = o.share_context;
+  so.batch_tokens = o.batch_tokens;
   return loglikelihood(m, p.requests, so, progress);
 }
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <numeric>
 #include <span>
@@ -16,6 +17,7 @@
 #include "loopus/eval/request.hpp"
 #include "loopus/model/generate.hpp"
 #include "loopus/model/language_model.hpp"
+#include "loopus/ops/cpu/simd.hpp"
 
 namespace loopus::eval {
 
@@ -34,7 +36,14 @@ struct ScoreOptions {
   /// early, every request is one eval() call over its whole input: one halting decision, on its
   /// last token, for all of its tokens (the official LoopUS evaluation).
   bool share_context = true;
+  /// Batched scoring (models with eval_runs, sharing contexts, fixed loops): the requests of
+  /// several contexts go through the model together, up to this many tokens per forward pass
+  /// (and at most the model's n_batch() and n_ctx()). 0: one context at a time.
+  int64_t batch_tokens = 512;
 };
+
+/// The most logits one batched forward pass writes (floats): 128 MiB of them.
+inline constexpr int64_t kMaxBatchLogits = int64_t(1) << 25;
 
 struct ScoreProgress {
   size_t done = 0, total = 0;
@@ -43,20 +52,31 @@ struct ScoreProgress {
 using ScoreCallback = std::function<void(const ScoreProgress&)>;
 
 namespace detail {
-/// log softmax(logits)[target] in double precision, and whether target is the argmax (first maximum).
+/// log softmax(logits)[target], and whether target is the argmax (the first maximum, as
+/// torch.argmax). The maximum is exact; the normaliser sums e^(x - max) (float SIMD exp, about
+/// 2 ulp) in double over blocks of float partial sums.
 inline double token_logprob(const float* logits, int64_t V, int32_t target, bool& is_argmax) {
-  double mx = -INFINITY;
+  namespace s = cpu::simd;
+  constexpr int64_t W = s::kLanes;
+  const int64_t Vw = V - V % W;
+  s::VecF vm = s::VecF::set1(-INFINITY);
+  for (int64_t i = 0; i < Vw; i += W) vm = s::max(vm, s::VecF::load(logits + i));
+  float mx = Vw > 0 ? s::hmax(vm) : -INFINITY;
+  for (int64_t i = Vw; i < V; ++i) mx = std::max(mx, logits[i]);
   int64_t arg = 0;
-  for (int64_t i = 0; i < V; ++i)
-    if (double(logits[i]) > mx) {
-      mx = double(logits[i]);
-      arg = i;
-    }
+  while (arg < V && !(logits[arg] == mx)) ++arg;
   double z = 0;
-  for (int64_t i = 0; i < V; ++i) z += std::exp(double(logits[i]) - mx);
-  const double lp = double(logits[target]) - mx - std::log(z);
+  const s::VecF vmx = s::VecF::set1(mx);
+  for (int64_t i = 0; i < Vw;) {
+    s::VecF acc = s::VecF::zero();
+    for (const int64_t end = std::min(Vw, i + 64 * W); i < end; i += W)
+      acc = acc + s::exp(s::VecF::load(logits + i) - vmx);
+    z += s::hsum_double(acc);
+  }
+  for (int64_t i = Vw; i < V; ++i) z += std::exp(double(logits[i]) - double(mx));
+  const double lp = double(logits[target]) - double(mx) - std::log(z);
   if (!std::isfinite(lp)) throw FormatError("the model's logits are not finite (its weights hold NaN or Inf values)");
-  is_argmax = arg == int64_t(target);  // torch.argmax: the first maximum
+  is_argmax = arg == int64_t(target);
   return lp;
 }
 
@@ -147,9 +167,9 @@ std::vector<Loglik> loglikelihood(Model& m, std::span<const TokenRequest> reqs, 
   auto report = [&] {
     if (progress) progress({done, reqs.size(), std::chrono::duration<double>(clock::now() - t0).count()});
   };
-  for (size_t g = 0; g < order.size();) {
-    size_t g_end = g + 1;
-    while (g_end < order.size() && std::ranges::equal(prefix_of(order[g]), prefix_of(order[g_end]))) ++g_end;
+  // One group (requests with equal context tokens) at a time: prefill the context once and rewind
+  // to it for each continuation; or, without sharing, one call per request.
+  auto score_group = [&](size_t g, size_t g_end) {
     bool shared = false;
     if constexpr (Rewindable<Model>) {
       if (o.share_context && !detail::halts_early(m)) {
@@ -186,8 +206,130 @@ std::vector<Loglik> loglikelihood(Model& m, std::span<const TokenRequest> reqs, 
         ++done;
       }
     }
-    report();
+  };
+
+  std::vector<std::pair<size_t, size_t>> groups;
+  for (size_t g = 0; g < order.size();) {
+    size_t g_end = g + 1;
+    while (g_end < order.size() && std::ranges::equal(prefix_of(order[g]), prefix_of(order[g_end]))) ++g_end;
+    groups.emplace_back(g, g_end);
     g = g_end;
+  }
+
+  // Batched: several groups per forward pass. Each group gets its own range of cache rows: its
+  // context as one run (the logits of its last token), then each continuation as a run at the
+  // rows right after the context (they reuse those rows one after the other).
+  int64_t cap_tokens = 0;
+  if constexpr (BatchScorable<Model>) {
+    if (o.share_context && !detail::halts_early(m) && o.batch_tokens > 0)
+      cap_tokens = std::min({o.batch_tokens, m.n_batch(), m.n_ctx()});
+  }
+  const int64_t cap_logit_rows = std::max<int64_t>(1, kMaxBatchLogits / V);
+  struct GroupSize {
+    int64_t tokens = 0, rows = 0, logit_rows = 0;
+  };
+  auto size_of = [&](size_t gi) {
+    GroupSize z;
+    const auto [g, g_end] = groups[gi];
+    const int64_t p = int64_t(in[order[g]].prefix);
+    int64_t widest = 0;
+    z.tokens = p;
+    z.logit_rows = 1;
+    for (size_t k = g; k < g_end; ++k) {
+      const int64_t rest = int64_t(in[order[k]].tokens.size()) - p;
+      z.tokens += rest;
+      z.logit_rows += rest;
+      widest = std::max(widest, rest);
+    }
+    z.rows = p + widest;
+    return z;
+  };
+  std::vector<int32_t> batch_ids;
+  std::vector<TokenRun> runs;
+  std::vector<float> batch_logits;
+  struct RowJob {
+    size_t i;
+    const float* first;
+    const float* rest;
+  };
+  std::vector<RowJob> jobs;
+  for (size_t gi = 0; gi < groups.size();) {
+    const GroupSize z0 = size_of(gi);
+    if (cap_tokens == 0 || z0.tokens > cap_tokens || z0.logit_rows > cap_logit_rows) {
+      score_group(groups[gi].first, groups[gi].second);  // a group too big for a batch: on its own
+      report();
+      ++gi;
+      continue;
+    }
+    if constexpr (BatchScorable<Model>) {
+      // the groups that fit one pass, contexts first (their rows come before the continuations')
+      size_t ge = gi;
+      GroupSize sum;
+      while (ge < groups.size()) {
+        const GroupSize z = size_of(ge);
+        if (sum.tokens + z.tokens > cap_tokens || sum.rows + z.rows > cap_tokens ||
+            sum.logit_rows + z.logit_rows > cap_logit_rows)
+          break;
+        sum.tokens += z.tokens;
+        sum.rows += z.rows;
+        sum.logit_rows += z.logit_rows;
+        ++ge;
+      }
+      batch_ids.clear();
+      runs.clear();
+      int64_t region = 0;
+      for (size_t b = gi; b < ge; ++b) {
+        const size_t i0 = order[groups[b].first];
+        const int64_t p = int64_t(in[i0].prefix);
+        batch_ids.insert(batch_ids.end(), in[i0].tokens.begin(), in[i0].tokens.begin() + p);
+        runs.push_back({p, 0, region, region, 1});
+        region += size_of(b).rows;
+      }
+      region = 0;
+      for (size_t b = gi; b < ge; ++b) {
+        const int64_t p = int64_t(in[order[groups[b].first]].prefix);
+        for (size_t k = groups[b].first; k < groups[b].second; ++k) {
+          const auto& toks = in[order[k]].tokens;
+          const int64_t rest = int64_t(toks.size()) - p;
+          if (rest == 0) continue;
+          batch_ids.insert(batch_ids.end(), toks.begin() + p, toks.end());
+          runs.push_back({rest, p, region + p, region, rest});
+        }
+        region += size_of(b).rows;
+      }
+      batch_logits.resize(size_t(sum.logit_rows) * size_t(V));
+      m.eval_runs(batch_ids, runs, batch_logits.data());
+      const double loops = loops_of();
+      // logit rows: one per group (its context's last token), then the continuations' in order
+      jobs.clear();
+      const float* ctx_row = batch_logits.data();
+      const float* cont_rows = batch_logits.data() + (ge - gi) * size_t(V);
+      for (size_t b = gi; b < ge; ++b, ctx_row += V)
+        for (size_t k = groups[b].first; k < groups[b].second; ++k) {
+          const size_t i = order[k];
+          jobs.push_back({i, ctx_row, cont_rows});
+          cont_rows += (in[i].tokens.size() - in[i].prefix) * size_t(V);
+        }
+      // the log-softmaxes of the batch's rows, on every thread
+      std::exception_ptr failed;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+      for (std::ptrdiff_t j = 0; j < std::ptrdiff_t(jobs.size()); ++j) {
+        try {
+          score_rows(jobs[size_t(j)].i, jobs[size_t(j)].first, jobs[size_t(j)].rest, loops);
+        } catch (...) {
+#if defined(_OPENMP)
+#pragma omp critical(loopus_score_error)
+#endif
+          if (!failed) failed = std::current_exception();
+        }
+      }
+      if (failed) std::rethrow_exception(failed);
+      done += jobs.size();
+      report();
+      gi = ge;
+    }
   }
   return out;
 }

@@ -127,6 +127,8 @@ class LoopedModel {
   }
   int64_t n_past() const { return n_past_; }
   int64_t n_ctx() const { return cp_.n_ctx; }
+  /// The most tokens one forward pass takes (ContextParams::n_batch, at most n_ctx).
+  int64_t n_batch() const { return tf_.max_tokens(); }
   int n_vocab() const { return tf_.hp().n_vocab; }
   const HParams& hp() const { return tf_.hp(); }
   int n_loops_max() const { return lp_.halting.max_loops; }
@@ -176,6 +178,38 @@ class LoopedModel {
         eval_cached(ids.data() + t0, T, r0, logits + std::max<int64_t>(t0 + r0 - first, 0) * n_vocab());
         n_past_ += T;
       }
+    }
+  }
+
+  /// Batched scoring, as CausalLM::eval_runs: several runs of tokens laid out
+  /// in the caches by the caller (TokenRun), one forward pass of at most
+  /// n_batch tokens, the logits of each run's last n_logits tokens to
+  /// logits[rows, V]. Every depth of every run loops B times, so it needs fixed
+  /// loops (not halts_early()) and a cache policy that keeps caches across calls.
+  /// Leaves the sequence empty (n_past() == 0).
+  void eval_runs(std::span<const int32_t> ids, std::span<const TokenRun> runs, float* logits) {
+    if constexpr (Cache::kRecompute) {
+      throw UsageError("eval_runs: the " + std::string(Cache::kName) +
+                       " policy reruns the whole sequence on every call; score one request at a time");
+    } else {
+      if (halts_early())
+        throw UsageError("eval_runs: halting rule " + lp_.halting.text() +
+                         " decides per call; batched scoring needs fixed loops");
+      const int64_t rows = detail::check_runs(ids, runs, tf_.max_tokens(), cp_.n_ctx);
+      reset();
+      const LayerSplit& s = w_->split;
+      const int64_t d = hp().n_embd, T = int64_t(ids.size());
+      const int nM = int(s.reasoning.size());
+      if (T == 0) return;
+      const S h = h_.rows(0, T);
+      tf_.embed(ids.data(), T, h);
+      for (size_t i = 0; i < s.encoder.size(); ++i) tf_.layer(s.encoder[i], h, runs, enc_.slot(int(i)));
+      [[maybe_unused]] const int loops = run_loops(h, T, 0, T, [&](int r, S p) {
+        for (int j = 0; j < nM; ++j) tf_.layer(s.reasoning[size_t(j)], p, runs, rea_.slot(cache_.slot(j, r, nM)));
+      });
+      LOOPUS_ASSERT(loops == lp_.halting.max_loops);  // fixed loops: no cache to fill after an exit
+      for (size_t i = 0; i < s.decoder.size(); ++i) tf_.layer(s.decoder[i], h, runs, dec_.slot(int(i)));
+      if (rows > 0) tf_.head_to_host(detail::gather_logit_rows(h, runs, d, y_), rows, logits);
     }
   }
 
@@ -312,7 +346,7 @@ class LoopedModel {
   Transformer<Backend> tf_;
   Halter halter_;
   KvCache<Backend> enc_, rea_, dec_;
-  Tensor<Backend> h_, p_, probe_, last_in_, q_in_, logp_prev_, logp_cur_;
+  Tensor<Backend> h_, p_, probe_, last_in_, q_in_, logp_prev_, logp_cur_, y_;
   std::vector<float> obs_h_, obs_p_;  ///< host copies for the observer
   bool have_prev_ = false;
   std::vector<int32_t> history_;

@@ -12,6 +12,7 @@
 #include "loopus/core/kv_cache.hpp"
 #include "loopus/core/memory.hpp"
 #include "loopus/core/tensor.hpp"
+#include "loopus/model/language_model.hpp"
 #include "loopus/model/weights.hpp"
 #include "loopus/ops/concept.hpp"
 
@@ -63,20 +64,40 @@ class Transformer {
   /// One pre-norm block in place on x[T, d]; the T tokens sit at positions
   /// pos0.. and write their keys/values into rows pos0.. of kv.
   void layer(int l, Span<Backend> x, int64_t T, int64_t pos0, LayerKv<Backend> kv) {
-    LOOPUS_ASSERT(T <= max_t_);
+    const TokenRun run{T, pos0, pos0, kv.begin, 0};
+    layer(l, x, std::span<const TokenRun>(&run, 1), kv);
+  }
+
+  /// One pre-norm block in place on x[T, d], T the runs' total length: the
+  /// rows of x are the runs' tokens one run after the other (TokenRun). The
+  /// projections run once for all T rows; RoPE, the cache writes and attention
+  /// run run by run, in order, so a run sees the cache rows earlier runs wrote.
+  void layer(int l, Span<Backend> x, std::span<const TokenRun> runs, LayerKv<Backend> kv) {
     const HParams& hp = w_->hp;
-    if (hp.sliding_window > 0 && pos0 + T > hp.sliding_window) [[unlikely]]
-      throw LimitError(w_->path + ": position " + std::to_string(pos0 + T - 1) + " is outside the sliding window of " +
-                       std::to_string(hp.sliding_window) +
-                       " tokens (sliding-window attention is not implemented; keep "
-                       "sequences within the window)");
+    int64_t T = 0;
+    for (const TokenRun& r : runs) {
+      T += r.n;
+      if (hp.sliding_window > 0 && r.pos + r.n > hp.sliding_window) [[unlikely]]
+        throw LimitError(w_->path + ": position " + std::to_string(r.pos + r.n - 1) +
+                         " is outside the sliding window of " + std::to_string(hp.sliding_window) +
+                         " tokens (sliding-window attention is not implemented; keep "
+                         "sequences within the window)");
+    }
+    LOOPUS_ASSERT(T <= max_t_);
     const LayerWeights& L = w_->layers[size_t(l)];
-    const int64_t d = hp.n_embd, kvd = hp.kv_dim();
+    const int64_t d = hp.n_embd, kvd = hp.kv_dim(), qd = hp.q_dim();
     x = x.sub(0, T * d);
     const Span<Backend> xn = xn_.rows(0, T), q = q_.rows(0, T), att = att_.rows(0, T), g = g_.rows(0, T),
                         u = u_.rows(0, T), o = tmp_.span().sub(0, T * d);
-    const Span<Backend> kr = kv.k.rows(pos0, T, kvd);  // new rows of the cache: [T, n_kv, hd]
-    const Span<Backend> vr = kv.v.rows(pos0, T, kvd);
+    // One run writes its keys/values straight into the cache; several go through scratch rows
+    // and are copied in run by run (runs may share cache rows).
+    const bool direct = runs.size() == 1;
+    if (!direct && kt_.numel() < max_t_ * kvd) {
+      kt_.reshape({max_t_, kvd});
+      vt_.reshape({max_t_, kvd});
+    }
+    const Span<Backend> kr = direct ? kv.k.rows(runs[0].row, T, kvd) : kt_.rows(0, T);  // [T, n_kv, hd]
+    const Span<Backend> vr = direct ? kv.v.rows(runs[0].row, T, kvd) : vt_.rows(0, T);
 
     Kernels::rmsnorm(x, L.attn_norm, T, d, hp.rms_eps, xn);
     Kernels::matmul(L.wq, xn, T, q);
@@ -86,12 +107,23 @@ class Transformer {
       Kernels::rmsnorm(q, L.q_norm, T * hp.n_head, hp.head_dim, hp.rms_eps, q);
       Kernels::rmsnorm(kr, L.k_norm, T * hp.n_head_kv, hp.head_dim, hp.rms_eps, kr);
     }
-    // Phi-3 longrope: short or long factors by the length this call reaches, as transformers picks them.
-    const float* rf = hp.rope_scaling.factors(pos0 + T);
-    const float ms = hp.rope_scaling.mscale();
-    Kernels::rope(q, T, hp.n_head, hp.head_dim, hp.n_rot, pos0, hp.rope_theta, hp.rope_style, rf, ms);
-    Kernels::rope(kr, T, hp.n_head_kv, hp.head_dim, hp.n_rot, pos0, hp.rope_theta, hp.rope_style, rf, ms);
-    Kernels::attention(q, kv.k, kv.v, T, pos0, kv.begin, hp.n_head, hp.n_head_kv, hp.head_dim, att);
+    int64_t t0 = 0;
+    for (const TokenRun& r : runs) {
+      const Span<Backend> qr = q.sub(t0 * qd, r.n * qd), kn = kr.sub(t0 * kvd, r.n * kvd),
+                          vn = vr.sub(t0 * kvd, r.n * kvd);
+      // Phi-3 longrope: short or long factors by the length this run reaches, as transformers picks them.
+      const float* rf = hp.rope_scaling.factors(r.pos + r.n);
+      const float ms = hp.rope_scaling.mscale();
+      Kernels::rope(qr, r.n, hp.n_head, hp.head_dim, hp.n_rot, r.pos, hp.rope_theta, hp.rope_style, rf, ms);
+      Kernels::rope(kn, r.n, hp.n_head_kv, hp.head_dim, hp.n_rot, r.pos, hp.rope_theta, hp.rope_style, rf, ms);
+      if (!direct) {
+        Kernels::copy(kv.k.rows(r.row, r.n, kvd), kn);
+        Kernels::copy(kv.v.rows(r.row, r.n, kvd), vn);
+      }
+      Kernels::attention(qr, kv.k, kv.v, r.n, r.row, r.begin, hp.n_head, hp.n_head_kv, hp.head_dim,
+                         att.sub(t0 * qd, r.n * qd));
+      t0 += r.n;
+    }
     Kernels::matmul(L.wo, att, T, o);
     Kernels::add(x, o);
 
@@ -137,6 +169,7 @@ class Transformer {
   std::shared_ptr<const ModelWeights> w_;
   int64_t max_t_;
   Tensor<Backend> xn_, q_, att_, g_, u_, tmp_, logits_;
+  Tensor<Backend> kt_, vt_;  ///< keys / values of several runs before they go into the cache
 };
 
 }  // namespace loopus
