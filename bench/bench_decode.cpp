@@ -15,6 +15,8 @@
 #include <memory>
 #include <vector>
 
+#include "loopus/analysis/trace.hpp"
+#include "loopus/core/random.hpp"
 #include "loopus/model/causal_lm.hpp"
 #include "loopus/model/looped_model.hpp"
 #include "loopus/model/synth.hpp"
@@ -119,6 +121,41 @@ BENCHMARK(BM_LoopedDecode)
     ->Args({0, 64})
     ->Args({1, 64})
     ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+/// An observer that asks for nothing and does nothing: what the loop probe costs when it is set.
+struct NullObserver : LoopObserver {
+  void on_loop(const LoopEvent&) override {}
+};
+
+/// The loop probe's cost: looped decode at B = 8 with the selective gate and the
+/// per-depth cache, args {observer: 0 none (the default), 1 a no-op observer,
+/// 2 a TraceRecorder decoding every iteration (what `loopus trace` does)}.
+/// 0 against BM_LoopedDecode's per-depth row, and 0 against 1, show that an
+/// unused probe costs nothing.
+void BM_LoopedDecodeObserved(benchmark::State& st) {
+  auto w = model(0, DType::kF32);
+  auto lw = recast(w, LayerSplit::from_specs("0..0", "5..5", w->hp.n_layer));
+  SplitMix64 rng(3);
+  lw->gate = std::make_shared<SelectiveGateWeights>(
+      SelectiveGateWeights::official_init(w->hp.n_embd, [&] { return rng.uniform(); }));
+  LoopParams lp;
+  lp.halting.max_loops = 8;
+  const int n_gen = 64;
+  LoopedModel<Cpu, SelectiveGate, PerDepthCache> lm(lw, lp, ContextParams{16 + n_gen + 1, 512},
+                                                    SelectiveGate(lw->gate));
+  NullObserver none;
+  analysis::TraceRecorder rec(5);
+  if (st.range(0) == 1) lm.set_observer(&none);
+  if (st.range(0) == 2) lm.set_observer(&rec);
+  run_generation(st, lm, n_gen, 0);
+}
+BENCHMARK(BM_LoopedDecodeObserved)
+    ->ArgNames({"observer"})
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 

@@ -14,8 +14,10 @@ void register_bench(CLI::App&);
 void register_adapt(CLI::App&);
 void register_perplexity(CLI::App&);
 void register_eval(CLI::App&);
+void register_trace(CLI::App&);
+void register_split(CLI::App&);
 inline std::vector<Register> all_commands() {
-  return {register_info,  register_generate,   register_tokenize, register_synth,
-          register_bench, register_perplexity, register_eval,     register_adapt};
+  return {register_info,       register_generate, register_tokenize, register_synth, register_bench,
+          register_perplexity, register_eval,     register_adapt,    register_trace, register_split};
 }
 }  // namespace loopus::cli

@@ -22,20 +22,50 @@
 
 namespace loopus {
 
-/// What an observer sees after each loop iteration (for trajectories and
-/// thinking traces). h and p are the last token's state after the gate and
-/// the proposal, both [d].
-struct LoopEvent {
-  int64_t pos = 0;   ///< position of the last token of the call
-  int loop = 0;      ///< 0-based iteration just finished
-  const float* h = nullptr;
-  const float* p = nullptr;
-  int64_t d = 0;
-  float alpha = 0;   ///< mean gate coefficient a over the call's tokens
-  float halt_value = NAN;  ///< what the halting rule read this loop (q, ||dh||, KL), NaN if unchecked
+/// The rows one loop iteration reports (host copies): the call's last n
+/// tokens, each array [n, d] row-major (q: [n]).
+struct LoopRows {
+  int64_t n = 0;
+  const float* h_in = nullptr;  ///< the state entering the iteration (before the gate)
+  const float* p = nullptr;     ///< the reasoning block's proposal M(h_in)
+  const float* h = nullptr;     ///< the state after the gate
+  const float* a = nullptr;     ///< the gate's per-channel coefficient a (share of p: h = a p + (1 - a) h_in)
+  const float* q = nullptr;     ///< the confidence head's q (NaN without a q head)
 };
+
+/// What an observer sees after each loop iteration of a call (for latent
+/// trajectories, gate dynamics and thinking traces). h, p, h_in, a, q are the
+/// call's last token's (pos); `rows` holds every token the observer asked for.
+struct LoopEvent {
+  int64_t pos = 0;           ///< position of the last token of the call
+  int loop = 0;              ///< 0-based iteration just finished
+  const float* h = nullptr;  ///< last token's state after the gate [d]
+  const float* p = nullptr;  ///< its proposal [d]
+  int64_t d = 0;
+  float alpha = 0;              ///< mean gate coefficient a over the call's tokens
+  float halt_value = NAN;       ///< what the halting rule read this loop (q, ||dh||, KL), NaN if unchecked
+  const float* h_in = nullptr;  ///< last token's state before the gate [d]
+  const float* a = nullptr;     ///< its per-channel gate coefficients [d]
+  float q = NAN;                ///< its confidence q (NaN without a q head)
+  /// log-softmax of the decoder and head run on the last token's state after
+  /// this iteration [n_vocab] (what the model would say if it stopped here),
+  /// when LoopObserveOptions::decode; else nullptr.
+  const float* logprobs = nullptr;
+  int64_t n_vocab = 0;
+  LoopRows rows;  ///< the last rows.n tokens of the call (1, or all with LoopObserveOptions::all_rows)
+};
+
+/// What an observer asks the model to compute for it (only while it is set).
+struct LoopObserveOptions {
+  bool all_rows = false;  ///< report every token of a call, not just the last
+  bool decode = false;    ///< decode the last token's state after every iteration (LoopEvent::logprobs)
+};
+
+/// Receives every loop iteration (LoopedModel::set_observer). Costs nothing
+/// while none is set: the loop tests one pointer per iteration.
 struct LoopObserver {
   virtual ~LoopObserver() = default;
+  virtual LoopObserveOptions wants() const { return {}; }
   virtual void on_loop(const LoopEvent& e) = 0;
 };
 
@@ -142,12 +172,14 @@ class LoopedModel {
   size_t cache_bytes_per_token() const {
     return enc_.bytes_per_token() + rea_.bytes_per_token() + dec_.bytes_per_token();
   }
-  /// Receives every iteration's last-token state (copied to the host only while one is set).
+  /// Receives every loop iteration of eval() (states copied to the host only
+  /// while one is set; eval_runs() reports nothing). nullptr removes it.
   void set_observer(LoopObserver* o) {
     observer_ = o;
-    if (o) {
-      obs_h_.resize(size_t(hp().n_embd));
-      obs_p_.resize(size_t(hp().n_embd));
+    if (o && obs_in_.numel() == 0) {
+      obs_in_.reshape({h_.dim(0), hp().n_embd});
+      obs_qin_.reshape({hp().n_embd});
+      obs_logits_.reshape({hp().n_vocab});
     }
   }
   Gate& gate() { return gate_; }
@@ -204,7 +236,7 @@ class LoopedModel {
       const S h = h_.rows(0, T);
       tf_.embed(ids.data(), T, h);
       for (size_t i = 0; i < s.encoder.size(); ++i) tf_.layer(s.encoder[i], h, runs, enc_.slot(int(i)));
-      [[maybe_unused]] const int loops = run_loops(h, T, 0, T, [&](int r, S p) {
+      [[maybe_unused]] const int loops = run_loops(h, T, 0, T, /*observe=*/false, [&](int r, S p) {
         for (int j = 0; j < nM; ++j) tf_.layer(s.reasoning[size_t(j)], p, runs, rea_.slot(cache_.slot(j, r, nM)));
       });
       LOOPUS_ASSERT(loops == lp_.halting.max_loops);  // fixed loops: no cache to fill after an exit
@@ -225,7 +257,7 @@ class LoopedModel {
     tf_.embed(ids, T, h);  // [T, d]
     for (size_t i = 0; i < s.encoder.size(); ++i) tf_.layer(s.encoder[i], h, T, pos0, enc_.slot(int(i)));
 
-    const int loops = run_loops(h, T, pos0, T, [&](int r, S p) {
+    const int loops = run_loops(h, T, pos0, T, true, [&](int r, S p) {
       for (int j = 0; j < nM; ++j) tf_.layer(s.reasoning[size_t(j)], p, T, pos0, rea_.slot(cache_.slot(j, r, nM)));
     });
     cache_.after_exit(rea_, loops, lp_.halting.max_loops, nM, pos0, T);
@@ -245,7 +277,7 @@ class LoopedModel {
       tf_.embed(history_.data() + c, T, h.rows(c, T, d));
       for (size_t i = 0; i < s.encoder.size(); ++i) tf_.layer(s.encoder[i], h.rows(c, T, d), T, c, enc_.slot(int(i)));
     }
-    run_loops(h, N, 0, Tb, [&](int, S p_all) {
+    run_loops(h, N, 0, Tb, true, [&](int, S p_all) {
       // p_all holds the proposal for all N rows (h copied), run chunk by chunk
       for (int64_t c = 0; c < N; c += Tb) {
         const int64_t T = std::min(Tb, N - c);
@@ -261,13 +293,16 @@ class LoopedModel {
 
   /// The loop itself, over rows [0, n) of h (the chunk, or the whole sequence
   /// for NoCache). block(r, p) runs the reasoning layers at depth r on p in
-  /// place. Returns the iterations run.
+  /// place. Reports to the observer when `observe`. Returns the iterations run.
   template <class Block>
-  int run_loops(S h, int64_t n, int64_t pos0, int64_t chunk, Block&& block) {
+  int run_loops(S h, int64_t n, int64_t pos0, int64_t chunk, bool observe, Block&& block) {
     const int64_t d = hp().n_embd;
     const int B = lp_.halting.max_loops;
     const HaltingParams& hpar = lp_.halting;
     LOOPUS_ASSERT(n <= p_.dim(0));
+    LoopObserver* const obs = observe ? observer_ : nullptr;
+    const LoopObserveOptions want = obs ? obs->wants() : LoopObserveOptions{};
+    const int64_t orows = obs ? (want.all_rows ? n : 1) : 0;  // the last orows rows are reported
     halter_.begin();
     have_prev_ = false;
     int loops = 0;
@@ -280,28 +315,79 @@ class LoopedModel {
       const bool check = halter_.checks_at(r) && r + 1 < B;
       // KL needs a decoded distribution every loop, also where it does not yet decide
       const bool measure = check || (hpar.needs_decode() && r + 1 < B);
-      if (measure || observer_) K::copy(last_in_.span(), h_last);
+      if (measure) K::copy(last_in_.span(), h_last);
       if (check && hpar.needs_q() && hpar.q_input == QInput::kDelta) K::sub(p_last, last_in_.span(), q_in_.span());
-      blend_rows(p, h, n, chunk);
+      if (obs) K::copy(obs_in_.rows(0, orows), h.rows(n - orows, orows, d));
+      blend_rows(p, h, n, chunk, orows);
       loops = r + 1;
       const float value = measure ? halt_value(h, n, pos0, h_last) : NAN;
-      if (observer_) {
-        K::download(h_last, obs_h_.data());
-        K::download(p_last, obs_p_.data());
-        observer_->on_loop({pos0 + n - 1, r, obs_h_.data(), obs_p_.data(), d, gate_.last_mean_alpha(), value});
-      }
+      if (obs) report(*obs, want, h, p, n, pos0, orows, r, value);
       if (check && halter_.decide(value)) break;
     }
     last_loops_ = loops;
     return loops;
   }
 
-  void blend_rows(CS p, S h, int64_t n, int64_t chunk) {
+  /// The gate over rows [0, n) in chunks; copies the per-channel coefficients
+  /// of the last `arows` rows to obs_a_ (observers only).
+  void blend_rows(CS p, S h, int64_t n, int64_t chunk, int64_t arows) {
     const int64_t d = hp().n_embd;
+    if (arows > 0) obs_a_.resize(size_t(arows * d));
     for (int64_t c = 0; c < n; c += chunk) {
       const int64_t T = std::min(chunk, n - c);
       gate_.template blend<Backend>(p.rows(c, T, d), h.rows(c, T, d), T);
+      const int64_t lo = std::max(c, n - arows), hi = c + T;  // reported rows in this chunk
+      if (lo >= hi) continue;
+      float* out = obs_a_.data() + (lo - (n - arows)) * d;
+      if constexpr (requires { gate_.template alpha_rows<Backend>(int64_t{}, int64_t{}, out); })
+        gate_.template alpha_rows<Backend>(lo - c, hi - lo, out);
+      else std::fill(out, out + (hi - lo) * d, gate_.last_mean_alpha());
     }
+  }
+
+  /// Copies what the observer sees to the host and calls it.
+  void report(LoopObserver& obs, const LoopObserveOptions& want, CS h, CS p, int64_t n, int64_t pos0, int64_t orows,
+              int r, float value) {
+    const int64_t d = hp().n_embd, r0 = n - orows;
+    obs_hin_.resize(size_t(orows * d));
+    obs_p_.resize(size_t(orows * d));
+    obs_h_.resize(size_t(orows * d));
+    obs_q_.assign(size_t(orows), NAN);
+    K::download(obs_in_.rows(0, orows), obs_hin_.data());
+    K::download(p.rows(r0, orows, d), obs_p_.data());
+    K::download(h.rows(r0, orows, d), obs_h_.data());
+    if (w_->q_head) {
+      for (int64_t i = 0; i < orows; ++i) {
+        CS x = h.rows(r0 + i, 1, d);
+        if (lp_.halting.q_input == QInput::kDelta) {
+          K::sub(p.rows(r0 + i, 1, d), obs_in_.rows(i, 1), obs_qin_.span());
+          x = obs_qin_.span();
+        }
+        obs_q_[size_t(i)] = w_->q_head->template prob<Backend>(x);
+      }
+    }
+    LoopEvent e;
+    e.pos = pos0 + n - 1;
+    e.loop = r;
+    e.d = d;
+    e.alpha = gate_.last_mean_alpha();
+    e.halt_value = value;
+    const size_t last = size_t((orows - 1) * d);
+    e.h = obs_h_.data() + last;
+    e.p = obs_p_.data() + last;
+    e.h_in = obs_hin_.data() + last;
+    e.a = obs_a_.data() + last;
+    e.q = obs_q_.back();
+    e.rows = {orows, obs_hin_.data(), obs_p_.data(), obs_h_.data(), obs_a_.data(), obs_q_.data()};
+    if (want.decode) {
+      decode_last(h, n, pos0, obs_logits_.span());
+      K::log_softmax(obs_logits_.span());
+      obs_lp_.resize(size_t(n_vocab()));
+      K::download(obs_logits_.span(), obs_lp_.data());
+      e.logprobs = obs_lp_.data();
+      e.n_vocab = n_vocab();
+    }
+    obs.on_loop(e);
   }
 
   float halt_value(CS h, int64_t n, int64_t pos0, CS h_last) {
@@ -316,10 +402,10 @@ class LoopedModel {
     return NAN;
   }
 
-  /// KL(p_prev || p_cur) of the decoder's next-token distribution for the last
-  /// row, decoding a copy of the state (the decoder cache rows it writes are
-  /// rewritten by the final decode).
-  float decoded_kl(CS h, int64_t n, int64_t pos0) {
+  /// The decoder and head on a copy of rows [0, n) of the state: the last
+  /// row's logits to out[V]. The decoder cache rows it writes are rewritten by
+  /// the call's final decode.
+  void decode_last(CS h, int64_t n, int64_t pos0, S out) {
     const LayerSplit& s = w_->split;
     const int64_t d = hp().n_embd, Tb = tf_.max_tokens();
     // Decode rows in chunks; only the last chunk's last row is needed, but every row feeds attention.
@@ -328,8 +414,14 @@ class LoopedModel {
       const S probe = probe_.rows(0, T);
       K::copy(probe, h.rows(c, T, d));
       for (size_t i = 0; i < s.decoder.size(); ++i) tf_.layer(s.decoder[i], probe, T, pos0 + c, dec_.slot(int(i)));
-      if (c + T == n) tf_.head(probe.rows(T - 1, 1, d), 1, logp_cur_.span());
+      if (c + T == n) tf_.head(probe.rows(T - 1, 1, d), 1, out);
     }
+  }
+
+  /// KL(p_prev || p_cur) of the decoder's next-token distribution for the last
+  /// row (decode_last), for the KL halting rule.
+  float decoded_kl(CS h, int64_t n, int64_t pos0) {
+    decode_last(h, n, pos0, logp_cur_.span());
     K::log_softmax(logp_cur_.span());
     const double kl = have_prev_ ? K::kl_div(logp_prev_.span(), logp_cur_.span()) : 0.0;
     std::swap(logp_prev_, logp_cur_);
@@ -347,7 +439,8 @@ class LoopedModel {
   Halter halter_;
   KvCache<Backend> enc_, rea_, dec_;
   Tensor<Backend> h_, p_, probe_, last_in_, q_in_, logp_prev_, logp_cur_, y_;
-  std::vector<float> obs_h_, obs_p_;  ///< host copies for the observer
+  Tensor<Backend> obs_in_, obs_qin_, obs_logits_;                        ///< observer scratch (sized by set_observer)
+  std::vector<float> obs_hin_, obs_p_, obs_h_, obs_a_, obs_q_, obs_lp_;  ///< host copies for the observer
   bool have_prev_ = false;
   std::vector<int32_t> history_;
   int64_t n_past_ = 0;

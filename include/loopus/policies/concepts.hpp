@@ -17,6 +17,9 @@ namespace loopus {
 /// mean mixing coefficient of the last blend (the share of the proposal; 1 for
 /// h <- p), which the model passes to its observer. Weights names the gate's
 /// own parameter type (an empty struct for a gate without parameters).
+/// A gate whose coefficient varies by token and channel also provides
+/// alpha_rows<Backend>(first, count, out) (see SelectiveGate) for observers;
+/// without it they see last_mean_alpha() on every channel.
 template <class G, class Backend>
 concept GatePolicy = requires(G& g, const G& cg, CSpan<Backend> proposal, Span<Backend> state, int64_t T, int64_t d) {
   { G::kName } -> std::convertible_to<std::string_view>;

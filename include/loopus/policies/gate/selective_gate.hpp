@@ -211,6 +211,23 @@ struct SelectiveGate {
   }
   /// Mean of a over the last blend (the "Alpha" of the paper's Fig. 4b).
   float last_mean_alpha() const { return mean_alpha_; }
+  /// The per-channel coefficients a of rows [first, first + count) of the last
+  /// blend, to out[count, d] on the host (for observers; recomputed from the
+  /// kept pre-activation z exactly as selective_mix does).
+  template <class Backend>
+  void alpha_rows(int64_t first, int64_t count, float* out) const {
+    const int64_t d = w_->d;
+    auto* s = dynamic_cast<const Scratch<Backend>*>(scratch_.get());
+    if (!s || first < 0 || count < 0 || first + count > s->z.dim(0))
+      throw UsageError("SelectiveGate::alpha_rows: rows outside the last blend");
+    Ops<Backend>::download(s->z.rows(first, count), out);
+    for (int64_t t = 0; t < count; ++t)
+      for (int64_t c = 0; c < d; ++c) {
+        const double zz = double(out[t * d + c]) + double(w_->delta_b[size_t(c)]);
+        const double delta = zz > 20.0 ? zz : std::log1p(std::exp(zz));
+        out[t * d + c] = float(std::exp(-delta * double(A_[size_t(c)])));
+      }
+  }
 
  private:
   struct ScratchBase {
