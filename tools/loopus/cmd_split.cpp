@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "commands.hpp"
@@ -11,7 +12,9 @@
 #include "loopus/analysis/layer_dynamics.hpp"
 #include "loopus/analysis/split_report.hpp"
 #include "loopus/core/read_file.hpp"
+#include "loopus/eval/perplexity.hpp"
 #include "loopus/io/file_util.hpp"
+#include "loopus/model/causal_lm.hpp"
 
 namespace loopus::cli {
 
@@ -80,7 +83,8 @@ void register_split(CLI::App& app) {
       const analysis::LayerDynamics dyn = analysis::layer_dynamics<Backend>(m.plain, dyn_toks, a->window);
       const analysis::SplitChoice s = analysis::suggest_split(dyn, min_r);
       io::write_file_atomic(a->out + "/dynamics.json", analysis::dynamics_json(dyn, s).dump(1) + "\n");
-      io::write_file_atomic(a->out + "/dynamics.svg", analysis::dynamics_svg(dyn, s, a->model.model));
+      const std::string name = std::filesystem::path(a->model.model).filename().string();
+      io::write_file_atomic(a->out + "/dynamics.svg", analysis::dynamics_svg(dyn, s, name));
       std::printf("layer dynamics over %lld tokens: cos(h_in, h_out) per layer:", (long long)dyn.tokens);
       for (int l = 0; l < L; ++l) std::printf(" %.3f", dyn.cos_in_out[size_t(l)]);
       std::printf("\nsuggested split: encoder %s | reasoning %s | decoder %s\n  %s\n",
@@ -104,15 +108,19 @@ void register_split(CLI::App& app) {
                          sec / double(done) * double(total - done));
           });
       if (tty) std::fprintf(stderr, "\n");
+      eval::PerplexityOptions po;
+      po.window = std::min<int64_t>(a->check_window, int64_t(n_chk));
+      CausalLM<Backend> plain(m.plain, {.n_ctx = po.window, .n_batch = po.window});
+      const double plain_ppl = eval::perplexity(plain, chk, po).ppl();
       io::write_file_atomic(a->out + "/splits.json",
-                            analysis::splits_json(scored, s, a->loops, int64_t(n_chk)).dump(1) + "\n");
-      io::write_file_atomic(a->out + "/splits.svg", analysis::splits_svg(scored, s, a->loops, a->model.model));
+                            analysis::splits_json(scored, s, a->loops, int64_t(n_chk), plain_ppl).dump(1) + "\n");
+      io::write_file_atomic(a->out + "/splits.svg", analysis::splits_svg(scored, s, a->loops, name));
       const size_t rank = analysis::rank_of(scored, s);
       std::printf(
-          "check: %zu splits scored on %zu held-out tokens (B = %d, no gate); best %s ppl %.3f; "
-          "the suggestion ranks %zu of %zu (ppl %.3f)\n",
-          scored.size(), n_chk, a->loops, scored.front().split.split().text().c_str(), scored.front().ppl, rank,
-          scored.size(), rank ? scored[rank - 1].ppl : NAN);
+          "check: %zu splits scored on %zu held-out tokens (B = %d, no gate; the plain model: ppl %.3f); "
+          "best %s ppl %.3f; the suggestion ranks %zu of %zu (ppl %.3f)\n",
+          scored.size(), n_chk, a->loops, plain_ppl, scored.front().split.split().text().c_str(), scored.front().ppl,
+          rank, scored.size(), rank ? scored[rank - 1].ppl : NAN);
       std::printf("wrote dynamics.json dynamics.svg splits.json splits.svg to %s\n", a->out.c_str());
     });
   });

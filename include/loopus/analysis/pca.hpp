@@ -5,9 +5,21 @@
 #include <cstdint>
 #include <string>
 #include <vector>
-#include <Eigen/Dense>
 
 #include "loopus/core/error.hpp"
+
+// Eigen's dense solvers with GCC 12's false -W(maybe-)uninitialized reports in its AVX-512 packet code
+// turned off for Eigen's headers alone (GCC bug 105593; see ops/cpu/eigen.hpp, which does the same for Core).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <Eigen/Core>
+#include <Eigen/SVD>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 namespace loopus::analysis {
 

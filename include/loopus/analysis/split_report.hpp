@@ -61,32 +61,36 @@ inline std::string dynamics_svg(const LayerDynamics& d, const SplitChoice& s, co
     }
     return v;
   };
-  double cmin = 1, rmax = 0, amax = 0;
+  double cmin = 1, rmin = INFINITY, rmax = 0, amax = 0;
   for (int l = 0; l < d.n_layer; ++l) {
     cmin = std::min(cmin, d.cos_in_out[size_t(l)]);
+    rmin = std::min(rmin, d.change_rel[size_t(l)]);
     rmax = std::max(rmax, d.change_rel[size_t(l)]);
     amax = std::max(amax, d.change[size_t(l)]);
   }
   Panel p1, p2, p3;
+  p2.spec.log_y = true;
   p1.series = {cs};
   for (auto& b : bounds(cmin, 1.0)) p1.series.push_back(b);
-  p1.spec.title = "cosine between the states entering and leaving each layer";
+  p1.spec.title = "cos(h_in, h_out) per layer";
   p1.spec.x_label = "layer";
   p1.spec.y_label = "mean cosine";
   p1.spec.zero_y = false;
   p2.series = {ch};
-  for (auto& b : bounds(0.0, rmax)) p2.series.push_back(b);
-  p2.spec.title = "relative change made by each layer";
+  for (auto& b : bounds(rmin, rmax)) p2.series.push_back(b);  // (a log axis: not from 0)
+  p2.spec.title = "relative change per layer";
   p2.spec.x_label = "layer";
-  p2.spec.y_label = "mean relative change";
+  p2.spec.y_label = "mean ||h_out - h_in|| / ||h_in|| (log)";
   p3.series = {ab};
   for (auto& b : bounds(0.0, amax)) p3.series.push_back(b);
-  p3.spec.title = "norm of the change made by each layer";
+  p3.spec.title = "size of the change per layer";
   p3.spec.x_label = "layer";
   p3.spec.y_label = "mean ||h_out - h_in||";
   for (Panel* p : {&p1, &p2, &p3}) {
-    p->spec.width = 560;
+    p->spec.width = 520;
     p->spec.height = 360;
+    p->spec.legend = false;
+    p->spec.note = "grey lines: the suggested reasoning block's boundaries";
   }
   return svg_panels({p1, p2, p3}, 3,
                     "Layer dynamics of " + model + " (" + std::to_string(d.tokens) + " tokens); suggested split " +
@@ -101,7 +105,7 @@ inline size_t rank_of(const std::vector<SplitScore>& scored, const SplitChoice& 
 }
 
 inline nlohmann::json splits_json(const std::vector<SplitScore>& scored, const SplitChoice& s, int loops,
-                                  int64_t tokens) {
+                                  int64_t tokens, double plain_ppl) {
   nlohmann::json rows = nlohmann::json::array();
   for (size_t i = 0; i < scored.size(); ++i) {
     nlohmann::json r = split_json(scored[i].split);
@@ -114,6 +118,7 @@ inline nlohmann::json splits_json(const std::vector<SplitScore>& scored, const S
   return {{"loops", loops},
           {"gate", "none"},
           {"tokens", tokens},
+          {"plain_ppl", plain_ppl},
           {"suggested", split_json(s)},
           {"suggested_rank", rank},
           {"candidates", scored.size()},
@@ -124,7 +129,7 @@ inline nlohmann::json splits_json(const std::vector<SplitScore>& scored, const S
 /// Held-out perplexity of every split against the advisor's score, the suggestion marked.
 inline std::string splits_svg(const std::vector<SplitScore>& scored, const SplitChoice& s, int loops,
                               const std::string& model) {
-  Series all{"every split (reasoning >= 1/3 of the layers)", {}, {}}, sug{"suggested " + s.split().text(), {}, {}};
+  Series all{"every split", {}, {}}, sug{"suggested", {}, {}};
   all.line = false;
   sug.line = false;
   for (const SplitScore& r : scored) {
@@ -134,7 +139,9 @@ inline std::string splits_svg(const std::vector<SplitScore>& scored, const Split
   }
   PlotSpec spec;
   spec.title = "Untrained recast of " + model + ", B = " + std::to_string(loops) + ", no gate";
-  spec.note = "suggestion ranks " + std::to_string(rank_of(scored, s)) + " of " + std::to_string(scored.size());
+  spec.note = "every contiguous split with a reasoning block of at least the minimum; the suggestion " +
+              s.split().text() + " ranks " + std::to_string(rank_of(scored, s)) + " of " +
+              std::to_string(scored.size());
   spec.x_label = "advisor score: cos(state entering the block, state leaving it)";
   spec.y_label = "held-out perplexity (log)";
   spec.log_y = true;

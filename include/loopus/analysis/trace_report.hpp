@@ -192,7 +192,7 @@ inline std::string trajectory_overlay_svg(const Trace& t) {
 /// The gate's coefficient a against iteration: mean and quartiles over all
 /// channels of all generated tokens (Fig. 4b).
 inline std::string gate_svg(const Trace& t) {
-  Series s{"mean a (band: quartiles over tokens x channels)", {}, {}};
+  Series s{"mean a", {}, {}};
   for (int r = 1; r <= t.max_loops; ++r) {
     std::vector<float> v;
     for (const TraceToken& k : t.tokens)
@@ -206,6 +206,7 @@ inline std::string gate_svg(const Trace& t) {
   }
   PlotSpec spec;
   spec.title = "Selective gate: share of the proposal a per iteration";
+  spec.note = "mean over all channels of all generated tokens; band: quartiles";
   spec.x_label = "iteration r";
   spec.y_label = "gate coefficient a";
   return svg_line_chart({s}, spec);
@@ -214,7 +215,7 @@ inline std::string gate_svg(const Trace& t) {
 /// ||h_r - h_{r-1}|| against iteration, log scale: median over tokens with the
 /// quartile band, absolute and relative to ||h_{r-1}|| (Fig. 4c).
 inline std::string distance_svg(const Trace& t) {
-  Series ab{"||h_r - h_(r-1)|| (median, quartile band)", {}, {}}, rel{"relative to ||h_(r-1)||", {}, {}};
+  Series ab{"absolute", {}, {}}, rel{"relative (/ ||h_(r-1)||)", {}, {}};
   for (int r = 1; r <= t.max_loops; ++r) {
     std::vector<float> va, vr;
     for (const TraceToken& k : t.tokens)
@@ -235,8 +236,9 @@ inline std::string distance_svg(const Trace& t) {
   }
   PlotSpec spec;
   spec.title = "Distance between successive states";
+  spec.note = "median over generated tokens; band: quartiles";
   spec.x_label = "iteration r";
-  spec.y_label = "distance (log)";
+  spec.y_label = "||h_r - h_(r-1)|| (log)";
   spec.log_y = true;
   return svg_line_chart({ab, rel}, spec);
 }
