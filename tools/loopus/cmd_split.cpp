@@ -43,9 +43,9 @@ void register_split(CLI::App& app) {
   auto a = std::make_shared<SplitArgs>();
   a->model.add_to(*sub);
   sub->add_option("--data", a->data, "UTF-8 text to measure on (and, with --check, to score on)")->required();
-  sub->add_option("--tokens", a->tokens, "tokens of --data to measure on")
+  sub->add_option("--tokens", a->tokens, "tokens of --data to measure on (default 4096)")
       ->check(CLI::Range(int64_t(2), int64_t(1) << 24));
-  sub->add_option("--window", a->window, "tokens per window (each from a fresh context)")
+  sub->add_option("--window", a->window, "tokens per window, each from a fresh context (default 512)")
       ->check(CLI::Range(int64_t(2), int64_t(1) << 16));
   sub->add_option("--min-reasoning", a->min_reasoning,
                   "fewest layers in the reasoning block (default: a third of the layers, rounded up)")
@@ -53,11 +53,11 @@ void register_split(CLI::App& app) {
   sub->add_flag("--check", a->check,
                 "score every split with a block of at least --min-reasoning layers as an untrained recast (no gate, "
                 "--loops B) on the --check-tokens tokens that follow the measured ones, and rank the suggestion");
-  sub->add_option("--check-tokens", a->check_tokens, "held-out tokens for --check")
+  sub->add_option("--check-tokens", a->check_tokens, "held-out tokens for --check (default 2048)")
       ->check(CLI::Range(int64_t(2), int64_t(1) << 24));
-  sub->add_option("--check-window", a->check_window, "perplexity window for --check")
+  sub->add_option("--check-window", a->check_window, "perplexity window for --check (default 256)")
       ->check(CLI::Range(int64_t(2), int64_t(1) << 16));
-  sub->add_option("--loops", a->loops, "B for --check")->check(CLI::Range(1, 64));
+  sub->add_option("--loops", a->loops, "B for --check (default 2)")->check(CLI::Range(1, 64));
   sub->add_option("--out", a->out, "output folder (created): dynamics.json, dynamics.svg (+ splits.json, splits.svg)")
       ->required();
   a->backend.add_to(*sub);

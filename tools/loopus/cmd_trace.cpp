@@ -33,8 +33,10 @@ void register_trace(CLI::App& app) {
   a->model.add_to(*sub);
   a->loop.add_to(*sub);
   sub->add_option("-p,--prompt", a->prompt, "prompt text")->required();
-  sub->add_option("-n,--n-predict", a->n_predict, "tokens to generate (greedy)")->check(CLI::Range(1, 4096));
-  sub->add_option("--top-k", a->top_k, "candidates kept per iteration in the thinking trace (0: do not decode)")
+  sub->add_option("-n,--n-predict", a->n_predict, "tokens to generate, greedily (default 16)")
+      ->check(CLI::Range(1, 4096));
+  sub->add_option("--top-k", a->top_k,
+                  "candidates kept per iteration in the thinking trace (default 5; 0: do not decode)")
       ->check(CLI::Range(0, 100));
   sub->add_option(
       "--panels", a->panels,
