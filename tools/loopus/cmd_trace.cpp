@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #include <cstdio>
 #include <string>
+#include <type_traits>
 
 #include "commands.hpp"
 #include "common.hpp"
@@ -62,7 +63,6 @@ void register_trace(CLI::App& app) {
     info.prompt = a->prompt;
     info.split = m.looped->split.text();
     info.cache = a->loop.spec.cache;
-    info.gate = a->loop.spec.gate;
     if (!a->panels.empty())
       info.panel_tokens = parse_int_list(a->panels, "--panels", 0, a->n_predict - 1, "a generated token index");
     ContextParams cp;
@@ -70,6 +70,7 @@ void register_trace(CLI::App& app) {
     a->backend.dispatch([&]<class Backend>() {
       with_looped_model<Backend>(m.looped, a->loop.spec, cp, [&](auto& lm) {
         info.halting = a->loop.spec.halting(*m.looped).text();
+        info.gate = std::string(std::remove_reference_t<decltype(lm.gate())>::kName);  // "auto" resolved
         const analysis::Trace t = analysis::record_trace(lm, *m.tok, prompt, tp);
         std::erase_if(info.panel_tokens, [&](int i) {
           const bool gone = size_t(i) >= t.tokens.size();
