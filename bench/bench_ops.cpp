@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "loopus/ops/cpu/eigen.hpp"
@@ -157,8 +158,8 @@ void BM_RowsKernel_BF16(benchmark::State& st) {
   const auto x = rand_vec(size_t(T * cols), 2);
   std::vector<float> y(size_t(T * rows));
   for (auto _ : st) {
-    loopus::cpu::detail::matmul_rows<loopus::cpu::detail::LoadBF16>(
-        static_cast<const uint16_t*>(ws.w[0].data), rows, cols, x.data(), T, y.data());
+    loopus::cpu::detail::matmul_rows(loopus::cpu::mat_kernels().gemv_bf16, ws.w[0].data, rows, cols, x.data(), T,
+                                     y.data());
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -257,11 +258,17 @@ void BM_MemBandwidth_Read(benchmark::State& st) {
 }
 BENCHMARK(BM_MemBandwidth_Read)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-/// Peak f32 FMA throughput: 12 independent accumulator chains per thread.
+/// Peak multiply-add throughput of kernel level range(0) (ops/cpu/isa.hpp; skipped where the CPU
+/// lacks it): 12 independent chains per thread of f32 FMAs (range(1) = 0) or of AVX512_BF16 pair
+/// products (range(1) = 1). FLOP = 2 per multiply-add.
 void BM_PeakFlops(benchmark::State& st) {
-  namespace simd = loopus::cpu::simd;
-  using simd::VecF;
-  constexpr int kChains = 12;
+  using loopus::cpu::Isa;
+  const auto isa = Isa(st.range(0));
+  const bool bf16 = st.range(1) != 0;
+  st.SetLabel(std::string(loopus::cpu::isa_name(isa)) + (bf16 ? " bf16 pairs" : " f32 fma"));
+  if (!loopus::cpu::isa_supported(isa)) return st.SkipWithError("this CPU lacks the level");
+  const auto& k = loopus::cpu::mat_kernels(isa);
+  if (bf16 && k.dpbf16_chains == nullptr) return st.SkipWithError("no bf16 products at this level");
   constexpr int64_t kIters = 1 << 20;
   int threads = 1;
   for (auto _ : st) {
@@ -272,23 +279,25 @@ void BM_PeakFlops(benchmark::State& st) {
       LOOPUS_OMP(omp single)
       threads = omp_get_num_threads();
 #endif
-      VecF a[kChains];
-      for (int c = 0; c < kChains; ++c) a[c] = VecF::set1(float(c) * 1e-3f);
-      const VecF m = VecF::set1(0.999999f), b = VecF::set1(1e-7f);
-      for (int64_t i = 0; i < kIters; ++i)
-        for (int c = 0; c < kChains; ++c) a[c] = simd::fma(a[c], m, b);
-      VecF s = VecF::zero();
-      for (int c = 0; c < kChains; ++c) s = s + a[c];
-      sink += simd::hsum(s);
+      sink += bf16 ? k.dpbf16_chains(kIters) : k.fma_chains(kIters);
     }
     benchmark::DoNotOptimize(sink);
   }
-  st.counters["GFLOP/s"] = benchmark::Counter(double(st.iterations()) * threads * kIters * kChains * 2.0 *
-                                                  simd::kLanes / 1e9,
+  const double per_step = bf16 ? 32.0 : double(k.lanes);
+  st.counters["GFLOP/s"] = benchmark::Counter(double(st.iterations()) * threads * kIters * 12 * 2.0 * per_step / 1e9,
                                               benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_PeakFlops)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PeakFlops)->ArgsProduct({{0, 1, 2, 3}, {0}})->Args({3, 1})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// The matmul benchmarks run the active kernel level: the best this CPU has, or LOOPUS_ISA's.
+int main(int argc, char** argv) {
+  benchmark::AddCustomContext("loopus_isa", loopus::cpu::isa_name(loopus::cpu::active_isa()));
+  benchmark::AddCustomContext("loopus_isa_detected", loopus::cpu::isa_name(loopus::cpu::detect_isa()));
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -14,6 +14,7 @@
 #include "loopus/io/discover.hpp"
 #include "loopus/model/looped_dispatch.hpp"
 #include "loopus/ops/cpu/ops.hpp"
+#include "loopus/ops/cpu/threads.hpp"
 #include "loopus/ops/cpu/train.hpp"
 #include "loopus/ops/reference/ops.hpp"
 #include "loopus/ops/reference/train.hpp"
@@ -76,10 +77,13 @@ struct ModelArgs {
     app.add_option("--dtype", dtype, "convert weight matrices on load to f32|f16|bf16 (default: as stored; quantized -> f32)")
         ->check(CLI::IsMember({"f32", "f16", "bf16"}));
     app.add_flag("--mmap", mmap, "map the file instead of reading it into memory (faster start, slower decode when pages are evicted)");
-    app.add_option("-t,--threads", threads, "OpenMP threads (default: all cores)")->check(CLI::Range(1, 4096));
+    app.add_option("-t,--threads", threads,
+                   "CPU threads (default: OMP_NUM_THREADS if set, else the cores not busy with other programs)")->check(CLI::Range(1, 4096));
   }
+  /// Sets the thread count, and checks LOOPUS_ISA (a bad value is a usage error here, not mid-run).
   void apply_threads() const {
-    if (threads > 0) omp_set_num_threads(threads);
+    loopus::cpu::set_threads(threads);
+    (void)loopus::cpu::active_isa();
   }
   ModelLoadOptions load_options() const {
     ModelLoadOptions o;

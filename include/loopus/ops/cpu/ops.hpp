@@ -20,6 +20,7 @@
 #include "loopus/core/tensor.hpp"
 #include "loopus/ops/concept.hpp"
 #include "loopus/ops/cpu/blas.hpp"
+#include "loopus/ops/cpu/isa_kernels.hpp"
 #include "loopus/ops/cpu/simd.hpp"
 
 // LOOPUS_OMP(omp ...): an OpenMP pragma that vanishes (without unknown-pragma
@@ -66,6 +67,7 @@ enum ScratchSlot : int {
   kScratchRope,
   kScratchGemmA,
   kScratchGemmB,
+  kScratchBf16,
   kNumSlots
 };
 
@@ -86,116 +88,26 @@ inline int max_threads() {
 #endif
 }
 
-/// Hint that the cache line at p will be read soon (into L2; no fault if invalid).
-inline void prefetch_l2(const char* p) {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(p, 0, 2);
-#else
-  (void)p;
-#endif
-}
-
-// Weight element loaders: a vector of kLanes widened values, or one value.
-// kPrefetch: whether the GEMV software-prefetches the next block of rows.
-// Measured (AVX2, 1 thread, cold weights): +35-70% for f16/bf16, whose
-// 16-byte loads leave the hardware prefetcher behind on short rows; -5-25%
-// for f32, where the hardware already keeps up and the hints only cost.
-struct LoadF32 {
-  static constexpr bool kPrefetch = false;
-  using T = float;
-  static simd::VecF vec(const float* p) { return simd::VecF::load(p); }
-  static float one(float v) { return v; }
-};
-struct LoadF16 {
-  static constexpr bool kPrefetch = true;
-  using T = uint16_t;
-  static simd::VecF vec(const uint16_t* p) { return simd::VecF::load_f16(p); }
-  static float one(uint16_t v) { return f16_to_f32(v); }
-};
-struct LoadBF16 {
-  static constexpr bool kPrefetch = true;
-  using T = uint16_t;
-  static simd::VecF vec(const uint16_t* p) { return simd::VecF::load_bf16(p); }
-  static float one(uint16_t v) { return bf16_to_f32(v); }
-};
-
-/// out[r] = Σ_c w[r·ld + c] · x[c] for R rows at once, f32 accumulation.
-/// Several rows share each load of x, and two accumulators per row hide FMA latency.
-/// With `pf` set, each step also prefetches (into L2) as many bytes from pf
-/// onwards as it consumes from w: the GEMV passes the next block of rows, which
-/// is contiguous, so the prefetch stream runs exactly one block ahead (see
-/// L::kPrefetch for when that pays).
-template <class L, int R>
-inline void dot_rows(const typename L::T* w, int64_t ld, const float* x, int64_t n, float* out,
-                     const char* pf = nullptr) {
-  using simd::VecF;
-  constexpr int64_t W = simd::kLanes;
-  constexpr int64_t kStepBytes = R * 2 * W * int64_t(sizeof(typename L::T));
-  VecF a0[R], a1[R];
-  for (int r = 0; r < R; ++r) a0[r] = a1[r] = VecF::zero();
-  int64_t c = 0;
-  for (; c + 2 * W <= n; c += 2 * W) {
-    if (pf) {
-      for (int64_t b = 0; b < kStepBytes; b += 64) prefetch_l2(pf + b);
-      pf += kStepBytes;
-    }
-    const VecF x0 = VecF::load(x + c), x1 = VecF::load(x + c + W);
-    for (int r = 0; r < R; ++r) {
-      a0[r] = simd::fma(L::vec(w + r * ld + c), x0, a0[r]);
-      a1[r] = simd::fma(L::vec(w + r * ld + c + W), x1, a1[r]);
-    }
-  }
-  if (c + W <= n) {
-    const VecF x0 = VecF::load(x + c);
-    for (int r = 0; r < R; ++r) a0[r] = simd::fma(L::vec(w + r * ld + c), x0, a0[r]);
-    c += W;
-  }
-  for (int r = 0; r < R; ++r) {
-    float s = simd::hsum(a0[r] + a1[r]);
-    for (int64_t k = c; k < n; ++k) s += L::one(w[r * ld + k]) * x[k];
-    out[r] = s;
-  }
-}
-
-/// y[T, rows] = x[T, cols] · Wᵀ streaming W once: each block of kRows rows is
-/// multiplied with every token while it is still in L1/L2. Memory-bound for
-/// small T, so the only goals are full-width loads and all cores streaming.
-template <class L>
-inline void matmul_rows(const typename L::T* w, int64_t rows, int64_t cols, const float* x, int64_t T,
+/// y[T, rows] = x[T, cols] · Wᵀ streaming W once (decode and short chunks): the threads split the
+/// rows into contiguous ranges and each runs the active level's GEMV kernel on its own range, so
+/// every weight byte is read once, by one core, in order. Memory-bound for small T.
+inline void matmul_rows(MatKernels::Gemv gemv, const void* w, int64_t rows, int64_t cols, const float* x, int64_t T,
                         float* y) {
-  constexpr int kRows = 4;
+  constexpr int64_t kRows = 4;  // the kernels' block; ranges start on a multiple of it
   const int64_t nblk = (rows + kRows - 1) / kRows;
-  [[maybe_unused]] const bool par = rows * cols * T >= Tuning::kParallelMinWork && max_threads() > 1;
-  LOOPUS_OMP(omp parallel for schedule(static) if (par))
-  for (int64_t b = 0; b < nblk; ++b) {
-    const int64_t r0 = b * kRows;
-    const int64_t nr = std::min<int64_t>(kRows, rows - r0);
-    float out[kRows];
-    for (int64_t t = 0; t < T; ++t) {
-      if (nr == kRows) {
-        // Prefetch the next block while streaming this one, on the first token only.
-        const char* pf = L::kPrefetch && t == 0 && b + 1 < nblk
-                             ? reinterpret_cast<const char*>(w + (r0 + kRows) * cols)
-                             : nullptr;
-        dot_rows<L, kRows>(w + r0 * cols, cols, x + t * cols, cols, out, pf);
-      } else {
-        for (int64_t i = 0; i < nr; ++i) dot_rows<L, 1>(w + (r0 + i) * cols, cols, x + t * cols, cols, out + i);
-      }
-      for (int64_t i = 0; i < nr; ++i) y[t * rows + r0 + i] = out[i];
-    }
+  const int nthr = rows * cols * T >= Tuning::kParallelMinWork ? int(std::min<int64_t>(max_threads(), nblk)) : 1;
+  if (nthr <= 1) {
+    gemv(w, 0, rows, cols, x, T, y, rows);
+    return;
+  }
+  LOOPUS_OMP(omp parallel for schedule(static, 1) num_threads(nthr))
+  for (int i = 0; i < nthr; ++i) {
+    const int64_t r0 = std::min(rows, nblk * i / nthr * kRows), r1 = std::min(rows, nblk * (i + 1) / nthr * kRows);
+    if (r0 < r1) gemv(w, r0, r1, cols, x, T, y, rows);
   }
 }
 
 using RowMatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-/// Widens n elements to f32.
-template <class L>
-inline void widen(const typename L::T* src, int64_t n, float* dst) {
-  constexpr int64_t W = simd::kLanes;
-  int64_t i = 0;
-  for (; i + W <= n; i += W) L::vec(src + i).store(dst + i);
-  for (; i < n; ++i) dst[i] = L::one(src[i]);
-}
 
 /// C[M×N] = A[M×K] · op(B), everything row-major with leading dimensions;
 /// op(B) = Bᵀ for B stored [N×K] (kTransB), else B stored [K×N]. Single-threaded
@@ -244,31 +156,46 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
 #endif
 }
 
-/// Prefill (T > kGemvMaxT): W is cut into panels of rows, one OpenMP task
-/// each; a task widens its panel into per-thread f32 scratch (f32 weights are
-/// used in place) and runs a single-threaded Eigen GEMM on it, writing the
-/// matching column block of y. Widening is O(rows·cols), negligible next to
-/// the O(T·rows·cols) GEMM. Panels of ~256 rows keep Eigen's re-packing of x
-/// (once per panel) cheap; their count is a multiple of the thread count so
-/// no thread idles on small matrices.
-template <class L>
-inline void matmul_gemm_panels(const typename L::T* w, int64_t rows, int64_t cols, const float* x, int64_t T,
-                               float* y) {
+/// Prefill (T > kGemvMaxT): W is cut into panels of rows, one OpenMP task each, writing the
+/// matching column block of y. A task multiplies its panel with every token:
+///   - bf16 weights where the active level has native bf16 products (AVX512_BF16): the
+///     activations are rounded to bf16 once, before the tasks, and each panel goes through the
+///     level's bf16 GEMM (ops/cpu/isa/gemm_bf16_body.hpp);
+///   - otherwise a single-threaded f32 GEMM (OpenBLAS or Eigen, see gemm above) on the panel, used
+///     in place for f32 weights and widened into per-thread scratch for f16/bf16 (widening is
+///     O(rows·cols), negligible next to the O(T·rows·cols) GEMM).
+/// Panels of ~256 rows keep the GEMM's re-packing of x (once per panel) cheap; their count is a
+/// multiple of the thread count so no thread idles on small matrices, and their size a multiple of
+/// 8 rows (the bf16 kernel's tile).
+inline void matmul_gemm_panels(const MatKernels& kern, DType dt, const void* w, int64_t rows, int64_t cols,
+                               const float* x, int64_t T, float* y) {
   const int64_t nthr = rows * cols * T >= Tuning::kParallelMinWork ? max_threads() : 1;
   int64_t npan = (rows + Tuning::kPanelRows - 1) / Tuning::kPanelRows;
   npan = (npan + nthr - 1) / nthr * nthr;
-  const int64_t nb = std::max<int64_t>(1, (rows + npan - 1) / npan);
+  const int64_t nb = std::max<int64_t>(8, ((rows + npan - 1) / npan + 7) / 8 * 8);
   npan = (rows + nb - 1) / nb;
+  const bool native_bf16 = dt == DType::kBF16 && kern.gemm_bf16 != nullptr;
+  const int64_t ldx = (cols + 31) / 32 * 32;
+  uint16_t* xb = nullptr;
+  if (native_bf16) {
+    xb = reinterpret_cast<uint16_t*>(scratch(kScratchBf16, size_t(T * ldx + 1) / 2));
+    for (int64_t t = 0; t < T; ++t) kern.to_bf16(x + t * cols, cols, xb + t * ldx, ldx);
+  }
   LOOPUS_OMP(omp parallel for schedule(static, 1) if (nthr > 1 && npan > 1))
   for (int64_t p = 0; p < npan; ++p) {
     const int64_t r0 = p * nb;
     const int64_t m = std::min(nb, rows - r0);
+    if (native_bf16) {
+      kern.gemm_bf16(xb, ldx, T, w, r0, r0 + m, cols, y, rows);
+      continue;
+    }
     const float* panel;
-    if constexpr (std::is_same_v<L, LoadF32>) {
-      panel = w + r0 * cols;
+    if (dt == DType::kF32) {
+      panel = static_cast<const float*>(w) + r0 * cols;
     } else {
       float* buf = scratch(kScratchPanel, size_t(m * cols));
-      widen<L>(w + r0 * cols, m * cols, buf);
+      const auto* src = static_cast<const uint16_t*>(w) + r0 * cols;
+      (dt == DType::kF16 ? kern.widen_f16 : kern.widen_bf16)(src, m * cols, buf);
       panel = buf;
     }
     gemm<true>(T, m, cols, x, cols, panel, cols, y + r0, rows);
@@ -402,10 +329,10 @@ inline void attend_token(const float* q, const float* k, const float* v, int64_t
       for (int h = 0; h < n_head; ++h) {
         const float* kh = kr + int64_t(h / group) * hd;
         if (rows == 4) {
-          dot_rows<LoadF32, 4>(kh, ld, q + int64_t(h) * hd, hd, sc + h * n + j);
+          simd::dot_rows<simd::LoadF32, 4>(kh, ld, q + int64_t(h) * hd, hd, sc + h * n + j);
         } else {
           for (int64_t r = 0; r < rows; ++r)
-            dot_rows<LoadF32, 1>(kh + r * ld, ld, q + int64_t(h) * hd, hd, sc + h * n + j + r);
+            simd::dot_rows<simd::LoadF32, 1>(kh + r * ld, ld, q + int64_t(h) * hd, hd, sc + h * n + j + r);
         }
       }
     }
@@ -501,25 +428,20 @@ struct Ops<Cpu> {
     namespace simd = cpu::simd;
     if (T <= 0 || W.rows <= 0) return;
     const bool gemv = T <= cpu::Tuning::kGemvMaxT;
+    const cpu::MatKernels& kern = cpu::mat_kernels();
     switch (W.dtype) {
-      case DType::kF32: {
-        const float* w = W.f32();
-        if (gemv) matmul_rows<LoadF32>(w, W.rows, W.cols, x, T, y);
-        else matmul_gemm_panels<LoadF32>(w, W.rows, W.cols, x, T, y);
+      case DType::kF32:
+      case DType::kF16:
+      case DType::kBF16:
+        if (gemv) {
+          const auto fn = W.dtype == DType::kF32   ? kern.gemv_f32
+                          : W.dtype == DType::kF16 ? kern.gemv_f16
+                                                   : kern.gemv_bf16;
+          matmul_rows(fn, W.data, W.rows, W.cols, x, T, y);
+        } else {
+          matmul_gemm_panels(kern, W.dtype, W.data, W.rows, W.cols, x, T, y);
+        }
         return;
-      }
-      case DType::kF16: {
-        const auto* w = static_cast<const uint16_t*>(W.data);
-        if (gemv) matmul_rows<LoadF16>(w, W.rows, W.cols, x, T, y);
-        else matmul_gemm_panels<LoadF16>(w, W.rows, W.cols, x, T, y);
-        return;
-      }
-      case DType::kBF16: {
-        const auto* w = static_cast<const uint16_t*>(W.data);
-        if (gemv) matmul_rows<LoadBF16>(w, W.rows, W.cols, x, T, y);
-        else matmul_gemm_panels<LoadBF16>(w, W.rows, W.cols, x, T, y);
-        return;
-      }
       default:
         // Quantized weights are dequantized on load; reaching here is a loader bug.
         LOOPUS_ASSERT(!"Ops<Cpu>::matmul: weight dtype must be f32, f16 or bf16");
@@ -538,8 +460,8 @@ struct Ops<Cpu> {
     const float* gf = g.f32();
     if (g.dtype != DType::kF32) {
       float* tmp = scratch(kScratchRope, size_t(d));
-      if (g.dtype == DType::kF16) widen<LoadF16>(static_cast<const uint16_t*>(g.data), d, tmp);
-      else widen<LoadBF16>(static_cast<const uint16_t*>(g.data), d, tmp);
+      if (g.dtype == DType::kF16) simd::widen<simd::LoadF16>(static_cast<const uint16_t*>(g.data), d, tmp);
+      else simd::widen<simd::LoadBF16>(static_cast<const uint16_t*>(g.data), d, tmp);
       gf = tmp;
     }
     [[maybe_unused]] const bool par = T > 1 && T * d >= cpu::Tuning::kParallelMinWork;
@@ -712,8 +634,8 @@ struct Ops<Cpu> {
       const int64_t off = int64_t(ids[t]) * E.cols;
       switch (E.dtype) {
         case DType::kF32: std::memcpy(o, E.f32() + off, size_t(E.cols) * sizeof(float)); break;
-        case DType::kF16: widen<LoadF16>(static_cast<const uint16_t*>(E.data) + off, E.cols, o); break;
-        case DType::kBF16: widen<LoadBF16>(static_cast<const uint16_t*>(E.data) + off, E.cols, o); break;
+        case DType::kF16: simd::widen<simd::LoadF16>(static_cast<const uint16_t*>(E.data) + off, E.cols, o); break;
+        case DType::kBF16: simd::widen<simd::LoadBF16>(static_cast<const uint16_t*>(E.data) + off, E.cols, o); break;
         default: std::fill(o, o + E.cols, 0.f); break;
       }
     }
