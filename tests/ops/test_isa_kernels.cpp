@@ -178,10 +178,10 @@ void check_matmul_at(Isa isa) {
         auto x = isa_randn(size_t(T * cols), seed++);
         std::vector<float> y(size_t(T * rows), -7.f);
         loopus::Ops<loopus::Cpu>::matmul(w.weight(), x.data(), T, y.data());
-        const bool native = dt == DType::kBF16 && T > loopus::cpu::Tuning::kGemvMaxT &&
-                            cpu::mat_kernels(isa).gemm_bf16 != nullptr;
-        if (native)
+        if (loopus::Ops<loopus::Cpu>::rounds_x_to_bf16(w.weight(), T))
           for (auto& v : x) v = loopus::bf16_to_f32(loopus::f32_to_bf16(v));
+        CHECK(loopus::Ops<loopus::Cpu>::rounds_x_to_bf16(w.weight(), T) ==
+              (dt == DType::kBF16 && T > loopus::cpu::Tuning::kGemvMaxT && isa == Isa::kAvx512Bf16));
         isa_oracle(w, x, T, want, scale);
         CHECK(isa_err(y, want, scale) < 1e-5);
       }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Writes random-weight GGUF models with the shapes of stories110M (llama) and Qwen3-0.6B (qwen3).
+# Writes random-weight GGUF models with the shapes of stories15M, stories110M (llama) and Qwen3-0.6B (qwen3).
 # SPDX-License-Identifier: MIT
 """Random-weight GGUF models for speed baselines and loader tests.
 
@@ -9,6 +9,9 @@ llama.cpp can be timed on the same realistically sized shapes without needing
 the real checkpoints.
 
 Models (shape, tokenizer):
+  stories15m   llama arch, dim 288, 6 layers, 6 heads, 6 kv heads, ff 768,
+               ctx 256, untied output.weight; the same Llama-2 SentencePiece
+               vocabulary as stories110m
   stories110m  llama arch, dim 768, 12 layers, 12 heads, 12 kv heads, ff 2048,
                ctx 2048, untied output.weight; Llama-2 SentencePiece vocabulary
                (32000 tokens, scores, types) copied from
@@ -26,7 +29,7 @@ is the F32 one rounded to nearest-even).  Norm weights are all 1 and stay F32 in
 the BF16 files (like llama.cpp's converter keeps 1-D tensors in F32).
 
 Usage (from the repo root):
-  python3 tests/reference/make_random_gguf.py --out "$LOOPUS_MODELS_DIR"     # all 4 files
+  python3 tests/reference/make_random_gguf.py --out "$LOOPUS_MODELS_DIR"     # all 6 files
   python3 tests/reference/make_random_gguf.py --out "$(mktemp -d)" --models qwen3-0.6b --dtypes bf16
 Needs: pip install gguf numpy
 """
@@ -47,6 +50,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.environ.get("LOOPUS_DATA_DIR", os.path.join(HERE, "..", "..", "..", "shared", "data"))
 
 MODELS = {
+    "stories15m": dict(
+        arch="llama", name="stories15M-random", dim=288, n_layer=6, n_head=6, n_kv=6,
+        head_dim=48, ff=768, vocab=32000, ctx=256, rope_theta=10000.0, eps=1e-5,
+        qk_norm=False, tied=False, tok="spm"),
     "stories110m": dict(
         arch="llama", name="stories110M-random", dim=768, n_layer=12, n_head=12, n_kv=12,
         head_dim=64, ff=2048, vocab=32000, ctx=2048, rope_theta=10000.0, eps=1e-5,

@@ -422,7 +422,17 @@ struct Ops<Cpu> {
   using S = Span<Cpu>;
   using CS = CSpan<Cpu>;
 
-  /// y[T, W.rows] = x[T, W.cols] · Wᵀ; W is f32, f16 or bf16. x and y must not overlap.
+  /// Whether matmul(W, x, T, y) multiplies bf16(x) (x rounded to nearest-even bf16) rather than x:
+  /// bf16 weights in prefill (T > kGemvMaxT) where the active kernel level has native bf16 pair
+  /// products (AVX512_BF16), as llama.cpp does. The result is then within f32 rounding of
+  /// Σ bf16(x)·w; everywhere else of Σ x·w, like Ops<Reference>.
+  static bool rounds_x_to_bf16(const Weight& W, int64_t T) {
+    return W.dtype == DType::kBF16 && T > cpu::Tuning::kGemvMaxT && cpu::mat_kernels().gemm_bf16 != nullptr;
+  }
+
+  /// y[T, W.rows] = x[T, W.cols] · Wᵀ; W is f32, f16 or bf16. x and y must not overlap. Within f32
+  /// rounding of the reference, except that bf16 prefill may round x to bf16 first
+  /// (rounds_x_to_bf16; LOOPUS_ISA=avx512 keeps x exact).
   static void matmul(const Weight& W, const float* x, int64_t T, float* y) {
     using namespace cpu::detail;
     namespace simd = cpu::simd;
