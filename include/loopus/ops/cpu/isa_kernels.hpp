@@ -66,6 +66,8 @@ struct MatKernels {
 #endif
 namespace loopus::cpu::isa_avx2 {
 inline constexpr bool kPrefetchF32 = false;  // -5-25% on AVX2 CPUs (gemv_body.hpp)
+inline constexpr bool kGemvStream = false;   // tuned on Zen 3 with four-row blocks; not re-measured
+inline constexpr int64_t kStreamPrefetchBytes = 512;
 #include "loopus/ops/cpu/isa/vec_avx2.hpp"
 #include "loopus/ops/cpu/isa/gemv_body.hpp"
 #include "loopus/ops/cpu/isa/peak_body.hpp"
@@ -85,6 +87,8 @@ inline constexpr bool kPrefetchF32 = false;  // -5-25% on AVX2 CPUs (gemv_body.h
 #endif
 namespace loopus::cpu::isa_avx512 {
 inline constexpr bool kPrefetchF32 = true;  // +60-80% f32 GEMV on Zen 4 (docs/performance.md)
+inline constexpr bool kGemvStream = true;    // one token: 88-105% of read bandwidth on Zen 4
+inline constexpr int64_t kStreamPrefetchBytes = 512;
 #include "loopus/ops/cpu/isa/vec_avx512.hpp"
 #include "loopus/ops/cpu/isa/gemv_body.hpp"
 #include "loopus/ops/cpu/isa/peak_body.hpp"

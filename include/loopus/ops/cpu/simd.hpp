@@ -33,13 +33,17 @@ namespace loopus::cpu::simd {
 #if defined(__AVX512F__)
 #include "loopus/ops/cpu/isa/vec_avx512.hpp"
 inline constexpr bool kPrefetchF32 = true;
+inline constexpr bool kGemvStream = true;
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include "loopus/ops/cpu/isa/vec_avx2.hpp"
 inline constexpr bool kPrefetchF32 = false;
+inline constexpr bool kGemvStream = false;
 #else
 #include "loopus/ops/cpu/isa/vec_portable.hpp"
 inline constexpr bool kPrefetchF32 = false;
+inline constexpr bool kGemvStream = false;
 #endif
+inline constexpr int64_t kStreamPrefetchBytes = 512;
 #include "loopus/ops/cpu/isa/vec_math.hpp"
 #include "loopus/ops/cpu/isa/gemv_body.hpp"
 #include "loopus/ops/cpu/isa/peak_body.hpp"

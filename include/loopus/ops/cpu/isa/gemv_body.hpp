@@ -1,8 +1,11 @@
 // The weight-streaming matmul (GEMV) and widening kernels, written once against VecF.
 // SPDX-License-Identifier: MIT
 // No include guard: included into each instruction set's namespace after its VecF (ops/cpu/simd.hpp
-// for the build's own flags, ops/cpu/isa_kernels.hpp once per x86 level). The includer defines
-// kPrefetchF32: whether the f32 GEMV software-prefetches, tuned per instruction set.
+// for the build's own flags, ops/cpu/isa_kernels.hpp once per x86 level). The includer defines the
+// tuning of its level (docs/performance.md, "Kernels per instruction set"):
+//   kPrefetchF32          whether the four-row f32 GEMV software-prefetches the next block;
+//   kGemvStream           whether one-token GEMVs read W as one sequential stream, row by row;
+//   kStreamPrefetchBytes  how far ahead that stream software-prefetches.
 
 /// Hint that the cache line at p will be read soon (into L2; no fault if invalid).
 inline void prefetch_l2(const char* p) { __builtin_prefetch(p, 0, 2); }
@@ -97,8 +100,9 @@ inline void dot_rows(const typename L::T* w, int64_t ld, const float* x, int64_t
 
 /// Rows [r0, r1) of y[T, ldy] = x[T, cols] · Wᵀ, streaming those rows of W once: each block of
 /// four rows is multiplied with every token while it is still in L1/L2 (the next block is
-/// prefetched on the first token where L::kPrefetch says so). Memory-bound for small T, so
-/// the goals are full-width loads and an unbroken stream of weight bytes.
+/// prefetched on the first token where L::kPrefetch says so), or, for one token where
+/// kGemvStream says so, row after row. Memory-bound for small T, so the goals are full-width
+/// loads and an unbroken stream of weight bytes.
 template <class L>
 inline void gemv_rows(const typename L::T* w, int64_t r0, int64_t r1, int64_t cols, const float* x, int64_t T,
                       float* y, int64_t ldy) {
@@ -109,6 +113,16 @@ inline void gemv_rows(const typename L::T* w, int64_t r0, int64_t r1, int64_t co
     if (int64_t(xp.size()) < T * cols) xp.resize(size_t(T * cols));
     for (int64_t t = 0; t < T; ++t) pair_order(x + t * cols, cols, xp.data() + t * cols);
     x = xp.data();
+  }
+  if (T == 1 && kGemvStream) {
+    // One token: row after row, a single sequential stream (the hardware prefetcher follows it
+    // across rows; four interleaved row streams restart it every row), plus a software prefetch
+    // kStreamPrefetchBytes ahead, which the short rows of small models need.
+    for (int64_t r = r0; r < r1; ++r) {
+      const char* pf = r + 1 < r1 ? reinterpret_cast<const char*>(w + r * cols) + kStreamPrefetchBytes : nullptr;
+      dot_rows<L, 1>(w + r * cols, cols, x, cols, y + r, pf);
+    }
+    return;
   }
   for (int64_t r = r0; r < r1; r += kRows) {
     const int64_t nr = std::min<int64_t>(kRows, r1 - r);
