@@ -36,11 +36,12 @@ std::vector<float> isa_randn(size_t n, uint32_t seed) {
 struct IsaMatrix {
   DType dt;
   int64_t rows, cols;
-  std::vector<float> f;      // the values as f32 (exact: what the kernel sees)
-  std::vector<uint16_t> h;   // the stored f16/bf16 bits
-  IsaMatrix(DType dt_, int64_t r, int64_t c, uint32_t seed) : dt(dt_), rows(r), cols(c), f(isa_randn(size_t(r * c), seed)) {
+  std::vector<float> f;     // the values as f32 (exact: what the kernel sees)
+  std::vector<uint16_t> h;  // the stored f16/bf16 bits
+  IsaMatrix(DType dt_, int64_t r, int64_t c, uint32_t seed)
+      : dt(dt_), rows(r), cols(c), f(isa_randn(size_t(r * c), seed)) {
     if (rows > 2) {
-      std::fill(f.begin(), f.begin() + cols, 0.f);                       // row 0: zeros
+      std::fill(f.begin(), f.begin() + cols, 0.f);                                             // row 0: zeros
       for (int64_t k = 0; k < cols; ++k) f[size_t(cols + k)] = (k % 2 ? -1.f : 1.f) * 3.0e4f;  // row 1: large
     }
     if (dt != DType::kF32) {
@@ -76,8 +77,7 @@ void isa_oracle(const IsaMatrix& w, const std::vector<float>& x, int64_t T, std:
 /// Largest |got - want| / (Σ|w·x| + tiny) over the outputs.
 double isa_err(const std::vector<float>& got, const std::vector<double>& want, const std::vector<double>& scale) {
   double m = 0;
-  for (size_t i = 0; i < got.size(); ++i)
-    m = std::max(m, std::abs(double(got[i]) - want[i]) / (scale[i] + 1e-30));
+  for (size_t i = 0; i < got.size(); ++i) m = std::max(m, std::abs(double(got[i]) - want[i]) / (scale[i] + 1e-30));
   return m;
 }
 
@@ -92,8 +92,8 @@ void check_level(Isa isa) {
                               cpu::isa_name(cpu::detect_isa()));
     return;
   }
-  MESSAGE("kernel level exercised: " << std::string(cpu::isa_name(isa)) << " (CPU: "
-                                      << std::string(cpu::isa_name(cpu::detect_isa())) << ")");
+  MESSAGE("kernel level exercised: " << std::string(cpu::isa_name(isa))
+                                     << " (CPU: " << std::string(cpu::isa_name(cpu::detect_isa())) << ")");
   const cpu::MatKernels& k = cpu::mat_kernels(isa);
   CHECK(k.isa == isa);
   uint32_t seed = 1;
@@ -158,8 +158,8 @@ void check_level(Isa isa) {
 void check_matmul_at(Isa isa) {
   namespace cpu = loopus::cpu;
   if (!cpu::isa_supported(isa)) {
-    loopus::test::report_skip(std::string("Ops<Cpu>::matmul at level ") + cpu::isa_name(isa) + " not run: this CPU runs up to " +
-                              cpu::isa_name(cpu::detect_isa()));
+    loopus::test::report_skip(std::string("Ops<Cpu>::matmul at level ") + cpu::isa_name(isa) +
+                              " not run: this CPU runs up to " + cpu::isa_name(cpu::detect_isa()));
     return;
   }
   MESSAGE("Ops<Cpu>::matmul at level " << std::string(cpu::isa_name(isa)));
@@ -168,8 +168,9 @@ void check_matmul_at(Isa isa) {
   uint32_t seed = 100;
   std::vector<double> want, scale;
   for (DType dt : {DType::kF32, DType::kF16, DType::kBF16})
-    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{37, 100}, {300, 257}, {1024, 64}})
+    for (const auto& shape : {std::pair<int64_t, int64_t>{37, 100}, {300, 257}, {1024, 64}})
       for (int64_t T : {int64_t(1), int64_t(5), int64_t(16), int64_t(17), int64_t(70)}) {
+        const int64_t rows = shape.first, cols = shape.second;  // (clang 14 cannot CAPTURE a structured binding)
         CAPTURE(std::string(loopus::dtype_name(dt)));
         CAPTURE(rows);
         CAPTURE(cols);

@@ -78,7 +78,8 @@ struct ModelArgs {
         ->check(CLI::IsMember({"f32", "f16", "bf16"}));
     app.add_flag("--mmap", mmap, "map the file instead of reading it into memory (faster start, slower decode when pages are evicted)");
     app.add_option("-t,--threads", threads,
-                   "CPU threads (default: OMP_NUM_THREADS if set, else the cores not busy with other programs)")->check(CLI::Range(1, 4096));
+                   "CPU threads (default: OMP_NUM_THREADS if set, else the cores not busy with other programs)")
+        ->check(CLI::Range(1, 4096));
   }
   /// Sets the thread count, and checks LOOPUS_ISA (a bad value is a usage error here, not mid-run).
   void apply_threads() const {

@@ -111,7 +111,7 @@ inline Isa active_isa() {
 inline void set_isa(Isa isa) {
   if (!isa_supported(isa))
     throw UnsupportedError(std::string("kernel level ") + isa_name(isa) + " is beyond this CPU (it runs up to " +
-                isa_name(detect_isa()) + ")");
+                           isa_name(detect_isa()) + ")");
   detail::active_isa_slot().store(int(isa), std::memory_order_relaxed);
 }
 

@@ -69,6 +69,8 @@ inline constexpr bool kPrefetchF32 = false;  // -5-25% on AVX2 CPUs (gemv_body.h
 inline constexpr bool kGemvStream = false;   // tuned on Zen 3 with four-row blocks; not re-measured
 inline constexpr int64_t kStreamPrefetchBytes = 512;
 #include "loopus/ops/cpu/isa/vec_avx2.hpp"
+
+// The kernels, written against that VecF:
 #include "loopus/ops/cpu/isa/gemv_body.hpp"
 #include "loopus/ops/cpu/isa/peak_body.hpp"
 }  // namespace loopus::cpu::isa_avx2
@@ -87,9 +89,11 @@ inline constexpr int64_t kStreamPrefetchBytes = 512;
 #endif
 namespace loopus::cpu::isa_avx512 {
 inline constexpr bool kPrefetchF32 = true;  // +60-80% f32 GEMV on Zen 4 (docs/performance.md)
-inline constexpr bool kGemvStream = true;    // one token: 88-105% of read bandwidth on Zen 4
+inline constexpr bool kGemvStream = true;   // one token: 88-105% of read bandwidth on Zen 4
 inline constexpr int64_t kStreamPrefetchBytes = 512;
 #include "loopus/ops/cpu/isa/vec_avx512.hpp"
+
+// The kernels, written against that VecF:
 #include "loopus/ops/cpu/isa/gemv_body.hpp"
 #include "loopus/ops/cpu/isa/peak_body.hpp"
 }  // namespace loopus::cpu::isa_avx512
@@ -125,30 +129,36 @@ namespace loopus::cpu {
 
 /// The kernels of level `isa` (which the CPU must support: isa_supported()).
 inline const MatKernels& mat_kernels(Isa isa) {
-  static const MatKernels base{Isa::kBaseline,   &simd::gemv_f32,   &simd::gemv_f16,
-                               &simd::gemv_bf16,   &simd::widen_f16,  &simd::widen_bf16,
-                               nullptr,            nullptr,           &simd::fma_chains,
-                               simd::kLanes,       nullptr};
+  static const MatKernels base{Isa::kBaseline,    &simd::gemv_f32,   &simd::gemv_f16, &simd::gemv_bf16,
+                               &simd::widen_f16,  &simd::widen_bf16, nullptr,         nullptr,
+                               &simd::fma_chains, simd::kLanes,      nullptr};
 #if LOOPUS_X86_DISPATCH
-  static const MatKernels avx2{Isa::kAvx2,          &isa_avx2::gemv_f32,   &isa_avx2::gemv_f16,
-                               &isa_avx2::gemv_bf16, &isa_avx2::widen_f16, &isa_avx2::widen_bf16,
-                               nullptr,              nullptr,              &isa_avx2::fma_chains,
-                               isa_avx2::kLanes,     nullptr};
-  static const MatKernels avx512{Isa::kAvx512,          &isa_avx512::gemv_f32,   &isa_avx512::gemv_f16,
-                                 &isa_avx512::gemv_bf16, &isa_avx512::widen_f16, &isa_avx512::widen_bf16,
-                                 nullptr,                nullptr,                &isa_avx512::fma_chains,
-                                 isa_avx512::kLanes,     nullptr};
-  static const MatKernels avx512bf16{Isa::kAvx512Bf16,
-                                     &isa_avx512::gemv_f32,
-                                     &isa_avx512::gemv_f16,
-                                     &isa_avx512::gemv_bf16,
-                                     &isa_avx512::widen_f16,
-                                     &isa_avx512::widen_bf16,
-                                     &isa_avx512bf16::to_bf16,
-                                     &isa_avx512bf16::gemm_bf16,
-                                     &isa_avx512::fma_chains,
-                                     isa_avx512::kLanes,
-                                     &isa_avx512bf16::dpbf16_chains};
+  static const MatKernels avx2{Isa::kAvx2,
+                               &isa_avx2::gemv_f32,
+                               &isa_avx2::gemv_f16,
+                               &isa_avx2::gemv_bf16,
+                               &isa_avx2::widen_f16,
+                               &isa_avx2::widen_bf16,
+                               nullptr,
+                               nullptr,
+                               &isa_avx2::fma_chains,
+                               isa_avx2::kLanes,
+                               nullptr};
+  static const MatKernels avx512{Isa::kAvx512,
+                                 &isa_avx512::gemv_f32,
+                                 &isa_avx512::gemv_f16,
+                                 &isa_avx512::gemv_bf16,
+                                 &isa_avx512::widen_f16,
+                                 &isa_avx512::widen_bf16,
+                                 nullptr,
+                                 nullptr,
+                                 &isa_avx512::fma_chains,
+                                 isa_avx512::kLanes,
+                                 nullptr};
+  static const MatKernels avx512bf16{Isa::kAvx512Bf16,         &isa_avx512::gemv_f32,         &isa_avx512::gemv_f16,
+                                     &isa_avx512::gemv_bf16,   &isa_avx512::widen_f16,        &isa_avx512::widen_bf16,
+                                     &isa_avx512bf16::to_bf16, &isa_avx512bf16::gemm_bf16,    &isa_avx512::fma_chains,
+                                     isa_avx512::kLanes,       &isa_avx512bf16::dpbf16_chains};
   switch (isa) {
     case Isa::kBaseline: return base;
     case Isa::kAvx2: return avx2;

@@ -44,9 +44,9 @@ inline constexpr bool kPrefetchF32 = false;
 inline constexpr bool kGemvStream = false;
 #endif
 inline constexpr int64_t kStreamPrefetchBytes = 512;
-#include "loopus/ops/cpu/isa/vec_math.hpp"
 #include "loopus/ops/cpu/isa/gemv_body.hpp"
 #include "loopus/ops/cpu/isa/peak_body.hpp"
+#include "loopus/ops/cpu/isa/vec_math.hpp"
 
 }  // namespace loopus::cpu::simd
 

@@ -104,8 +104,8 @@ inline void dot_rows(const typename L::T* w, int64_t ld, const float* x, int64_t
 /// kGemvStream says so, row after row. Memory-bound for small T, so the goals are full-width
 /// loads and an unbroken stream of weight bytes.
 template <class L>
-inline void gemv_rows(const typename L::T* w, int64_t r0, int64_t r1, int64_t cols, const float* x, int64_t T,
-                      float* y, int64_t ldy) {
+inline void gemv_rows(const typename L::T* w, int64_t r0, int64_t r1, int64_t cols, const float* x, int64_t T, float* y,
+                      int64_t ldy) {
   constexpr int64_t kRows = 4;
   float out[kRows];
   if constexpr (L::kPairOrder) {  // this thread's copy of x in pair order (grows, never shrinks)
@@ -129,8 +129,9 @@ inline void gemv_rows(const typename L::T* w, int64_t r0, int64_t r1, int64_t co
     const typename L::T* wr = w + r * cols;
     for (int64_t t = 0; t < T; ++t) {
       if (nr == kRows) {
-        const char* pf =
-            L::kPrefetch && t == 0 && r + 2 * kRows <= r1 ? reinterpret_cast<const char*>(wr + kRows * cols) : nullptr;
+        const char* pf = L::kPrefetch && t == 0 && r + 2 * kRows <= r1
+                             ? reinterpret_cast<const char*>(wr + kRows * cols)
+                             : nullptr;
         dot_rows<L, kRows>(wr, cols, x + t * cols, cols, out, pf);
       } else {
         for (int64_t i = 0; i < nr; ++i) dot_rows<L, 1>(wr + i * cols, cols, x + t * cols, cols, out + i);

@@ -41,11 +41,8 @@ inline VecF exp2i(VecF n) {
   const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127));
   return {_mm256_castsi256_ps(_mm256_slli_epi32(e, 23))};
 }
-inline VecF round_nearest(VecF a) {
-  return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
-}
+inline VecF round_nearest(VecF a) { return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}; }
 inline double hsum_double(VecF a) {
-  return hsum4d(_mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a.v)),
-                              _mm256_cvtps_pd(_mm256_extractf128_ps(a.v, 1))));
+  return hsum4d(
+      _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a.v)), _mm256_cvtps_pd(_mm256_extractf128_ps(a.v, 1))));
 }
-

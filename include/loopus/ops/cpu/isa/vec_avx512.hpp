@@ -41,9 +41,7 @@ inline VecF fnma(VecF a, VecF b, VecF c) { return {_mm512_fnmadd_ps(a.v, b.v, c.
 inline VecF max(VecF a, VecF b) { return {_mm512_max_ps(b.v, a.v)}; }
 inline VecF min(VecF a, VecF b) { return {_mm512_min_ps(b.v, a.v)}; }
 // Reductions go through 256-bit halves, shared with the AVX2 path.
-inline __m256 upper256(__m512 a) {
-  return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1));
-}
+inline __m256 upper256(__m512 a) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)); }
 inline float hsum(VecF a) { return hsum8(_mm256_add_ps(_mm512_castps512_ps256(a.v), upper256(a.v))); }
 inline float hmax(VecF a) { return hmax8(_mm256_max_ps(_mm512_castps512_ps256(a.v), upper256(a.v))); }
 /// 2^n for integral-valued n in [-126, 127] (exponent-field construction).
@@ -51,13 +49,9 @@ inline VecF exp2i(VecF n) {
   const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127));
   return {_mm512_castsi512_ps(_mm512_slli_epi32(e, 23))};
 }
-inline VecF round_nearest(VecF a) {
-  return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
-}
+inline VecF round_nearest(VecF a) { return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}; }
 /// Sum of the lanes of a, accumulated in double (used for long reductions).
 inline double hsum_double(VecF a) {
-  const __m512d d = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(a.v)),
-                                  _mm512_cvtps_pd(upper256(a.v)));
+  const __m512d d = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(a.v)), _mm512_cvtps_pd(upper256(a.v)));
   return hsum4d(_mm256_add_pd(_mm512_castpd512_pd256(d), _mm512_extractf64x4_pd(d, 1)));
 }
-

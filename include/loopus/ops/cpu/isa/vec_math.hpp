@@ -27,4 +27,3 @@ inline VecF exp(VecF x) {
   const VecF h = round_nearest(n * VecF::set1(0.5f));
   return p * exp2i(h) * exp2i(n - h);
 }
-

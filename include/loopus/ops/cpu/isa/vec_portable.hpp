@@ -36,8 +36,8 @@ struct VecF {
   }
   void store(float* p) const { std::memcpy(p, v, sizeof v); }
 };
-#define LOOPUS_SIMD_LANEWISE(expr) \
-  VecF r;                          \
+#define LOOPUS_SIMD_LANEWISE(expr)                  \
+  VecF r;                                           \
   for (int i = 0; i < kLanes; ++i) r.v[i] = (expr); \
   return r
 inline VecF operator+(VecF a, VecF b) { LOOPUS_SIMD_LANEWISE(a.v[i] + b.v[i]); }
