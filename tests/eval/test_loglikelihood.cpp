@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -84,6 +85,60 @@ TEST_CASE("[loopus] eval: batched scoring equals one group at a time and one cal
   CausalLM<Cpu> lm_small(m.plain, small);
   CHECK_EQ(lm_small.n_batch(), 96);
   check_same(score_with(lm_small, reqs, 4096, true), one_by_one, 1e-5);
+}
+
+TEST_CASE("[loopus] eval: batched scoring runs every shared token prefix once, and equals one call per request") {
+  auto m = io::open_model(test::data_file("models/stories260K/stories260K.gguf"), io::OpenModelOptions{});
+  // Token-level shapes the passes must lay out right: a question's choices (one of them the start
+  // of another, two single-token answers whose inputs are equal), WinoGrande's different
+  // contexts with one continuation, PIQA's solutions sharing their first words, an input that is
+  // the start of another's, an exact duplicate, and unrelated requests.
+  const std::vector<TokenRequest> reqs = {
+      {{1, 10, 11, 12}, {20}},
+      {{1, 10, 11, 12}, {21}},
+      {{1, 10, 11, 12}, {22, 23}},
+      {{1, 10, 11, 12}, {20, 24}},
+      {{1, 30, 31, 40}, {50, 51, 52}},
+      {{1, 30, 31, 41}, {50, 51, 52}},
+      {{1, 60, 61}, {62, 63, 64}},
+      {{1, 60, 61, 62, 63, 64, 65}, {66}},
+      {{1, 70}, {71, 72, 73, 74}},
+      {{1, 70}, {71, 72, 75}},
+      {{1, 70}, {71, 72, 73, 74}},
+      {{2, 5}, {6, 7, 8, 9, 10, 11, 12, 13}},
+      {{3}, {4}},
+      {{1, 10, 11}, {12, 20, 25}},
+  };
+  ContextParams cp;
+  cp.n_ctx = 64;
+  cp.n_batch = 64;
+  CausalLM<Cpu> lm(m.plain, cp);
+  const auto one_by_one = score_with(lm, reqs, 0, false);
+  // The trie of all inputs: the tokens a pass that holds every request must run.
+  std::set<std::vector<int32_t>> nodes;
+  int64_t scored = 0;
+  for (const auto& r : reqs) {
+    const ModelInput mi = model_input(r, 256);
+    for (size_t n = 1; n <= mi.tokens.size(); ++n)
+      nodes.emplace(mi.tokens.begin(), mi.tokens.begin() + std::ptrdiff_t(n));
+    scored += int64_t(r.continuation.size());
+  }
+  for (const int64_t cap : {64, 9, 4, 1}) {
+    CAPTURE(cap);
+    ScoreOptions so;
+    so.max_length = 256;
+    so.batch_tokens = cap;
+    ScoreProgress last;
+    const auto got = loglikelihood(lm, std::span<const TokenRequest>(reqs), so,
+                                   [&](const ScoreProgress& p) { last = p; });
+    check_same(got, one_by_one, 1e-5);
+    CHECK_EQ(last.done, reqs.size());
+    if (cap == 64) {
+      CHECK_EQ(last.tokens, int64_t(nodes.size()));  // one pass: every distinct prefix once
+      CHECK_LE(last.logit_rows, last.tokens);
+      CHECK_LT(last.logit_rows, scored);  // the shared rows are computed once
+    }
+  }
 }
 
 TEST_CASE("[loopus] eval: batched scoring of looped models (per-depth and shared caches, fixed loops)") {

@@ -57,12 +57,12 @@ struct Progress {
 };
 
 /// One result row; requests and seconds: how many requests the task scored and the wall time of
-/// tokenizing and scoring them.
-nlohmann::json row_json(const eval::MetricRow& r, size_t requests, double seconds) {
+/// tokenizing and scoring them; work: the tokens the model ran and the logit rows it computed.
+nlohmann::json row_json(const eval::MetricRow& r, size_t requests, double seconds, const eval::ScoreProgress& work) {
   auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
-  return {{"task", r.task},    {"metric", r.metric}, {"value", num(r.value)},      {"stderr", num(r.stderr_)},
-          {"n", r.n},          {"loops", r.loops},   {"mean_loops", r.mean_loops}, {"requests", requests},
-          {"seconds", seconds}};
+  return {{"task", r.task},     {"metric", r.metric},    {"value", num(r.value)},        {"stderr", num(r.stderr_)},
+          {"n", r.n},           {"loops", r.loops},      {"mean_loops", r.mean_loops},   {"requests", requests},
+          {"seconds", seconds}, {"tokens", work.tokens}, {"logit_rows", work.logit_rows}};
 }
 
 /// The paper's two tables as Markdown, one row per loop budget (and the baseline's, with Δ).
@@ -186,7 +186,8 @@ void register_eval(CLI::App& app) {
   sub->add_option("--svg", a->svg, "write an SVG plot of every metric against the loop budget (with several --loops)");
   a->backend.add_to(*sub);
   sub->add_flag("--json", a->json,
-                "print one JSON array of rows {task, metric, value, stderr, n, loops, mean_loops, requests, seconds}");
+                "print one JSON array of rows {task, metric, value, stderr, n, loops, mean_loops, requests, seconds, "
+                "tokens, logit_rows}");
   sub->callback([a] {
     a->model.apply_threads();
     const std::vector<int> loops = a->loops_list.empty() ? std::vector<int>{}
@@ -219,9 +220,13 @@ void register_eval(CLI::App& app) {
         progress.label = name + (m.looped ? " B=" + std::to_string(b) : "");
         std::vector<eval::Loglik> scores;
         double seconds = prep_seconds;  // tokenization + scoring
+        eval::ScoreProgress work;       // the last report: the totals
         auto score = [&](auto& lm) {
           const auto t0 = std::chrono::steady_clock::now();
-          scores = eval::score(lm, prep, eo, std::ref(progress));
+          scores = eval::score(lm, prep, eo, [&](const eval::ScoreProgress& p) {
+            work = p;
+            progress(p);
+          });
           seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         };
         a->backend.dispatch([&]<class Backend>() {
@@ -237,7 +242,7 @@ void register_eval(CLI::App& app) {
         });
         progress.end();
         for (const auto& r : eval::task_metrics(prep, scores, m.looped ? b : 1))
-          rows.push_back(row_json(r, prep.requests.size(), seconds));
+          rows.push_back(row_json(r, prep.requests.size(), seconds, work));
       };
       if (!m.looped) run(1);
       else if (loops.empty()) run(a->loop.spec.loops);

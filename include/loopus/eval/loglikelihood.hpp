@@ -36,9 +36,12 @@ struct ScoreOptions {
   /// early, every request is one eval() call over its whole input: one halting decision, on its
   /// last token, for all of its tokens (the official LoopUS evaluation).
   bool share_context = true;
-  /// Batched scoring (models with eval_runs, sharing contexts, fixed loops): the requests of
-  /// several contexts go through the model together, up to this many tokens per forward pass
-  /// (and at most the model's n_batch() and n_ctx()). 0: one context at a time.
+  /// Batched scoring (models with eval_runs, sharing contexts, fixed loops): many requests go
+  /// through the model together, up to this many tokens per forward pass (and at most the
+  /// model's n_batch() and n_ctx()), and every token prefix that requests share is run once:
+  /// a question's context, and also the words before WinoGrande's blank, the first words of two
+  /// PIQA solutions, a continuation that is the start of another (see loglikelihood()). 0: one
+  /// context at a time.
   int64_t batch_tokens = 512;
 };
 
@@ -48,6 +51,8 @@ inline constexpr int64_t kMaxBatchLogits = int64_t(1) << 25;
 struct ScoreProgress {
   size_t done = 0, total = 0;
   double seconds = 0;
+  int64_t tokens = 0;      ///< tokens the model has run so far (shared prefixes once)
+  int64_t logit_rows = 0;  ///< logit rows it has computed so far
 };
 using ScoreCallback = std::function<void(const ScoreProgress&)>;
 
@@ -145,13 +150,14 @@ std::vector<Loglik> loglikelihood(Model& m, std::span<const TokenRequest> reqs, 
   });
 
   std::vector<Loglik> out(reqs.size());
-  auto score_rows = [&](size_t i, const float* first_row, const float* rest, double loops) {
+  // Scores request i from row(t), the logits that predict its continuation token t.
+  auto score_rows = [&](size_t i, auto&& row, double loops) {
     const auto& cont = reqs[i].continuation;
     Loglik r;
     r.greedy = true;
     for (size_t t = 0; t < cont.size(); ++t) {
       bool am = false;
-      r.ll += detail::token_logprob(t == 0 ? first_row : rest + (t - 1) * size_t(V), V, cont[t], am);
+      r.ll += detail::token_logprob(row(t), V, cont[t], am);
       r.greedy = r.greedy && am;
     }
     r.loops = loops;
@@ -164,8 +170,22 @@ std::vector<Loglik> loglikelihood(Model& m, std::span<const TokenRequest> reqs, 
 
   const auto t0 = clock::now();
   size_t done = 0;
+  int64_t tokens_run = 0, logit_rows_run = 0;
   auto report = [&] {
-    if (progress) progress({done, reqs.size(), std::chrono::duration<double>(clock::now() - t0).count()});
+    if (progress)
+      progress(
+          {done, reqs.size(), std::chrono::duration<double>(clock::now() - t0).count(), tokens_run, logit_rows_run});
+  };
+  // One request on its own: one call over its whole input; the last `cont` rows' logits are the ones scored.
+  auto score_alone = [&](size_t i) {
+    const size_t cont = reqs[i].continuation.size();
+    m.reset();
+    detail::eval_tail(m, std::span<const int32_t>(in[i].tokens), logits, int64_t(cont), scratch);
+    score_rows(
+        i, [&](size_t t) { return logits.data() + t * size_t(V); }, loops_of());
+    tokens_run += int64_t(in[i].tokens.size());
+    logit_rows_run += int64_t(cont);
+    ++done;
   };
   // One group (requests with equal context tokens) at a time: prefill the context once and rewind
   // to it for each continuation; or, without sharing, one call per request.
@@ -179,6 +199,8 @@ std::vector<Loglik> loglikelihood(Model& m, std::span<const TokenRequest> reqs, 
         const double prefix_loops = loops_of();
         shared = m.can_rewind();
         if (shared) {
+          tokens_run += int64_t(in[i0].prefix);
+          logit_rows_run += 1;
           for (size_t k = g; k < g_end; ++k) {
             const size_t i = order[k];
             const size_t rest = in[i].tokens.size() - in[i].prefix;
@@ -188,147 +210,160 @@ std::vector<Loglik> loglikelihood(Model& m, std::span<const TokenRequest> reqs, 
               detail::eval_tail(m, std::span<const int32_t>(in[i].tokens).subspan(in[i].prefix), logits, int64_t(rest),
                                 scratch);
               loops = 0.5 * (prefix_loops + loops_of());
+              tokens_run += int64_t(rest);
+              logit_rows_run += int64_t(rest);
             }
-            score_rows(i, first.data(), logits.data(), loops);
+            score_rows(
+                i, [&](size_t t) { return t == 0 ? first.data() : logits.data() + (t - 1) * size_t(V); }, loops);
             ++done;
           }
         }
       }
     }
-    if (!shared) {
-      for (size_t k = g; k < g_end; ++k) {
-        const size_t i = order[k];
-        const size_t cont = reqs[i].continuation.size();
-        m.reset();
-        // One call over the whole input; the last `cont` rows' logits are the ones scored.
-        detail::eval_tail(m, std::span<const int32_t>(in[i].tokens), logits, int64_t(cont), scratch);
-        score_rows(i, logits.data(), logits.data() + size_t(V), loops_of());
-        ++done;
-      }
-    }
+    if (!shared)
+      for (size_t k = g; k < g_end; ++k) score_alone(order[k]);
   };
 
-  std::vector<std::pair<size_t, size_t>> groups;
-  for (size_t g = 0; g < order.size();) {
-    size_t g_end = g + 1;
-    while (g_end < order.size() && std::ranges::equal(prefix_of(order[g]), prefix_of(order[g_end]))) ++g_end;
-    groups.emplace_back(g, g_end);
-    g = g_end;
-  }
-
-  // Batched: several groups per forward pass. Each group gets its own range of cache rows: its
-  // context as one run (the logits of its last token), then each continuation as a run at the
-  // rows right after the context (they reuse those rows one after the other).
   int64_t cap_tokens = 0;
   if constexpr (BatchScorable<Model>) {
     if (o.share_context && !detail::halts_early(m) && o.batch_tokens > 0)
       cap_tokens = std::min({o.batch_tokens, m.n_batch(), m.n_ctx()});
   }
-  const int64_t cap_logit_rows = std::max<int64_t>(1, kMaxBatchLogits / V);
-  struct GroupSize {
-    int64_t tokens = 0, rows = 0, logit_rows = 0;
-  };
-  auto size_of = [&](size_t gi) {
-    GroupSize z;
-    const auto [g, g_end] = groups[gi];
-    const int64_t p = int64_t(in[order[g]].prefix);
-    int64_t widest = 0;
-    z.tokens = p;
-    z.logit_rows = 1;
-    for (size_t k = g; k < g_end; ++k) {
-      const int64_t rest = int64_t(in[order[k]].tokens.size()) - p;
-      z.tokens += rest;
-      z.logit_rows += rest;
-      widest = std::max(widest, rest);
-    }
-    z.rows = p + widest;
-    return z;
-  };
-  std::vector<int32_t> batch_ids;
-  std::vector<TokenRun> runs;
-  std::vector<float> batch_logits;
-  struct RowJob {
-    size_t i;
-    const float* first;
-    const float* rest;
-  };
-  std::vector<RowJob> jobs;
-  for (size_t gi = 0; gi < groups.size();) {
-    const GroupSize z0 = size_of(gi);
-    if (cap_tokens == 0 || z0.tokens > cap_tokens || z0.logit_rows > cap_logit_rows) {
-      score_group(groups[gi].first, groups[gi].second);  // a group too big for a batch: on its own
+  if (cap_tokens == 0) {
+    for (size_t g = 0; g < order.size();) {
+      size_t g_end = g + 1;
+      while (g_end < order.size() && std::ranges::equal(prefix_of(order[g]), prefix_of(order[g_end]))) ++g_end;
+      score_group(g, g_end);
       report();
-      ++gi;
-      continue;
+      g = g_end;
     }
-    if constexpr (BatchScorable<Model>) {
-      // the groups that fit one pass, contexts first (their rows come before the continuations')
-      size_t ge = gi;
-      GroupSize sum;
-      while (ge < groups.size()) {
-        const GroupSize z = size_of(ge);
-        if (sum.tokens + z.tokens > cap_tokens || sum.rows + z.rows > cap_tokens ||
-            sum.logit_rows + z.logit_rows > cap_logit_rows)
-          break;
-        sum.tokens += z.tokens;
-        sum.rows += z.rows;
-        sum.logit_rows += z.logit_rows;
-        ++ge;
-      }
-      batch_ids.clear();
-      runs.clear();
-      int64_t region = 0;
-      for (size_t b = gi; b < ge; ++b) {
-        const size_t i0 = order[groups[b].first];
-        const int64_t p = int64_t(in[i0].prefix);
-        batch_ids.insert(batch_ids.end(), in[i0].tokens.begin(), in[i0].tokens.begin() + p);
-        runs.push_back({p, 0, region, region, 1});
-        region += size_of(b).rows;
-      }
-      region = 0;
-      for (size_t b = gi; b < ge; ++b) {
-        const int64_t p = int64_t(in[order[groups[b].first]].prefix);
-        for (size_t k = groups[b].first; k < groups[b].second; ++k) {
-          const auto& toks = in[order[k]].tokens;
-          const int64_t rest = int64_t(toks.size()) - p;
-          if (rest == 0) continue;
-          batch_ids.insert(batch_ids.end(), toks.begin() + p, toks.end());
-          runs.push_back({rest, p, region + p, region, rest});
-        }
-        region += size_of(b).rows;
-      }
-      batch_logits.resize(size_t(sum.logit_rows) * size_t(V));
-      m.eval_runs(batch_ids, runs, batch_logits.data());
-      const double loops = loops_of();
-      // logit rows: one per group (its context's last token), then the continuations' in order
+    return out;
+  }
+
+  if constexpr (BatchScorable<Model>) {
+    // Batched: many requests per forward pass, every shared token prefix run once. In
+    // lexicographic order of their inputs, request k shares its first lcp_k tokens with request
+    // k - 1, and its run feeds only its tokens lcp_k .. len_k - 1. All runs of a pass use one
+    // range of cache rows with row = position: run k writes rows lcp_k .. len_k - 1 and attends
+    // to rows 0 .. lcp_k - 1 as the runs before it left them. Those hold request k's own first
+    // lcp_k tokens: the lexicographic order makes every run between the last writer of a row
+    // and k agree with k on that row's token, and runs are processed in order. Request k scores
+    // the logits of its last C_k positions (C_k: its continuation's length), each taken from
+    // the run that wrote that row last; each run computes the logits of its positions from the
+    // first one any request needs on. A question's choices share their context this way, but
+    // so do the words before WinoGrande's blank, the first words of two PIQA solutions, and
+    // single-token answers (whose inputs are equal: one run serves them all).
+    std::vector<size_t> lex = order;
+    std::sort(lex.begin(), lex.end(),
+              [&](size_t a, size_t b) { return std::ranges::lexicographical_compare(in[a].tokens, in[b].tokens); });
+    auto common = [&](size_t a, size_t b) {
+      const auto& x = in[a].tokens;
+      const auto& y = in[b].tokens;
+      return int64_t(std::ranges::mismatch(x, y).in1 - x.begin());
+    };
+    const int64_t cap_logit_rows = std::max<int64_t>(1, kMaxBatchLogits / V);
+    struct Run {
+      size_t i;            // the request whose tokens it feeds
+      int64_t lcp, len;    // its positions (= cache rows) lcp .. len - 1
+      int64_t need;        // its first position whose logits are wanted (len: none)
+      int64_t offset = 0;  // its first row in batch_logits
+    };
+    struct Job {
+      size_t i;      // request
+      size_t src0;   // its first entry in src
+      int64_t need;  // position of its first scored logit row
+    };
+    std::vector<Run> plan;
+    std::vector<int32_t> writer(size_t(m.n_ctx()), -1);  // per cache row: the run that wrote it last
+    std::vector<int32_t> src;                            // per scored position of the pass: its run
+    std::vector<std::pair<int32_t, int64_t>> touched;    // (earlier run, first position wanted of it)
+    std::vector<Job> jobs;
+    std::vector<int32_t> batch_ids;
+    std::vector<TokenRun> runs;
+    std::vector<float> batch_logits;
+    for (size_t k0 = 0; k0 < lex.size();) {
+      plan.clear();
+      src.clear();
       jobs.clear();
-      const float* ctx_row = batch_logits.data();
-      const float* cont_rows = batch_logits.data() + (ge - gi) * size_t(V);
-      for (size_t b = gi; b < ge; ++b, ctx_row += V)
-        for (size_t k = groups[b].first; k < groups[b].second; ++k) {
-          const size_t i = order[k];
-          jobs.push_back({i, ctx_row, cont_rows});
-          cont_rows += (in[i].tokens.size() - in[i].prefix) * size_t(V);
+      int64_t tokens = 0, logit_rows = 0;
+      size_t k = k0;
+      for (; k < lex.size(); ++k) {
+        const size_t i = lex[k];
+        const int64_t len = int64_t(in[i].tokens.size());
+        const int64_t need = len - int64_t(reqs[i].continuation.size());
+        const int64_t shared = k == k0 ? 0 : common(lex[k - 1], i);
+        // Its cost: its own run's tokens and logit rows, and the rows that earlier runs must now
+        // compute further back for it.
+        const int64_t own_rows = shared < len ? len - std::max(need, shared) : 0;
+        int64_t add_rows = own_rows;
+        touched.clear();
+        for (int64_t p = need; p < shared; ++p) {
+          const int32_t w = writer[size_t(p)];
+          if (std::ranges::find(touched, w, &std::pair<int32_t, int64_t>::first) == touched.end())
+            touched.emplace_back(w, p);
         }
-      // the log-softmaxes of the batch's rows, on every thread
-      std::exception_ptr failed;
+        for (const auto& [w, p] : touched) add_rows += std::max<int64_t>(0, plan[size_t(w)].need - p);
+        if (tokens + (len - shared) > cap_tokens || logit_rows + add_rows > cap_logit_rows) {
+          if (k > k0) break;  // the pass is full
+          score_alone(i);     // too big for any pass: on its own
+          report();
+          ++k;
+          break;
+        }
+        for (const auto& [w, p] : touched) plan[size_t(w)].need = std::min(plan[size_t(w)].need, p);
+        if (shared < len) {
+          std::fill(writer.begin() + shared, writer.begin() + len, int32_t(plan.size()));
+          plan.push_back({i, shared, len, std::max(need, shared)});
+        }
+        tokens += len - shared;
+        logit_rows += add_rows;
+        jobs.push_back({i, src.size(), need});
+        for (int64_t p = need; p < len; ++p) src.push_back(writer[size_t(p)]);
+      }
+      if (!jobs.empty() && !plan.empty()) {
+        batch_ids.clear();
+        runs.clear();
+        int64_t off = 0;
+        for (Run& r : plan) {
+          const auto& toks = in[r.i].tokens;
+          batch_ids.insert(batch_ids.end(), toks.begin() + r.lcp, toks.begin() + r.len);
+          runs.push_back({r.len - r.lcp, r.lcp, r.lcp, 0, r.len - r.need});
+          r.offset = off;
+          off += r.len - r.need;
+        }
+        LOOPUS_ASSERT(off == logit_rows && int64_t(batch_ids.size()) == tokens);
+        batch_logits.resize(size_t(logit_rows) * size_t(V));
+        m.eval_runs(batch_ids, runs, batch_logits.data());
+        tokens_run += tokens;
+        logit_rows_run += logit_rows;
+        const double loops = loops_of();
+        // the log-softmaxes of the pass's rows, on every thread
+        std::exception_ptr failed;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(dynamic, 1)
 #endif
-      for (std::ptrdiff_t j = 0; j < std::ptrdiff_t(jobs.size()); ++j) {
-        try {
-          score_rows(jobs[size_t(j)].i, jobs[size_t(j)].first, jobs[size_t(j)].rest, loops);
-        } catch (...) {
+        for (std::ptrdiff_t j = 0; j < std::ptrdiff_t(jobs.size()); ++j) {
+          const Job& job = jobs[size_t(j)];
+          try {
+            score_rows(
+                job.i,
+                [&](size_t t) {
+                  const Run& r = plan[size_t(src[job.src0 + t])];
+                  return batch_logits.data() + size_t(r.offset + job.need + int64_t(t) - r.need) * size_t(V);
+                },
+                loops);
+          } catch (...) {
 #if defined(_OPENMP)
 #pragma omp critical(loopus_score_error)
 #endif
-          if (!failed) failed = std::current_exception();
+            if (!failed) failed = std::current_exception();
+          }
         }
+        if (failed) std::rethrow_exception(failed);
+        done += jobs.size();
+        report();
       }
-      if (failed) std::rethrow_exception(failed);
-      done += jobs.size();
-      report();
-      gi = ge;
+      k0 = k;
     }
   }
   return out;
