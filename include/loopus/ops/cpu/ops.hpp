@@ -301,6 +301,17 @@ inline int thread_num() {
 /// and miss the TLB and the hardware prefetcher on every row. Threads split
 /// the rows; partial P·V sums are reduced at the end.
 /// q: [n_head, hd]; out: [n_head, hd].
+/// Prefetches (into L2) the four cache rows that attend_token reads two blocks after row j:
+/// rows kv_begin + j + 8 .. + 11 of [*, ld] (those below n only). Decode reads each layer's keys
+/// and values once per token, after the weights have pushed them out of the caches.
+inline void prefetch_rows_ahead(const float* base, int64_t kv_begin, int64_t j, int64_t n, int64_t ld) {
+  const int64_t r0 = j + 8, r1 = std::min<int64_t>(n, j + 12);
+  if (r0 >= r1) return;
+  const char* p = reinterpret_cast<const char*>(base + (kv_begin + r0) * ld);
+  const int64_t bytes = (r1 - r0) * ld * int64_t(sizeof(float));
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 2);
+}
+
 inline void attend_token(const float* q, const float* k, const float* v, int64_t kv_begin, int64_t end, int n_head,
                          int n_kv, int hd, float scale, float* out) {
   const int64_t n = end - kv_begin;
@@ -326,6 +337,7 @@ inline void attend_token(const float* q, const float* k, const float* v, int64_t
       const int64_t j = b * 4;
       const int64_t rows = std::min<int64_t>(4, n - j);
       const float* kr = k + (kv_begin + j) * ld;
+      prefetch_rows_ahead(k, kv_begin, j, n, ld);
       for (int h = 0; h < n_head; ++h) {
         const float* kh = kr + int64_t(h / group) * hd;
         if (rows == 4) {
@@ -352,6 +364,7 @@ inline void attend_token(const float* q, const float* k, const float* v, int64_t
       const int64_t j = b * 4;
       const int64_t rows = std::min<int64_t>(4, n - j);
       const float* vr = v + (kv_begin + j) * ld;
+      prefetch_rows_ahead(v, kv_begin, j, n, ld);
       for (int h = 0; h < n_head; ++h) {
         const float* vh = vr + int64_t(h / group) * hd;
         const float* p = sc + h * n + j;
