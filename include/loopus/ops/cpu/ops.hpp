@@ -448,7 +448,6 @@ struct Ops<Cpu> {
   /// (rounds_x_to_bf16; LOOPUS_ISA=avx512 keeps x exact).
   static void matmul(const Weight& W, const float* x, int64_t T, float* y) {
     using namespace cpu::detail;
-    namespace simd = cpu::simd;
     if (T <= 0 || W.rows <= 0) return;
     const bool gemv = T <= cpu::Tuning::kGemvMaxT;
     const cpu::MatKernels& kern = cpu::mat_kernels();

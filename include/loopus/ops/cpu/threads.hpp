@@ -70,17 +70,33 @@ inline int busy_cpus(int samples = 5) {
   return std::max(0, least);
 }
 
-/// The default thread count: OMP_NUM_THREADS when the user set it, else the available cores less
-/// those other programs keep busy (at least 1). OpenMP teams that spin-wait at their barriers
-/// lose badly to a program that holds a core: with one CPU-bound program beside it on 2 cores,
-/// decode with 2 threads ran 3.7x slower than with 1 (docs/performance.md).
+/// Whether the user set OMP_NUM_THREADS (to anything: OpenMP itself parses and judges it).
+inline bool omp_threads_from_env() {
+  const char* e = std::getenv("OMP_NUM_THREADS");
+  return e != nullptr && *e != '\0';
+}
+
+/// The default thread count: what OMP_NUM_THREADS gives the outer team when the user set it, else
+/// the available cores less those other programs keep busy (at least 1). OpenMP teams that
+/// spin-wait at their barriers lose badly to a program that holds a core: with one CPU-bound
+/// program beside it on 2 cores, decode with 2 threads ran 3.7x slower than with 1
+/// (docs/performance.md).
 inline int default_threads() {
-  if (const char* e = std::getenv("OMP_NUM_THREADS"); e != nullptr && std::atoi(e) > 0) return std::atoi(e);
+  if (omp_threads_from_env()) {
+#if defined(_OPENMP)
+    return omp_get_max_threads();  // OpenMP's reading of the variable (a nested list's first level)
+#else
+    return std::max(1, std::atoi(std::getenv("OMP_NUM_THREADS")));
+#endif
+  }
   return std::max(1, available_cpus() - busy_cpus());
 }
 
-/// Sets the OpenMP team size: `requested` when positive, else default_threads(). Returns it.
+/// Sets the OpenMP team size: `requested` when positive, else default_threads(). With no request
+/// and OMP_NUM_THREADS set, the team OpenMP made from the variable is left as it is (nested
+/// levels included). Returns the outer team's size.
 inline int set_threads(int requested) {
+  if (requested <= 0 && omp_threads_from_env()) return default_threads();
   const int n = requested > 0 ? requested : default_threads();
 #if defined(_OPENMP)
   omp_set_num_threads(n);
