@@ -65,6 +65,7 @@ struct ModelArgs {
   std::string model;
   std::string tokenizer;
   std::string dtype;     // "", f32, f16, bf16
+  bool dequantize = false;
   bool mmap = false;
   int threads = 0;
 
@@ -74,7 +75,10 @@ struct ModelArgs {
     if (model_required) m->required();
     app.add_option("--tokenizer", tokenizer,
                    "tokenizer file: llama2.c tokenizer.bin, HF tokenizer.json, or a GGUF (default: from the model)");
-    app.add_option("--dtype", dtype, "convert weight matrices on load to f32|f16|bf16 (default: as stored; quantized -> f32)")
+    app.add_flag("--dequantize", dequantize,
+                 "widen quantized weight matrices (q8_0, q4_0, q4_1, q4_K, q5_K, q6_K) to f32 on load instead of "
+                 "computing on the quantized blocks");
+    app.add_option("--dtype", dtype, "convert weight matrices on load to f32|f16|bf16 (default: as stored, quantized ones included)")
         ->check(CLI::IsMember({"f32", "f16", "bf16"}));
     app.add_flag("--mmap", mmap, "map the file instead of reading it into memory (faster start, slower decode when pages are evicted)");
     app.add_option("-t,--threads", threads,
@@ -92,6 +96,7 @@ struct ModelArgs {
     if (dtype == "f32") o.weights.matrix_dtype = DType::kF32;
     if (dtype == "f16") o.weights.matrix_dtype = DType::kF16;
     if (dtype == "bf16") o.weights.matrix_dtype = DType::kBF16;
+    o.weights.dequantize = dequantize;
     return o;
   }
   io::OpenModelOptions open_options(bool need_tokenizer = true) const {

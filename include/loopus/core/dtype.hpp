@@ -3,15 +3,18 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <string_view>
 
 #include "loopus/config.hpp"
+#include "loopus/core/error.hpp"
 
 namespace loopus {
 
-/// Storage type of a tensor. Compute is always f32; f16/bf16 weights are
-/// widened inside the kernels. Quantized types are dequantized on load.
-enum class DType : uint8_t { kF32, kF16, kBF16, kQ8_0, kQ4_0, kQ4_1, kQ4_K, kQ6_K, kI32, kF64 };
+/// Storage type of a tensor. Activations are always f32; f16/bf16 weights are widened inside the
+/// kernels; block-quantized weights (ggml's q8_0, q4_0, q4_1, q4_K, q5_K, q6_K layouts, see
+/// io/quant.hpp) stay quantized and are multiplied by integer kernels (ops/cpu/isa/quant_body.hpp).
+enum class DType : uint8_t { kF32, kF16, kBF16, kQ8_0, kQ4_0, kQ4_1, kQ4_K, kQ6_K, kI32, kF64, kQ5_K };
 
 constexpr std::string_view dtype_name(DType t) {
   switch (t) {
@@ -22,6 +25,7 @@ constexpr std::string_view dtype_name(DType t) {
     case DType::kQ4_0: return "q4_0";
     case DType::kQ4_1: return "q4_1";
     case DType::kQ4_K: return "q4_K";
+    case DType::kQ5_K: return "q5_K";
     case DType::kQ6_K: return "q6_K";
     case DType::kI32: return "i32";
     case DType::kF64: return "f64";
@@ -37,6 +41,57 @@ constexpr size_t dtype_size(DType t) {
     case DType::kF64: return 8;
     default: return 0;
   }
+}
+
+/// True for the block-quantized types.
+constexpr bool dtype_is_quantized(DType t) {
+  switch (t) {
+    case DType::kQ8_0: case DType::kQ4_0: case DType::kQ4_1: case DType::kQ4_K: case DType::kQ5_K: case DType::kQ6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/// Elements per block: 1 for plain types, 32 for q8_0/q4_0/q4_1, 256 for the K-quants.
+constexpr int64_t dtype_block_size(DType t) {
+  switch (t) {
+    case DType::kQ8_0: case DType::kQ4_0: case DType::kQ4_1: return 32;
+    case DType::kQ4_K: case DType::kQ5_K: case DType::kQ6_K: return 256;
+    default: return 1;
+  }
+}
+
+/// Bytes per block (the element size for plain types); io/quant.hpp checks these against its
+/// block structs.
+constexpr size_t dtype_block_bytes(DType t) {
+  switch (t) {
+    case DType::kQ8_0: return 34;
+    case DType::kQ4_0: return 18;
+    case DType::kQ4_1: return 20;
+    case DType::kQ4_K: return 144;
+    case DType::kQ5_K: return 176;
+    case DType::kQ6_K: return 210;
+    default: return dtype_size(t);
+  }
+}
+
+/// Bytes taken by n consecutive elements, without throwing: false when n < 0,
+/// n is not a whole number of blocks, or the size overflows uint64.
+inline bool dtype_bytes_checked(DType t, int64_t n, uint64_t* out) {
+  const int64_t bs = dtype_block_size(t);
+  if (n < 0 || n % bs != 0) return false;
+  return !__builtin_mul_overflow(uint64_t(n / bs), uint64_t(dtype_block_bytes(t)), out);
+}
+
+/// Bytes taken by n consecutive elements (a row, or a whole tensor).
+/// Throws Error when n is negative or not a whole number of blocks.
+inline size_t dtype_row_bytes(DType t, int64_t n) {
+  uint64_t b = 0;
+  if (!dtype_bytes_checked(t, n, &b))
+    throw UsageError("dtype_row_bytes: " + std::to_string(n) + " elements of " + std::string(dtype_name(t)) +
+                     " is not a whole number of " + std::to_string(dtype_block_size(t)) + "-element blocks");
+  return size_t(b);
 }
 
 inline float bf16_to_f32(uint16_t h) {

@@ -15,8 +15,9 @@ namespace loopus {
 
 /// A read-only weight matrix [rows, cols], row-major: row r holds the `cols`
 /// input weights of output r (this is both HF's [out, in] and GGUF's ne0=in).
-/// A vector (norm gain, bias) has rows == 1. dtype is f32, f16 or bf16 here;
-/// quantized files are dequantized before a Weight is made. The host backends
+/// A vector (norm gain, bias) has rows == 1. dtype is f32, f16, bf16 or one of the block-quantized
+/// types (a matrix whose rows are whole blocks: cols a multiple of dtype_block_size; io/quant.hpp
+/// has the layouts, io::dequantize_rows widens them). The host backends
 /// (Reference, Cpu) read weights where the loader left them; a device backend
 /// keeps its resident copy keyed by `data`.
 struct Weight {
@@ -27,9 +28,13 @@ struct Weight {
 
   bool empty() const { return data == nullptr; }
   int64_t numel() const { return rows * cols; }
-  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+  /// Bytes of one row (whole blocks for quantized types).
+  size_t row_bytes() const { return dtype_row_bytes(dtype, cols); }
+  size_t nbytes() const { return size_t(rows) * row_bytes(); }
+  bool quantized() const { return dtype_is_quantized(dtype); }
   const float* f32() const { return static_cast<const float*>(data); }
-  /// Element (r, c) widened to f32 (slow; for reference code and tests).
+  /// Element (r, c) widened to f32 (slow; for reference code and tests). Plain types only: the
+  /// reference kernels widen quantized rows with io::dequantize.
   float at(int64_t r, int64_t c) const {
     const int64_t i = r * cols + c;
     switch (dtype) {

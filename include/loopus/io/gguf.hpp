@@ -48,6 +48,7 @@ constexpr uint32_t ggml_type_id(DType t) {
     case DType::kQ4_1: return 3;
     case DType::kQ8_0: return 8;
     case DType::kQ4_K: return 12;
+    case DType::kQ5_K: return 13;
     case DType::kQ6_K: return 14;
     case DType::kI32: return 26;
     case DType::kF64: return 28;
@@ -65,6 +66,7 @@ constexpr bool dtype_from_ggml(uint32_t id, DType* out) {
     case 3: *out = DType::kQ4_1; return true;
     case 8: *out = DType::kQ8_0; return true;
     case 12: *out = DType::kQ4_K; return true;
+    case 13: *out = DType::kQ5_K; return true;
     case 14: *out = DType::kQ6_K; return true;
     case 26: *out = DType::kI32; return true;
     case 28: *out = DType::kF64; return true;

@@ -26,7 +26,7 @@ namespace detail {
 /// head, HF "half" row j*half + i pairs with GGUF "interleaved" row 2*i + j
 /// (llama.cpp's convert permutation). to_interleaved picks the direction.
 inline AlignedBuffer permute_rope_rows(const Weight& w, int n_head, int head_dim, bool to_interleaved) {
-  const size_t row_bytes = size_t(w.cols) * dtype_size(w.dtype);
+  const size_t row_bytes = w.row_bytes();
   AlignedBuffer out(size_t(w.rows) * row_bytes);
   const auto* src = static_cast<const std::byte*>(w.data);
   const int half = head_dim / 2;

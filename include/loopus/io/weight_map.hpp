@@ -23,8 +23,11 @@ namespace loopus {
 /// Options applied while building ModelWeights.
 struct WeightLoadOptions {
   /// Convert every matrix to this dtype (f32, f16 or bf16). Unset: keep the
-  /// file's dtype; quantized types become f32.
+  /// file's dtype, quantized ones included (see `dequantize`).
   std::optional<DType> matrix_dtype;
+  /// With matrix_dtype unset: widen quantized matrices to f32 on load (what loopus did before the
+  /// quantized kernels; `--dequantize` in the CLI).
+  bool dequantize = false;
 };
 
 namespace detail {
@@ -209,9 +212,9 @@ inline HParams hparams_from_hf_config(const nlohmann::json& c, const std::string
 namespace detail {
 
 /// A file tensor as a Weight of shape [rows, cols], converted to `want`
-/// (or kept, when unset and the stored type is plain). Checks the shape.
+/// (or kept, when unset, unless it is quantized and `dequant` is set). Checks the shape.
 inline Weight take_weight(const io::TensorFile& f, const std::string& name, int64_t rows, int64_t cols,
-                          std::optional<DType> want, std::vector<AlignedBuffer>& owned) {
+                          std::optional<DType> want, std::vector<AlignedBuffer>& owned, bool dequant = true) {
   const io::TensorRecord& r = f.get(name);
   const int64_t n = r.numel();
   const bool shape_ok = (r.shape.size() == 2 && r.shape[0] == rows && r.shape[1] == cols) ||
@@ -223,7 +226,8 @@ inline Weight take_weight(const io::TensorFile& f, const std::string& name, int6
                       (rows == 1 ? "" : std::to_string(rows) + ", ") + std::to_string(cols) + "]");
   }
   const bool plain = r.dtype == DType::kF32 || r.dtype == DType::kF16 || r.dtype == DType::kBF16;
-  DType target = want ? *want : (plain ? r.dtype : DType::kF32);
+  const bool keep_quant = io::dtype_is_quantized(r.dtype) && !dequant && rows > 1;
+  DType target = want ? *want : (plain || keep_quant ? r.dtype : DType::kF32);
   if (target == r.dtype) return Weight{r.data, r.dtype, rows, cols};
   // Convert: dequantize/widen to f32 first, then narrow if asked.
   AlignedBuffer f32buf(size_t(n) * 4);
@@ -240,11 +244,11 @@ inline Weight take_weight(const io::TensorFile& f, const std::string& name, int6
   return Weight{owned.back().data(), target, rows, cols};
 }
 
-/// Rows [row0, row0 + rows) of a plain (f32/f16/bf16) matrix, as a view.
+/// Rows [row0, row0 + rows) of a matrix, as a view (quantized rows are whole blocks).
 inline Weight row_slice(const Weight& w, int64_t row0, int64_t rows) {
   LOOPUS_ASSERT(row0 >= 0 && row0 + rows <= w.rows);
   const auto* base = static_cast<const std::byte*>(w.data);
-  return Weight{base + size_t(row0) * size_t(w.cols) * dtype_size(w.dtype), w.dtype, rows, w.cols};
+  return Weight{base + size_t(row0) * w.row_bytes(), w.dtype, rows, w.cols};
 }
 
 /// A 1-D f32 tensor of n values (longrope factors).
@@ -272,11 +276,12 @@ inline ModelWeights build_weights(std::shared_ptr<const io::TensorFile> file, co
   const io::TensorFile& f = *file;
   const auto mat = opt.matrix_dtype;
   const auto vec = std::optional<DType>(DType::kF32);
+  const bool dq = opt.dequantize;
   const int64_t d = hp.n_embd, V = hp.n_vocab;
-  w.tok_embd = detail::take_weight(f, names.embd, V, d, mat, w.owned);
+  w.tok_embd = detail::take_weight(f, names.embd, V, d, mat, w.owned, dq);
   w.out_norm = detail::take_weight(f, names.out_norm, 1, d, vec, w.owned);
   if (f.find(names.output)) {
-    w.output = detail::take_weight(f, names.output, V, d, mat, w.owned);
+    w.output = detail::take_weight(f, names.output, V, d, mat, w.owned, dq);
     w.hp.tied_output = false;
   } else {
     w.output = w.tok_embd;
@@ -304,30 +309,30 @@ inline ModelWeights build_weights(std::shared_ptr<const io::TensorFile> file, co
     LayerWeights& L = w.layers[size_t(l)];
     L.attn_norm = detail::take_weight(f, p + names.attn_norm, 1, d, vec, w.owned);
     if (fused_qkv) {
-      const Weight qkv = detail::take_weight(f, p + names.wqkv, hp.q_dim() + 2 * int64_t(hp.kv_dim()), d, mat, w.owned);
+      const Weight qkv = detail::take_weight(f, p + names.wqkv, hp.q_dim() + 2 * int64_t(hp.kv_dim()), d, mat, w.owned, dq);
       L.wq = detail::row_slice(qkv, 0, hp.q_dim());
       L.wk = detail::row_slice(qkv, hp.q_dim(), hp.kv_dim());
       L.wv = detail::row_slice(qkv, hp.q_dim() + int64_t(hp.kv_dim()), hp.kv_dim());
     } else {
-      L.wq = detail::take_weight(f, p + names.wq, hp.q_dim(), d, mat, w.owned);
-      L.wk = detail::take_weight(f, p + names.wk, hp.kv_dim(), d, mat, w.owned);
-      L.wv = detail::take_weight(f, p + names.wv, hp.kv_dim(), d, mat, w.owned);
+      L.wq = detail::take_weight(f, p + names.wq, hp.q_dim(), d, mat, w.owned, dq);
+      L.wk = detail::take_weight(f, p + names.wk, hp.kv_dim(), d, mat, w.owned, dq);
+      L.wv = detail::take_weight(f, p + names.wv, hp.kv_dim(), d, mat, w.owned, dq);
     }
-    L.wo = detail::take_weight(f, p + names.wo, d, hp.q_dim(), mat, w.owned);
+    L.wo = detail::take_weight(f, p + names.wo, d, hp.q_dim(), mat, w.owned, dq);
     if (hp.qk_norm) {
       L.q_norm = detail::take_weight(f, p + names.q_norm, 1, hp.head_dim, vec, w.owned);
       L.k_norm = detail::take_weight(f, p + names.k_norm, 1, hp.head_dim, vec, w.owned);
     }
     L.ffn_norm = detail::take_weight(f, p + names.ffn_norm, 1, d, vec, w.owned);
     if (fused_ffn) {
-      const Weight gu = detail::take_weight(f, p + names.w_gate_up, 2 * int64_t(hp.n_ff), d, mat, w.owned);
+      const Weight gu = detail::take_weight(f, p + names.w_gate_up, 2 * int64_t(hp.n_ff), d, mat, w.owned, dq);
       L.w_gate = detail::row_slice(gu, 0, hp.n_ff);
       L.w_up = detail::row_slice(gu, hp.n_ff, hp.n_ff);
     } else {
-      L.w_gate = detail::take_weight(f, p + names.w_gate, hp.n_ff, d, mat, w.owned);
-      L.w_up = detail::take_weight(f, p + names.w_up, hp.n_ff, d, mat, w.owned);
+      L.w_gate = detail::take_weight(f, p + names.w_gate, hp.n_ff, d, mat, w.owned, dq);
+      L.w_up = detail::take_weight(f, p + names.w_up, hp.n_ff, d, mat, w.owned, dq);
     }
-    L.w_down = detail::take_weight(f, p + names.w_down, d, hp.n_ff, mat, w.owned);
+    L.w_down = detail::take_weight(f, p + names.w_down, d, hp.n_ff, mat, w.owned, dq);
   }
   return w;
 }

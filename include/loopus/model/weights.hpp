@@ -36,7 +36,7 @@ struct ModelWeights {
   /// Bytes of weight data read per decoded token (all matrices + norms; the
   /// embedding contributes one row). The numerator of the bandwidth floor.
   size_t bytes_per_token() const {
-    size_t b = output.nbytes() + out_norm.nbytes() + size_t(tok_embd.cols) * dtype_size(tok_embd.dtype);
+    size_t b = output.nbytes() + out_norm.nbytes() + tok_embd.row_bytes();
     for (const auto& l : layers)
       for (const Weight* w : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.q_norm, &l.k_norm, &l.ffn_norm,
                               &l.w_gate, &l.w_up, &l.w_down})

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "loopus/core/quant.hpp"
 #include "loopus/core/error.hpp"
 #include "loopus/core/random.hpp"
 #include "loopus/core/tensor.hpp"
@@ -337,13 +338,16 @@ class TrainModel {
  private:
   Param<Backend, S>& add(const std::string& name, const Weight& src, bool train, bool decay) {
     if (src.empty()) throw FormatError("TrainModel: tensor '" + name + "' is missing from the source model");
-    if (src.dtype != DType::kF32 && src.dtype != DType::kF16 && src.dtype != DType::kBF16)
+    if (src.dtype != DType::kF32 && src.dtype != DType::kF16 && src.dtype != DType::kBF16 && !src.quantized())
       throw FormatError("TrainModel: tensor '" + name + "' has dtype " + std::string(dtype_name(src.dtype)) +
-                        " (expected f32, f16 or bf16)");
+                        " (expected f32, f16, bf16 or a quantized type)");
     Param<Backend, S>& p = new_param(name, src.rows, src.cols, train, decay);
     std::vector<S> v(static_cast<size_t>(p.numel()));
-    for (int64_t r = 0; r < src.rows; ++r)
-      for (int64_t c = 0; c < src.cols; ++c) v[size_t(r * src.cols + c)] = S(src.at(r, c));
+    std::vector<float> row(static_cast<size_t>(src.cols));
+    for (int64_t r = 0; r < src.rows; ++r) {
+      dequantize_rows(src, r, 1, row.data());  // trained in f32 (f64 for gradient checks) whatever the storage
+      for (int64_t c = 0; c < src.cols; ++c) v[size_t(r * src.cols + c)] = S(row[size_t(c)]);
+    }
     p.set_value(v);
     return p;
   }

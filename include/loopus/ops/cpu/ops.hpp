@@ -15,6 +15,7 @@
 #include "loopus/core/backend.hpp"
 #include "loopus/core/buffer.hpp"
 #include "loopus/core/dtype.hpp"
+#include "loopus/core/quant.hpp"
 #include "loopus/core/error.hpp"
 #include "loopus/core/rope.hpp"
 #include "loopus/core/tensor.hpp"
@@ -658,7 +659,7 @@ struct Ops<Cpu> {
         case DType::kF32: std::memcpy(o, E.f32() + off, size_t(E.cols) * sizeof(float)); break;
         case DType::kF16: simd::widen<simd::LoadF16>(static_cast<const uint16_t*>(E.data) + off, E.cols, o); break;
         case DType::kBF16: simd::widen<simd::LoadBF16>(static_cast<const uint16_t*>(E.data) + off, E.cols, o); break;
-        default: std::fill(o, o + E.cols, 0.f); break;
+        default: dequantize_rows(E, ids[t], 1, o); break;
       }
     }
   }

@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "loopus/core/backend.hpp"
+#include "loopus/core/quant.hpp"
 #include "loopus/core/rope.hpp"
 #include "loopus/core/tensor.hpp"
 #include "loopus/ops/concept.hpp"
@@ -25,8 +27,22 @@ template <>
 struct Ops<Reference> {
   using S = Span<Reference>;
   using CS = CSpan<Reference>;
-  /// y[T, W.rows] = x[T, W.cols] · Wᵀ
+  /// y[T, W.rows] = x[T, W.cols] · Wᵀ: the exact product, in double. A quantized W is widened
+  /// row by row to the f32 values its blocks encode (dequantize); the activations stay exact
+  /// (the fast kernels' rounding of x to 8-bit blocks has its own oracle, ops/reference/quant.hpp).
   static void matmul(const Weight& W, const float* x, int64_t T, float* y) {
+    if (W.quantized()) {
+      std::vector<float> row(static_cast<size_t>(W.cols));
+      for (int64_t r = 0; r < W.rows; ++r) {
+        dequantize_rows(W, r, 1, row.data());
+        for (int64_t t = 0; t < T; ++t) {
+          double s = 0;
+          for (int64_t c = 0; c < W.cols; ++c) s += double(row[size_t(c)]) * x[t * W.cols + c];
+          y[t * W.rows + r] = float(s);
+        }
+      }
+      return;
+    }
     for (int64_t t = 0; t < T; ++t)
       for (int64_t r = 0; r < W.rows; ++r) {
         double s = 0;
@@ -116,6 +132,10 @@ struct Ops<Reference> {
 
   /// out[T, E.cols] = rows ids[t] of E
   static void embed(const Weight& E, const int32_t* ids, int64_t T, float* out) {
+    if (E.quantized()) {
+      for (int64_t t = 0; t < T; ++t) dequantize_rows(E, ids[t], 1, out + t * E.cols);
+      return;
+    }
     for (int64_t t = 0; t < T; ++t)
       for (int64_t c = 0; c < E.cols; ++c) out[t * E.cols + c] = E.at(ids[t], c);
   }
