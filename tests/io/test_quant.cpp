@@ -154,6 +154,49 @@ TEST_CASE("[loopus] io: dequantize hand-packed q4_K blocks") {
   CHECK_EQ(bad, 0);
 }
 
+TEST_CASE("[loopus] io: dequantize hand-packed q5_K blocks") {
+  std::mt19937 rng(12);
+  std::vector<unsigned char> raw(2 * 176, 0);
+  std::vector<float> want(512);
+  for (int b = 0; b < 2; ++b) {
+    unsigned char* blk = &raw[b * 176];
+    const uint16_t dh = h(b ? 0.0093f : 0.021f), mh = h(b ? 0.004f : 0.017f);
+    std::memcpy(blk, &dh, 2);
+    std::memcpy(blk + 2, &mh, 2);
+    int sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) {
+      sc[j] = int(rng() % 64);
+      mn[j] = int(rng() % 64);
+    }
+    sc[5] = 63;
+    mn[6] = 63;
+    unsigned char* s = blk + 4;  // scales and mins packed as in q4_K
+    for (int j = 0; j < 4; ++j) {
+      s[j] = uint8_t(sc[j] | ((sc[j + 4] >> 4) << 6));
+      s[j + 4] = uint8_t(mn[j] | ((mn[j + 4] >> 4) << 6));
+      s[j + 8] = uint8_t((sc[j + 4] & 15) | ((mn[j + 4] & 15) << 4));
+    }
+    unsigned char* qh = blk + 16;
+    unsigned char* qs = blk + 48;
+    for (int e = 0; e < 256; ++e) {
+      const int q = int(rng() % 32);
+      // Sub-block j = e / 32 of 32 values: low 4 bits as in q4_K (nibble of qs[32·(j/2) + l]),
+      // the fifth bit at bit j of qh[l], l = e % 32.
+      const int j = e / 32, l = e % 32;
+      qs[32 * (j / 2) + l] |= uint8_t((q & 15) << (j % 2 ? 4 : 0));
+      qh[l] |= uint8_t((q >> 4) << j);
+      want[b * 256 + e] =
+          loopus::f16_to_f32(dh) * float(sc[j]) * float(q) - loopus::f16_to_f32(mh) * float(mn[j]);
+    }
+  }
+  std::vector<float> got(512);
+  io::dequantize(DType::kQ5_K, raw.data(), 512, got.data());
+  int bad = 0;
+  for (int i = 0; i < 512; ++i) bad += !close(got[i], want[i]);
+  CHECK_EQ(bad, 0);
+  CHECK_EQ(io::dtype_row_bytes(DType::kQ5_K, 512), 352u);
+}
+
 TEST_CASE("[loopus] io: dequantize hand-packed q6_K blocks") {
   std::mt19937 rng(13);
   std::vector<unsigned char> raw(2 * 210, 0);

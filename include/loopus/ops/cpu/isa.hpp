@@ -26,7 +26,9 @@ namespace loopus::cpu {
 /// the flags, and run only where the CPU has it:
 ///   kAvx2        AVX2 + FMA + F16C (x86-64-v3)
 ///   kAvx512      AVX-512 F, BW, VL on top of that (x86-64-v4)
-///   kAvx512Bf16  and AVX512_BF16: bf16 weights' prefill multiplies bf16 pairs natively
+///   kAvx512Bf16  and AVX512_BF16 + AVX512_VNNI: bf16 weights' prefill multiplies bf16 pairs
+///                natively, quantized weights' dot products use vpdpbusd (every CPU with
+///                AVX512_BF16 so far also has AVX512_VNNI; one without it stays at kAvx512)
 enum class Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 inline constexpr Isa kAllIsas[] = {Isa::kBaseline, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16};
 
@@ -62,10 +64,11 @@ inline Isa detect_isa_uncached() {
   if (__get_cpuid_max(0, nullptr) < 7) return Isa::kBaseline;
   __cpuid_count(7, 0, a, b, c, d);
   const bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
+  const bool avx512vnni = c & (1u << 11);
   if (!avx2) return Isa::kBaseline;
   if (!(avx512f && avx512bw && avx512vl) || (xlo & 0xE0u) != 0xE0u) return Isa::kAvx2;  // opmask, ZMM state
   __cpuid_count(7, 1, a, b, c, d);
-  return (a & (1u << 5)) ? Isa::kAvx512Bf16 : Isa::kAvx512;
+  return (a & (1u << 5)) && avx512vnni ? Isa::kAvx512Bf16 : Isa::kAvx512;
 }
 #else
 inline Isa detect_isa_uncached() { return Isa::kBaseline; }

@@ -16,8 +16,10 @@
 #include <vector>
 
 #include "loopus/core/dtype.hpp"
+#include "loopus/core/quant.hpp"
 #include "loopus/ops/cpu/isa.hpp"
 #include "loopus/ops/cpu/simd.hpp"
+#include "loopus/ops/reference/quant.hpp"
 
 #if LOOPUS_X86_DISPATCH
 #include <immintrin.h>
@@ -31,6 +33,10 @@ struct MatKernels {
   using Gemv = void (*)(const void* w, int64_t r0, int64_t r1, int64_t cols, const float* x, int64_t T, float* y,
                         int64_t ldy);
   using Widen = void (*)(const uint16_t* src, int64_t n, float* dst);
+  /// Rows [r0, r1) of y[T, ldy] for a quantized W against T activation rows already rounded to
+  /// 8-bit blocks (ops/reference/quant.hpp; isa/quant_body.hpp).
+  using QGemv = void (*)(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* acts, int64_t T,
+                         float* y, int64_t ldy);
   Isa isa;
   Gemv gemv_f32, gemv_f16, gemv_bf16;
   Widen widen_f16, widen_bf16;
@@ -45,7 +51,18 @@ struct MatKernels {
   float (*fma_chains)(int64_t iters);
   int lanes;
   float (*dpbf16_chains)(int64_t iters);
+  /// Quantized GEMVs, indexed by quant::quant_index (q8_0, q4_0, q4_1, q4_K, q5_K, q6_K).
+  QGemv gemv_q[quant::kNumQuantTypes];
 };
+
+namespace detail {
+/// The baseline level's quantized GEMV: the scalar oracle itself.
+template <DType kT>
+inline void gemv_q_scalar(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* acts, int64_t T,
+                          float* y, int64_t ldy) {
+  quant::gemv(kT, w, r0, r1, cols, acts, T, y, ldy);
+}
+}  // namespace detail
 
 }  // namespace loopus::cpu
 
@@ -73,6 +90,10 @@ inline constexpr int64_t kStreamPrefetchBytes = 512;
 // The kernels, written against that VecF:
 #include "loopus/ops/cpu/isa/gemv_body.hpp"
 #include "loopus/ops/cpu/isa/peak_body.hpp"
+inline __m256i dot_u8s8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+#include "loopus/ops/cpu/isa/quant_body.hpp"
 }  // namespace loopus::cpu::isa_avx2
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -96,6 +117,10 @@ inline constexpr int64_t kStreamPrefetchBytes = 512;
 // The kernels, written against that VecF:
 #include "loopus/ops/cpu/isa/gemv_body.hpp"
 #include "loopus/ops/cpu/isa/peak_body.hpp"
+inline __m256i dot_u8s8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+#include "loopus/ops/cpu/isa/quant_body.hpp"
 }  // namespace loopus::cpu::isa_avx512
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -103,16 +128,21 @@ inline constexpr int64_t kStreamPrefetchBytes = 512;
 #pragma GCC pop_options
 #endif
 
-// ---- AVX512_BF16 (the bf16 prefill only; its GEMVs are the AVX-512 ones) ----
+// ---- AVX512_BF16 + AVX512_VNNI (the bf16 prefill and the quantized GEMVs; the float GEMVs are the
+// AVX-512 ones) ----
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), \
+#pragma clang attribute push(__attribute__((target("avx512bf16,avx512vnni,avx512f,avx512bw,avx512vl,avx2,fma,f16c"))), \
                              apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma,f16c")
+#pragma GCC target("avx512bf16,avx512vnni,avx512f,avx512bw,avx512vl,avx2,fma,f16c")
 #endif
 namespace loopus::cpu::isa_avx512bf16 {
 #include "loopus/ops/cpu/isa/gemm_bf16_body.hpp"
+#include "loopus/ops/cpu/isa/x86_reduce.hpp"
+/// vpdpbusd: the four u8·s8 products of each 32-bit lane summed in one instruction.
+inline __m256i dot_u8s8(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
+#include "loopus/ops/cpu/isa/quant_body.hpp"
 }  // namespace loopus::cpu::isa_avx512bf16
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -129,9 +159,20 @@ namespace loopus::cpu {
 
 /// The kernels of level `isa` (which the CPU must support: isa_supported()).
 inline const MatKernels& mat_kernels(Isa isa) {
-  static const MatKernels base{Isa::kBaseline,    &simd::gemv_f32,   &simd::gemv_f16, &simd::gemv_bf16,
-                               &simd::widen_f16,  &simd::widen_bf16, nullptr,         nullptr,
-                               &simd::fma_chains, simd::kLanes,      nullptr};
+  using detail::gemv_q_scalar;
+  static const MatKernels base{Isa::kBaseline,
+                               &simd::gemv_f32,
+                               &simd::gemv_f16,
+                               &simd::gemv_bf16,
+                               &simd::widen_f16,
+                               &simd::widen_bf16,
+                               nullptr,
+                               nullptr,
+                               &simd::fma_chains,
+                               simd::kLanes,
+                               nullptr,
+                               {&gemv_q_scalar<DType::kQ8_0>, &gemv_q_scalar<DType::kQ4_0>, &gemv_q_scalar<DType::kQ4_1>,
+                                &gemv_q_scalar<DType::kQ4_K>, &gemv_q_scalar<DType::kQ5_K>, &gemv_q_scalar<DType::kQ6_K>}};
 #if LOOPUS_X86_DISPATCH
   static const MatKernels avx2{Isa::kAvx2,
                                &isa_avx2::gemv_f32,
@@ -143,7 +184,8 @@ inline const MatKernels& mat_kernels(Isa isa) {
                                nullptr,
                                &isa_avx2::fma_chains,
                                isa_avx2::kLanes,
-                               nullptr};
+                               nullptr,
+                               {&isa_avx2::gemv_q8_0, &isa_avx2::gemv_q4_0, &isa_avx2::gemv_q4_1, &isa_avx2::gemv_q4_k, &isa_avx2::gemv_q5_k, &isa_avx2::gemv_q6_k}};
   static const MatKernels avx512{Isa::kAvx512,
                                  &isa_avx512::gemv_f32,
                                  &isa_avx512::gemv_f16,
@@ -154,11 +196,13 @@ inline const MatKernels& mat_kernels(Isa isa) {
                                  nullptr,
                                  &isa_avx512::fma_chains,
                                  isa_avx512::kLanes,
-                                 nullptr};
+                                 nullptr,
+                                 {&isa_avx512::gemv_q8_0, &isa_avx512::gemv_q4_0, &isa_avx512::gemv_q4_1, &isa_avx512::gemv_q4_k, &isa_avx512::gemv_q5_k, &isa_avx512::gemv_q6_k}};
   static const MatKernels avx512bf16{Isa::kAvx512Bf16,         &isa_avx512::gemv_f32,         &isa_avx512::gemv_f16,
                                      &isa_avx512::gemv_bf16,   &isa_avx512::widen_f16,        &isa_avx512::widen_bf16,
                                      &isa_avx512bf16::to_bf16, &isa_avx512bf16::gemm_bf16,    &isa_avx512::fma_chains,
-                                     isa_avx512::kLanes,       &isa_avx512bf16::dpbf16_chains};
+                                     isa_avx512::kLanes,       &isa_avx512bf16::dpbf16_chains,
+                                     {&isa_avx512bf16::gemv_q8_0, &isa_avx512bf16::gemv_q4_0, &isa_avx512bf16::gemv_q4_1, &isa_avx512bf16::gemv_q4_k, &isa_avx512bf16::gemv_q5_k, &isa_avx512bf16::gemv_q6_k}};
   switch (isa) {
     case Isa::kBaseline: return base;
     case Isa::kAvx2: return avx2;

@@ -45,6 +45,9 @@ struct Tuning {
   /// matmul with T at most this uses the row-streaming GEMV kernel (weights
   /// read once, reused from cache across the T tokens); larger T goes to GEMM.
   static constexpr int64_t kGemvMaxT = 16;
+  /// The same for quantized weights: up to this many tokens the integer-dot GEMV (activations
+  /// rounded to 8-bit blocks), beyond it the GEMM on panels widened to f32.
+  static constexpr int64_t kQuantGemvMaxT = 16;
   /// Rows per weight panel of the prefill GEMM (see matmul_gemm_panels).
   static constexpr int64_t kPanelRows = 256;
   /// With OpenBLAS in the build, GEMMs with at least this many rows (tokens)
@@ -69,6 +72,7 @@ enum ScratchSlot : int {
   kScratchGemmA,
   kScratchGemmB,
   kScratchBf16,
+  kScratchQAct,
   kNumSlots
 };
 
@@ -105,6 +109,36 @@ inline void matmul_rows(MatKernels::Gemv gemv, const void* w, int64_t rows, int6
   for (int i = 0; i < nthr; ++i) {
     const int64_t r0 = std::min(rows, nblk * i / nthr * kRows), r1 = std::min(rows, nblk * (i + 1) / nthr * kRows);
     if (r0 < r1) gemv(w, r0, r1, cols, x, T, y, rows);
+  }
+}
+
+/// y[T, rows] = x[T, cols] · Wᵀ for a quantized W, streaming W once (decode and short chunks): the
+/// activations are rounded to 8-bit blocks once, on the calling thread (quant::quantize_act, the
+/// rounding llama.cpp uses), then the threads split the rows as matmul_rows does and run the
+/// level's integer-dot GEMV on their ranges.
+inline void matmul_rows_quant(const MatKernels& kern, DType dt, const void* w, int64_t rows, int64_t cols,
+                              const float* x, int64_t T, float* y) {
+  constexpr int64_t kMaxT = 64;
+  quant::ActRow acts[kMaxT];
+  LOOPUS_ASSERT(T <= kMaxT);
+  const size_t rb = quant::act_row_bytes(cols);
+  auto* buf = reinterpret_cast<unsigned char*>(scratch(kScratchQAct, (size_t(T) * rb + 3) / 4));
+  const quant::ActKind kind = quant::act_kind(dt);
+  for (int64_t t = 0; t < T; ++t) {
+    const quant::ActRowMut a = quant::act_layout(buf + size_t(t) * rb, cols);
+    quant::quantize_act(kind, x + t * cols, cols, a);
+    acts[t] = a;
+  }
+  const MatKernels::QGemv gemv = kern.gemv_q[quant::quant_index(dt)];
+  const int nthr = rows * cols * T >= Tuning::kParallelMinWork ? int(std::min<int64_t>(max_threads(), rows)) : 1;
+  if (nthr <= 1) {
+    gemv(w, 0, rows, cols, acts, T, y, rows);
+    return;
+  }
+  LOOPUS_OMP(omp parallel for schedule(static, 1) num_threads(nthr))
+  for (int i = 0; i < nthr; ++i) {
+    const int64_t r0 = rows * i / nthr, r1 = rows * (i + 1) / nthr;
+    if (r0 < r1) gemv(w, r0, r1, cols, acts, T, y, rows);
   }
 }
 
@@ -193,6 +227,10 @@ inline void matmul_gemm_panels(const MatKernels& kern, DType dt, const void* w, 
     const float* panel;
     if (dt == DType::kF32) {
       panel = static_cast<const float*>(w) + r0 * cols;
+    } else if (dtype_is_quantized(dt)) {
+      float* buf = scratch(kScratchPanel, size_t(m * cols));
+      dequantize_rows(Weight{w, dt, rows, cols}, r0, m, buf);
+      panel = buf;
     } else {
       float* buf = scratch(kScratchPanel, size_t(m * cols));
       const auto* src = static_cast<const uint16_t*>(w) + r0 * cols;
@@ -444,9 +482,11 @@ struct Ops<Cpu> {
     return W.dtype == DType::kBF16 && T > cpu::Tuning::kGemvMaxT && cpu::mat_kernels().gemm_bf16 != nullptr;
   }
 
-  /// y[T, W.rows] = x[T, W.cols] · Wᵀ; W is f32, f16 or bf16. x and y must not overlap. Within f32
-  /// rounding of the reference, except that bf16 prefill may round x to bf16 first
-  /// (rounds_x_to_bf16; LOOPUS_ISA=avx512 keeps x exact).
+  /// y[T, W.rows] = x[T, W.cols] · Wᵀ; W is f32, f16, bf16 or quantized. x and y must not overlap.
+  /// Within f32 rounding of the reference, except that bf16 prefill may round x to bf16 first
+  /// (rounds_x_to_bf16; LOOPUS_ISA=avx512 keeps x exact), and that a quantized W with at most
+  /// Tuning::kQuantGemvMaxT tokens multiplies x rounded to 8-bit blocks, as llama.cpp does
+  /// (ops/reference/quant.hpp is the oracle of that product; longer inputs widen W exactly).
   static void matmul(const Weight& W, const float* x, int64_t T, float* y) {
     using namespace cpu::detail;
     if (T <= 0 || W.rows <= 0) return;
@@ -466,9 +506,16 @@ struct Ops<Cpu> {
         }
         return;
       default:
-        // Quantized weights are dequantized on load; reaching here is a loader bug.
-        LOOPUS_ASSERT(!"Ops<Cpu>::matmul: weight dtype must be f32, f16 or bf16");
-        std::fill(y, y + T * W.rows, 0.f);
+        if (!W.quantized()) {
+          LOOPUS_ASSERT(!"Ops<Cpu>::matmul: weight dtype must be f32, f16, bf16 or quantized");
+          std::fill(y, y + T * W.rows, 0.f);
+          return;
+        }
+        if (T <= cpu::Tuning::kQuantGemvMaxT) {
+          matmul_rows_quant(kern, W.dtype, W.data, W.rows, W.cols, x, T, y);
+        } else {
+          matmul_gemm_panels(kern, W.dtype, W.data, W.rows, W.cols, x, T, y);
+        }
         return;
     }
   }

@@ -1,0 +1,210 @@
+// The quantized-weight GEMV kernels (q8_0, q4_0, q4_1, q4_K, q5_K, q6_K against 8-bit activations).
+// SPDX-License-Identifier: MIT
+// No include guard: included into each x86 level's namespace (ops/cpu/isa_kernels.hpp) after
+//   hsum8(__m256)                      (isa/x86_reduce.hpp), and
+//   dot_u8s8(__m256i u, __m256i s)     8 int32 lanes, each the sum of four u8·s8 products: one
+//                                      vpdpbusd where the level has AVX512_VNNI, else
+//                                      vpmaddubsw + vpmaddwd (no saturation: u ≤ 128 and
+//                                      |s| ≤ 127 keep each pair sum below 2^15).
+// The arithmetic is ops/reference/quant.hpp's (llama.cpp's), block for block: an exact integer dot
+// per block, converted to f32 and multiplied by the f32 product of the two scales. Only the order
+// of the f32 additions differs. 256-bit vectors throughout: one 32-value block per vector; on
+// Zen 4, which executes 512-bit integer operations as two 256-bit halves, wider vectors gain
+// nothing here, and the kernels stay shared with AVX2.
+
+namespace qk {
+
+inline float f16(uint16_t h) { return _cvtsh_ss(h); }
+inline uint16_t rd16(const unsigned char* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+/// 32 4-bit values of a 16-byte run: low nibbles (values 0-15), then high nibbles (16-31).
+inline __m256i nibbles(const unsigned char* q) {
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+}
+inline void prefetch(const unsigned char* p) { __builtin_prefetch(p, 0, 2); }
+
+/// The dots of the 32-value block types: kBlock bytes per block, `one(w, b, acc, extra)` adds block
+/// b (at w) to the vector accumulator and its scalar terms to `extra`. Four blocks per step into
+/// four accumulators: one accumulator would chain every block behind the previous block's FMA
+/// (latency-bound at about a block per 4 cycles).
+template <int64_t kBlock, class One>
+inline float dot_blocks32(const unsigned char* w, int64_t nb, One one) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  float extra[4] = {0.f, 0.f, 0.f, 0.f};
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4)
+    for (int u = 0; u < 4; ++u) one(w + (b + u) * kBlock, b + u, acc[u], extra[u]);
+  for (; b < nb; ++b) one(w + b * kBlock, b, acc[0], extra[0]);
+  return hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) +
+         ((extra[0] + extra[1]) + (extra[2] + extra[3]));
+}
+
+inline float dot_q8_0(const unsigned char* w, const quant::ActRow& a, int64_t n) {
+  return dot_blocks32<34>(w, n / 32, [&](const unsigned char* blk, int64_t b, __m256& acc, float&) {
+    const __m256i q = load256(blk + 2), x = load256(a.qs + 32 * b);
+    const __m256i s = dot_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(rd16(blk)) * a.d[b]), _mm256_cvtepi32_ps(s), acc);
+  });
+}
+inline float dot_q4_0(const unsigned char* w, const quant::ActRow& a, int64_t n) {
+  // The -8 offset of the 4-bit values is folded out of the vector work: Σ(q-8)x = Σqx - 8Σx.
+  return dot_blocks32<18>(w, n / 32, [&](const unsigned char* blk, int64_t b, __m256& acc, float& corr) {
+    const float d = f16(rd16(blk)) * a.d[b];
+    const __m256i s = dot_u8s8(nibbles(blk + 2), load256(a.qs + 32 * b));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+    corr -= d * float(8 * a.isum[b]);
+  });
+}
+inline float dot_q4_1(const unsigned char* w, const quant::ActRow& a, int64_t n) {
+  return dot_blocks32<20>(w, n / 32, [&](const unsigned char* blk, int64_t b, __m256& acc, float& mins) {
+    const __m256i s = dot_u8s8(nibbles(blk + 4), load256(a.qs + 32 * b));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(rd16(blk)) * a.d[b]), _mm256_cvtepi32_ps(s), acc);
+    mins += f16(rd16(blk + 2)) * a.s[b];
+  });
+}
+
+/// The 8 scales (bytes 0-7) and 8 mins (bytes 8-15) of a q4_K / q5_K super-block, unpacked from
+/// their 12 bytes with word-wide masks (the same bits q4k_scale_min picks one at a time).
+inline void scales_mins_q45k(const unsigned char* s12, uint8_t out[16]) {
+  uint32_t u[4];
+  std::memcpy(u, s12, 12);
+  constexpr uint32_t k6 = 0x3f3f3f3fu, k4 = 0x0f0f0f0fu, k2 = 0x03030303u;
+  u[3] = ((u[2] >> 4) & k4) | (((u[1] >> 6) & k2) << 4);
+  const uint32_t m03 = u[1] & k6;
+  u[1] = (u[2] & k4) | (((u[0] >> 6) & k2) << 4);
+  u[2] = m03;
+  u[0] &= k6;
+  std::memcpy(out, u, 16);
+}
+
+/// Σ_j sc_j·Σ q·x over the 8 sub-blocks of 32 of a q4_K / q5_K super-block (qh null for q4_K), as
+/// 8 int32 lanes; *summ = Σ_j m_j·(Σx of sub-block j).
+inline __m256i sums_q45k(const unsigned char* scales, const unsigned char* qs, const unsigned char* qh,
+                         const int8_t* x, const int16_t* bs, int* summ) {
+  uint8_t sm[16];
+  scales_mins_q45k(scales, sm);
+  const uint8_t* sc = sm;
+  // Σ_j m_j·(bsum_2j + bsum_2j+1): the 16 sums of 16 against the 8 mins, each twice, in one vpmaddwd.
+  const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)),
+                                                                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8))));
+  const __m256i pm = _mm256_madd_epi16(mins16, load256(bs));
+  const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(pm), _mm256_extracti128_si256(pm, 1));
+  const __m128i h2 = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+  *summ = _mm_cvtsi128_si32(_mm_add_epi32(h2, _mm_shuffle_epi32(h2, 0xb1)));
+  const __m256i lo4 = _mm256_set1_epi8(0x0F);
+  const __m256i one = _mm256_set1_epi8(1);
+  const __m256i hb = qh ? load256(qh) : _mm256_setzero_si256();
+  __m256i acc = _mm256_setzero_si256();
+  for (int g = 0; g < 4; ++g) {
+    const __m256i v = load256(qs + 32 * g);
+    __m256i q0 = _mm256_and_si256(v, lo4);
+    __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+    if (qh) {  // the fifth bits: bit 2g of qh[l] for the low nibbles, 2g+1 for the high ones
+      q0 = _mm256_add_epi8(q0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * g), one), 4));
+      q1 = _mm256_add_epi8(q1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * g + 1), one), 4));
+    }
+    const __m256i p0 = _mm256_maddubs_epi16(q0, load256(x + 64 * g));
+    const __m256i p1 = _mm256_maddubs_epi16(q1, load256(x + 64 * g + 32));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p0, _mm256_set1_epi16(int16_t(sc[2 * g]))));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p1, _mm256_set1_epi16(int16_t(sc[2 * g + 1]))));
+  }
+  return acc;
+}
+template <bool kQ5>
+inline float dot_q45_k(const unsigned char* w, const quant::ActRow& a, int64_t n) {
+  constexpr int64_t kBytes = kQ5 ? 176 : 144;
+  __m256 acc = _mm256_setzero_ps();
+  float mins = 0.f;
+  for (int64_t b = 0; b < n / 256; ++b, w += kBytes) {
+    int summ = 0;
+    const __m256i s = sums_q45k(w + 4, w + (kQ5 ? 48 : 16), kQ5 ? w + 16 : nullptr, a.qs + 256 * b,
+                                a.bsums + 16 * b, &summ);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(rd16(w)) * a.d[b]), _mm256_cvtepi32_ps(s), acc);
+    mins += f16(rd16(w + 2)) * a.d[b] * float(summ);
+  }
+  return hsum8(acc) - mins;
+}
+inline float dot_q6_k(const unsigned char* w, const quant::ActRow& a, int64_t n) {
+  const __m256i lo4 = _mm256_set1_epi8(0x0F), lo2 = _mm256_set1_epi8(3);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 256; ++b, w += 210) {
+    const unsigned char* ql = w;
+    const unsigned char* qh = w + 128;
+    const auto* sc = reinterpret_cast<const int8_t*>(w + 192);
+    const int8_t* x = a.qs + 256 * b;
+    // Σ_g sc_g·bsum_g: the -32 offset of the 6-bit values, 16 products in one vpmaddwd.
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
+    const __m256i offs = _mm256_madd_epi16(sc16, load256(a.bsums + 16 * b));
+    __m256i sum = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i l0 = load256(ql + 64 * h), l1 = load256(ql + 64 * h + 32), hb = load256(qh + 32 * h);
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_slli_epi16(_mm256_and_si256(hb, lo2), 4)),
+          _mm256_or_si256(_mm256_and_si256(l1, lo4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), lo2), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), lo2), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), lo2), 4))};
+      for (int k = 0; k < 4; ++k) {
+        const int g = 8 * h + 2 * k;  // the two 16-value sub-blocks this vector covers
+        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
+        const __m256i p = _mm256_maddubs_epi16(q[k], load256(x + 128 * h + 32 * k));
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, scv));
+      }
+    }
+    sum = _mm256_sub_epi32(sum, _mm256_slli_epi32(offs, 5));
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(rd16(w + 208)) * a.d[b]), _mm256_cvtepi32_ps(sum), acc);
+  }
+  return hsum8(acc);
+}
+
+/// Rows [r0, r1) of y[T, ldy] against T rounded activation rows: row after row (one sequential
+/// stream of weight bytes, prefetched kPrefetchBytes ahead), each row dotted with every token while
+/// it sits in L1.
+template <float (*kDot)(const unsigned char*, const quant::ActRow&, int64_t), int64_t kNum, int64_t kDen>
+inline void gemv_q(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* acts, int64_t T,
+                   float* y, int64_t ldy) {
+  constexpr int64_t kPrefetchBytes = 768;
+  const int64_t rb = cols / kDen * kNum;  // row bytes: cols/block values · bytes per block
+  const auto* base = static_cast<const unsigned char*>(w);
+  const unsigned char* end = base + r1 * rb;
+  for (int64_t r = r0; r < r1; ++r) {
+    const unsigned char* row = base + r * rb;
+    for (const unsigned char* p = row + kPrefetchBytes; p < row + rb + kPrefetchBytes && p < end; p += 64)
+      prefetch(p);
+    for (int64_t t = 0; t < T; ++t) y[t * ldy + r] = kDot(row, acts[t], cols);
+  }
+}
+
+}  // namespace qk
+
+inline void gemv_q8_0(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T,
+                      float* y, int64_t ldy) {
+  qk::gemv_q<qk::dot_q8_0, 34, 32>(w, r0, r1, cols, a, T, y, ldy);
+}
+inline void gemv_q4_0(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T,
+                      float* y, int64_t ldy) {
+  qk::gemv_q<qk::dot_q4_0, 18, 32>(w, r0, r1, cols, a, T, y, ldy);
+}
+inline void gemv_q4_1(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T,
+                      float* y, int64_t ldy) {
+  qk::gemv_q<qk::dot_q4_1, 20, 32>(w, r0, r1, cols, a, T, y, ldy);
+}
+inline void gemv_q4_k(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T,
+                      float* y, int64_t ldy) {
+  qk::gemv_q<qk::dot_q45_k<false>, 144, 256>(w, r0, r1, cols, a, T, y, ldy);
+}
+inline void gemv_q5_k(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T,
+                      float* y, int64_t ldy) {
+  qk::gemv_q<qk::dot_q45_k<true>, 176, 256>(w, r0, r1, cols, a, T, y, ldy);
+}
+inline void gemv_q6_k(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T,
+                      float* y, int64_t ldy) {
+  qk::gemv_q<qk::dot_q6_k, 210, 256>(w, r0, r1, cols, a, T, y, ldy);
+}
