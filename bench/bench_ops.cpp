@@ -46,13 +46,24 @@ struct WeightSet {
   loopus::AlignedBuffer buf;
   std::vector<Weight> w;
   WeightSet(DType dt, int64_t rows, int64_t cols, int64_t min_total_bytes) {
-    const size_t one = size_t(rows * cols) * loopus::dtype_size(dt);
+    const size_t one = size_t(rows) * loopus::dtype_row_bytes(dt, cols);
     const size_t copies = std::max<size_t>(1, (size_t(min_total_bytes) + one - 1) / one);
     buf.resize(one * copies);
     std::vector<float> f = rand_vec(size_t(rows * cols), uint64_t(rows * 31 + cols));
     auto* base = buf.data();
     if (dt == DType::kF32) {
       std::memcpy(base, f.data(), one);
+    } else if (loopus::dtype_is_quantized(dt)) {
+      // Random quant bytes under small f16 scales: the kernels' work does not depend on the values.
+      uint64_t s = uint64_t(rows * 131 + cols);
+      for (size_t i = 0; i < one; ++i) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        base[i] = std::byte(s >> 56);
+      }
+      const size_t bb = loopus::dtype_block_bytes(dt);
+      const size_t at = dt == DType::kQ6_K ? 208 : 0;
+      const uint16_t d = loopus::f32_to_f16(0.01f);
+      for (size_t o = 0; o < one; o += bb) std::memcpy(base + o + at, &d, 2);
     } else {
       auto* h = reinterpret_cast<uint16_t*>(base);
       for (size_t i = 0; i < f.size(); ++i)
@@ -113,6 +124,13 @@ void small_t_shapes(benchmark::internal::Benchmark* b) {
 LOOPUS_MATMUL_BENCH(Cpu, DType::kF32, "BM_Matmul_F32");
 LOOPUS_MATMUL_BENCH(Cpu, DType::kF16, "BM_Matmul_F16");
 LOOPUS_MATMUL_BENCH(Cpu, DType::kBF16, "BM_Matmul_BF16");
+// Quantized weights (GB/s counts the quantized bytes: compare with BM_MemBandwidth_Read).
+LOOPUS_MATMUL_BENCH(Cpu, DType::kQ8_0, "BM_Matmul_Q8_0");
+LOOPUS_MATMUL_BENCH(Cpu, DType::kQ4_0, "BM_Matmul_Q4_0");
+LOOPUS_MATMUL_BENCH(Cpu, DType::kQ4_1, "BM_Matmul_Q4_1");
+LOOPUS_MATMUL_BENCH(Cpu, DType::kQ4_K, "BM_Matmul_Q4_K");
+LOOPUS_MATMUL_BENCH(Cpu, DType::kQ5_K, "BM_Matmul_Q5_K");
+LOOPUS_MATMUL_BENCH(Cpu, DType::kQ6_K, "BM_Matmul_Q6_K");
 // The oracle, small shapes only (it is scalar double-precision code).
 BENCHMARK(BM_Matmul<Reference, DType::kF32>)->Name("BM_Matmul_F32_Reference")->Args({768, 768, 1})
     ->Args({768, 768, 64})->UseRealTime()->Unit(benchmark::kMillisecond);

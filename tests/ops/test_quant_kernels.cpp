@@ -119,9 +119,6 @@ void for_shapes(DType t, F f) {
       f(r, c);
 }
 
-}  // namespace quant_kernels_test
-
-using namespace quant_kernels_test;
 
 TEST_CASE("quant: activation rounding follows llama.cpp's q8_0 / q8_1 / q8_K rules") {
   SUBCASE("32-blocks: q = round-half-even(x·127/max|x|), d = f16(max|x|/127), s = f16(d·Σq)") {
@@ -198,7 +195,6 @@ TEST_CASE("quant: the scalar oracle equals the exact product up to the activatio
     });
 }
 
-namespace quant_kernels_test {
 /// Every quantized GEMV of `isa` against the oracle (f32 summation order is all that may differ).
 void check_quant_level(cpu::Isa isa) {
   if (!cpu::isa_supported(isa)) {
@@ -239,8 +235,6 @@ void check_quant_level(cpu::Isa isa) {
       }
     });
 }
-}  // namespace quant_kernels_test
-
 TEST_CASE("quant kernels: level avx2") { check_quant_level(cpu::Isa::kAvx2); }
 TEST_CASE("quant kernels: level avx512") { check_quant_level(cpu::Isa::kAvx512); }
 TEST_CASE("quant kernels: level avx512bf16 (vpdpbusd)") { check_quant_level(cpu::Isa::kAvx512Bf16); }
@@ -279,3 +273,5 @@ TEST_CASE("Ops<Cpu>::matmul on quantized weights: GEMV against the oracle, prefi
   }
   cpu::set_isa(saved);
 }
+
+}  // namespace quant_kernels_test
