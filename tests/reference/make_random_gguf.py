@@ -21,6 +21,9 @@ Models (shape, tokenizer):
                q_norm/k_norm, tied embeddings (no output.weight); byte-level BPE
                vocabulary (pre "qwen2") from shared/data/tokenizers/qwen3/tokenizer.json,
                padded to 151936 with "[PAD<i>]" tokens of type UNUSED.
+  kquant-tiny  llama arch, dim 256, 1 layer, 4 heads, ff 768, vocab 32000 (Llama-2
+               SentencePiece): every row a whole number of 256-value K-quant blocks;
+               the input of tests/reference/make_quant_goldens.py (not in the default set)
 
 Weights: matrices ~ normal(0, 0.02) drawn from numpy's PCG64 generator seeded with
 --seed (default 1234); one generator per model, tensors drawn in the file order
@@ -57,6 +60,10 @@ MODELS = {
     "stories110m": dict(
         arch="llama", name="stories110M-random", dim=768, n_layer=12, n_head=12, n_kv=12,
         head_dim=64, ff=2048, vocab=32000, ctx=2048, rope_theta=10000.0, eps=1e-5,
+        qk_norm=False, tied=False, tok="spm"),
+    "kquant-tiny": dict(
+        arch="llama", name="kquant-tiny-random", dim=256, n_layer=1, n_head=4, n_kv=4,
+        head_dim=64, ff=768, vocab=32000, ctx=256, rope_theta=10000.0, eps=1e-5,
         qk_norm=False, tied=False, tok="spm"),
     "qwen3-0.6b": dict(
         arch="qwen3", name="Qwen3-0.6B-random", dim=1024, n_layer=28, n_head=16, n_kv=8,
@@ -209,7 +216,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output directory (outside the repo)")
     ap.add_argument("--data-dir", default=DEFAULT_DATA, help="shared data dir with tokenizers/")
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--models", nargs="+", default=[m for m in MODELS if m != "kquant-tiny"],
+                    choices=list(MODELS))
     ap.add_argument("--dtypes", nargs="+", default=["f32", "bf16"], choices=["f32", "bf16"])
     ap.add_argument("--seed", type=int, default=1234)
     a = ap.parse_args()

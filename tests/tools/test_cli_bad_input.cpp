@@ -138,6 +138,7 @@ struct Fixture {
         {"info", {"info", "-m", f}},
         {"generate", {"generate", "-m", f, "-p", "Once", "-n", "4"}},
         {"tokenize", {"tokenize", "-m", f, "-p", "Once upon"}},
+        {"quantize", {"quantize", "-m", f, "--type", "Q8_0", "--out", (dir / "quantize_out.gguf").string()}},
         {"perplexity", {"perplexity", "-m", f, "-f", text.string(), "--window", "16"}},
         {"adapt",
          {"adapt", "-m", f, "--data", text.string(), "--out", (dir / "adapt_out").string(), "--steps", "1", "--seq-len",

@@ -16,8 +16,9 @@ void register_perplexity(CLI::App&);
 void register_eval(CLI::App&);
 void register_trace(CLI::App&);
 void register_split(CLI::App&);
+void register_quantize(CLI::App&);
 inline std::vector<Register> all_commands() {
-  return {register_info,       register_generate, register_tokenize, register_synth, register_bench,
-          register_perplexity, register_eval,     register_adapt,    register_trace, register_split};
+  return {register_info, register_generate, register_tokenize, register_synth, register_bench,   register_perplexity,
+          register_eval, register_adapt,    register_trace,    register_split, register_quantize};
 }
 }  // namespace loopus::cli

@@ -66,6 +66,10 @@ inline std::string flag_names(std::string msg) {
          "pass --val FILE or a larger --val-percent"},
         {"give a tokenizer file (OpenModelOptions::tokenizer)", "pass --tokenizer FILE"},
         {"give their tokenizer.bin (OpenModelOptions::tokenizer)", "pass --tokenizer tokenizer.bin"},
+        // io/quantize_model.hpp: QuantizeOptions
+        {"QuantizeOptions::type", "--type"},
+        {"QuantizeOptions::keep", "--keep"},
+        {"QuantizeOptions::fallback", "--fallback"},
         // train/params.hpp: TrainSelect::parse
         {"TrainSelect '", "--train '"},
     };

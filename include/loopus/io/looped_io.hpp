@@ -265,13 +265,8 @@ inline void save_lds(const LoopedWeights& lw, const std::string& dir, const std:
   io::write_model_folder(dir, recs, {{"format", "pt"}}, lds_config(lw, base_name).dump(2) + "\n");
 }
 
-/// Writes a GGUF with the base model (llama.cpp-compatible tensors) plus
-/// loopus.* metadata and f32 gate / q-head tensors.
-inline void save_looped_gguf(const LoopedWeights& lw, const std::string& path, const nlohmann::json& vocab_meta = {}) {
-  const ModelWeights& w = *lw.base;
-  io::GgufWriter g;
-  gguf_set_hparams(g, w.hp, std::filesystem::path(path).stem().string());
-  gguf_set_vocab(g, vocab_meta, w.hp.n_vocab);
+/// The loopus.* metadata of a looped GGUF: the split and the checkpoint's loop defaults.
+inline void gguf_set_loop_meta(io::GgufWriter& g, const LoopedWeights& lw) {
   auto ints = [](const std::vector<int>& v) { return std::vector<int32_t>(v.begin(), v.end()); };
   g.set_arr_i32("loopus.encoder_layers", ints(lw.split.encoder));
   g.set_arr_i32("loopus.reasoning_layers", ints(lw.split.reasoning));
@@ -281,6 +276,16 @@ inline void save_looped_gguf(const LoopedWeights& lw, const std::string& path, c
   g.set_u32("loopus.q_eval_interval", uint32_t(lw.defaults.q_eval_interval));
   g.set_str("loopus.halting_strategy", lw.defaults.halting_strategy);
   g.set_f32("loopus.convergence_epsilon", lw.defaults.convergence_epsilon);
+}
+
+/// Writes a GGUF with the base model (llama.cpp-compatible tensors) plus
+/// loopus.* metadata and f32 gate / q-head tensors.
+inline void save_looped_gguf(const LoopedWeights& lw, const std::string& path, const nlohmann::json& vocab_meta = {}) {
+  const ModelWeights& w = *lw.base;
+  io::GgufWriter g;
+  gguf_set_hparams(g, w.hp, std::filesystem::path(path).stem().string());
+  gguf_set_vocab(g, vocab_meta, w.hp.n_vocab);
+  gguf_set_loop_meta(g, lw);
   std::vector<AlignedBuffer> keep;
   auto recs = detail::named_records(w, NameScheme::gguf(), gguf_rope_style(w.hp.arch), keep);
   std::vector<float> qbias;
