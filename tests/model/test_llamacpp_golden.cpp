@@ -293,7 +293,13 @@ TEST_CASE("[loopus] llama.cpp golden: stories260K greedy ids exact, full logits 
 
 TEST_CASE("[loopus] llama.cpp golden: SmolLM2 Q4_1 greedy (pos-0 logits within 1.0, ids while margin >= 2)") {
   LOOPUS_MODEL_OR_SKIP(path, kSmol, kSmolEnv);
-  constexpr double kTol = 1.0;  // f32-dequantized loopus vs llama.cpp's Q8-activation dot products
+  // loopus now multiplies Q4_1 weights as llama.cpp does (8-bit activation blocks, integer dots; each
+  // row equal to ggml's vec_dot to f32 rounding), but the rounding of activations to 8 bits turns
+  // last-bit differences in the f32 activations (RMSNorm's sum order, SiLU's exp) into whole-step
+  // differences in some values, and SmolLM2's outlier channels amplify them: measured, the pos-0
+  // logits differ by up to 0.56-0.70 (mean 0.10-0.12), about as much as llama.cpp's own Q4_1 run
+  // differs from its run on the same weights in f32 (0.65). Hence the tolerance.
+  constexpr double kTol = 1.0;
   auto f = std::make_shared<const io::TensorFile>(io::open_gguf(path));
   const auto w = load_weights(f);
   const auto tok = load_tokenizer_from_gguf_meta(f->meta, path);

@@ -261,6 +261,18 @@ TEST_CASE("Ops<Cpu>::matmul on quantized weights: GEMV against the oracle, prefi
         if (T <= cpu::Tuning::kQuantGemvMaxT) {
           Acts a(t, x, T, cols);
           quant::gemv(t, wb.data(), 0, rows, cols, a.rows.data(), T, want.data(), rows);
+        } else if (loopus::Ops<loopus::Cpu>::rounds_x_to_bf16(W, T)) {
+          // Native bf16 prefill: both operands rounded to bf16, products summed in f32.
+          std::vector<float> wf(static_cast<size_t>(rows * cols));
+          loopus::dequantize_rows(W, 0, rows, wf.data());
+          for (int64_t i = 0; i < T; ++i)
+            for (int64_t r = 0; r < rows; ++r) {
+              double acc = 0;
+              for (int64_t c = 0; c < cols; ++c)
+                acc += double(loopus::bf16_to_f32(loopus::f32_to_bf16(wf[size_t(r * cols + c)]))) *
+                       double(loopus::bf16_to_f32(loopus::f32_to_bf16(x[size_t(i * cols + c)])));
+              want[size_t(i * rows + r)] = float(acc);
+            }
         } else {
           want = exact;
         }

@@ -73,6 +73,7 @@ enum ScratchSlot : int {
   kScratchGemmB,
   kScratchBf16,
   kScratchQAct,
+  kScratchPanelBf16,
   kNumSlots
 };
 
@@ -195,10 +196,11 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
 /// matching column block of y. A task multiplies its panel with every token:
 ///   - bf16 weights where the active level has native bf16 products (AVX512_BF16): the
 ///     activations are rounded to bf16 once, before the tasks, and each panel goes through the
-///     level's bf16 GEMM (ops/cpu/isa/gemm_bf16_body.hpp);
+///     level's bf16 GEMM (ops/cpu/isa/gemm_bf16_body.hpp); quantized weights there too, each
+///     panel widened to f32 (dequantize_rows) and rounded to bf16 in per-thread scratch first;
 ///   - otherwise a single-threaded f32 GEMM (OpenBLAS or Eigen, see gemm above) on the panel, used
-///     in place for f32 weights and widened into per-thread scratch for f16/bf16 (widening is
-///     O(rows·cols), negligible next to the O(T·rows·cols) GEMM).
+///     in place for f32 weights and widened into per-thread scratch for f16/bf16/quantized
+///     (widening is O(rows·cols), small next to the O(T·rows·cols) GEMM).
 /// Panels of ~256 rows keep the GEMM's re-packing of x (once per panel) cheap; their count is a
 /// multiple of the thread count so no thread idles on small matrices, and their size a multiple of
 /// 8 rows (the bf16 kernel's tile).
@@ -209,7 +211,8 @@ inline void matmul_gemm_panels(const MatKernels& kern, DType dt, const void* w, 
   npan = (npan + nthr - 1) / nthr * nthr;
   const int64_t nb = std::max<int64_t>(8, ((rows + npan - 1) / npan + 7) / 8 * 8);
   npan = (rows + nb - 1) / nb;
-  const bool native_bf16 = dt == DType::kBF16 && kern.gemm_bf16 != nullptr;
+  const bool quant = dtype_is_quantized(dt);
+  const bool native_bf16 = (dt == DType::kBF16 || quant) && kern.gemm_bf16 != nullptr;
   const int64_t ldx = (cols + 31) / 32 * 32;
   uint16_t* xb = nullptr;
   if (native_bf16) {
@@ -220,6 +223,14 @@ inline void matmul_gemm_panels(const MatKernels& kern, DType dt, const void* w, 
   for (int64_t p = 0; p < npan; ++p) {
     const int64_t r0 = p * nb;
     const int64_t m = std::min(nb, rows - r0);
+    if (native_bf16 && quant) {  // the panel widened to f32, then rounded to bf16
+      float* f = scratch(kScratchPanel, size_t(m * cols));
+      dequantize_rows(Weight{w, dt, rows, cols}, r0, m, f);
+      auto* wb = reinterpret_cast<uint16_t*>(scratch(kScratchPanelBf16, size_t(m * cols + 1) / 2));
+      kern.to_bf16(f, m * cols, wb, m * cols);
+      kern.gemm_bf16(xb, ldx, T, wb, 0, m, cols, y + r0, rows);
+      continue;
+    }
     if (native_bf16) {
       kern.gemm_bf16(xb, ldx, T, w, r0, r0 + m, cols, y, rows);
       continue;
@@ -477,9 +488,13 @@ struct Ops<Cpu> {
   /// Whether matmul(W, x, T, y) multiplies bf16(x) (x rounded to nearest-even bf16) rather than x:
   /// bf16 weights in prefill (T > kGemvMaxT) where the active kernel level has native bf16 pair
   /// products (AVX512_BF16), as llama.cpp does. The result is then within f32 rounding of
-  /// Σ bf16(x)·w; everywhere else of Σ x·w, like Ops<Reference>.
+  /// Σ bf16(x)·w; everywhere else of Σ x·w, like Ops<Reference>. Quantized weights in prefill
+  /// (T > kQuantGemvMaxT) at that level go the same way, with their values rounded to bf16 too:
+  /// within f32 rounding of Σ bf16(x)·bf16(w).
   static bool rounds_x_to_bf16(const Weight& W, int64_t T) {
-    return W.dtype == DType::kBF16 && T > cpu::Tuning::kGemvMaxT && cpu::mat_kernels().gemm_bf16 != nullptr;
+    return ((W.dtype == DType::kBF16 && T > cpu::Tuning::kGemvMaxT) ||
+            (W.quantized() && T > cpu::Tuning::kQuantGemvMaxT)) &&
+           cpu::mat_kernels().gemm_bf16 != nullptr;
   }
 
   /// y[T, W.rows] = x[T, W.cols] · Wᵀ; W is f32, f16, bf16 or quantized. x and y must not overlap.
