@@ -28,44 +28,94 @@ inline __m256i nibbles(const unsigned char* q) {
 }
 inline void prefetch(const unsigned char* p) { __builtin_prefetch(p, 0, 2); }
 
-/// The dots of the 32-value block types: kBlock bytes per block, `one(w, b, acc, extra)` adds block
-/// b (at w) to the vector accumulator and its scalar terms to `extra`. Four blocks per step into
-/// four accumulators: one accumulator would chain every block behind the previous block's FMA
-/// (latency-bound at about a block per 4 cycles).
-template <int64_t kBlock, class One>
-inline float dot_blocks32(const unsigned char* w, int64_t nb, One one) {
+/// The f16 words at byte offsets 0, kStride, ..., 7·kStride of p (a run of 8 blocks' scales), and,
+/// with kHigh, the words 2 bytes after them, as f32: one gather of 32-bit words, then
+/// vcvtph2ps. Replaces a scalar load, convert, multiply and broadcast per block.
+template <int kStride, bool kHigh>
+inline __m256 gather_f16x8(const unsigned char* p) {
+  const __m256i idx = _mm256_setr_epi32(0, kStride, 2 * kStride, 3 * kStride, 4 * kStride, 5 * kStride,
+                                        6 * kStride, 7 * kStride);
+  __m256i g = _mm256_i32gather_epi32(reinterpret_cast<const int*>(p), idx, 1);
+  g = kHigh ? _mm256_srli_epi32(g, 16) : _mm256_and_si256(g, _mm256_set1_epi32(0xFFFF));
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(g, g), 0xD8);
+  return _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
+}
+/// Lane j of v in every lane.
+inline __m256 lane(__m256 v, int j) { return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(j)); }
+
+/// The dots of the 32-value block types, eight blocks per step: their eight scale products
+/// f16(d_w)·d_x in one vector (gather_f16x8), then per block one integer dot (`isum(blk, b, s)`, eight
+/// int32 lanes) converted and multiplied by its lane, into four accumulators (one would chain
+/// every block behind the previous block's FMA). `extra(dd, blk, b, e)` sets e to the vector of the
+/// eight blocks' scalar terms (q4_0's offset, q4_1's minimum), summed at the end; with blk null
+/// (a single tail block, dd = its scale product in every lane) lane 0 is that block's term.
+/// (Results go through reference parameters: GCC compiles the lambdas without the level's target
+/// attribute's ABI, and -Wpsabi objects to vector return values there.)
+template <int kBlock, class ISum, class Extra>
+inline float dot_blocks32(const unsigned char* w, const quant::ActRow& a, int64_t nb, ISum isum, Extra extra) {
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  float extra[4] = {0.f, 0.f, 0.f, 0.f};
+  __m256 ex = _mm256_setzero_ps();
   int64_t b = 0;
-  for (; b + 4 <= nb; b += 4)
-    for (int u = 0; u < 4; ++u) one(w + (b + u) * kBlock, b + u, acc[u], extra[u]);
-  for (; b < nb; ++b) one(w + b * kBlock, b, acc[0], extra[0]);
-  return hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) +
-         ((extra[0] + extra[1]) + (extra[2] + extra[3]));
+  for (; b + 8 <= nb; b += 8) {
+    const unsigned char* blk = w + b * kBlock;
+    const __m256 dd = _mm256_mul_ps(gather_f16x8<kBlock, false>(blk), _mm256_loadu_ps(a.d + b));
+    __m256 e;
+    extra(dd, blk, b, e);
+    ex = _mm256_add_ps(ex, e);
+    for (int j = 0; j < 8; ++j) {
+      __m256i s;
+      isum(blk + j * kBlock, b + j, s);
+      acc[j % 4] = _mm256_fmadd_ps(lane(dd, j), _mm256_cvtepi32_ps(s), acc[j % 4]);
+    }
+  }
+  float tail = 0.f;
+  for (const unsigned char* blk = w + b * kBlock; b < nb; ++b, blk += kBlock) {  // the last < 8 blocks
+    uint16_t h;
+    std::memcpy(&h, blk, 2);
+    const float d = f16(h) * a.d[b];
+    __m256i s;
+    isum(blk, b, s);
+    acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[0]);
+    __m256 ev;
+    extra(_mm256_set1_ps(d), nullptr, b, ev);
+    tail += _mm256_cvtss_f32(ev);
+  }
+  return hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) + (hsum8(ex) + tail);
 }
 
 inline float dot_q8_0(const unsigned char* w, const quant::ActRow& a, int64_t n) {
-  return dot_blocks32<34>(w, n / 32, [&](const unsigned char* blk, int64_t b, __m256& acc, float&) {
-    const __m256i q = load256(blk + 2), x = load256(a.qs + 32 * b);
-    const __m256i s = dot_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(rd16(blk)) * a.d[b]), _mm256_cvtepi32_ps(s), acc);
-  });
+  return dot_blocks32<34>(
+      w, a, n / 32,
+      [&](const unsigned char* blk, int64_t b, __m256i& s) {
+        const __m256i q = load256(blk + 2), x = load256(a.qs + 32 * b);
+        s = dot_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
+      },
+      [](const __m256&, const unsigned char*, int64_t, __m256& e) { e = _mm256_setzero_ps(); });
 }
 inline float dot_q4_0(const unsigned char* w, const quant::ActRow& a, int64_t n) {
   // The -8 offset of the 4-bit values is folded out of the vector work: Σ(q-8)x = Σqx - 8Σx.
-  return dot_blocks32<18>(w, n / 32, [&](const unsigned char* blk, int64_t b, __m256& acc, float& corr) {
-    const float d = f16(rd16(blk)) * a.d[b];
-    const __m256i s = dot_u8s8(nibbles(blk + 2), load256(a.qs + 32 * b));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
-    corr -= d * float(8 * a.isum[b]);
-  });
+  return dot_blocks32<18>(
+      w, a, n / 32,
+      [&](const unsigned char* blk, int64_t b, __m256i& s) { s = dot_u8s8(nibbles(blk + 2), load256(a.qs + 32 * b)); },
+      [&](const __m256& dd, const unsigned char* blk, int64_t b, __m256& e) {
+        const __m256 s = blk ? _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.isum + b)))
+                             : _mm256_set1_ps(float(a.isum[b]));
+        e = _mm256_mul_ps(_mm256_mul_ps(dd, s), _mm256_set1_ps(-8.f));
+      });
 }
 inline float dot_q4_1(const unsigned char* w, const quant::ActRow& a, int64_t n) {
-  return dot_blocks32<20>(w, n / 32, [&](const unsigned char* blk, int64_t b, __m256& acc, float& mins) {
-    const __m256i s = dot_u8s8(nibbles(blk + 4), load256(a.qs + 32 * b));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(rd16(blk)) * a.d[b]), _mm256_cvtepi32_ps(s), acc);
-    mins += f16(rd16(blk + 2)) * a.s[b];
-  });
+  return dot_blocks32<20>(
+      w, a, n / 32,
+      [&](const unsigned char* blk, int64_t b, __m256i& s) { s = dot_u8s8(nibbles(blk + 4), load256(a.qs + 32 * b)); },
+      [&](const __m256&, const unsigned char* blk, int64_t b, __m256& e) {
+        if (!blk) {  // one block (the tail): its minimum times s, in lane 0
+          uint16_t h;
+          std::memcpy(&h, w + b * 20 + 2, 2);
+          e = _mm256_set1_ps(f16(h) * a.s[b]);
+          return;
+        }
+        e = _mm256_mul_ps(gather_f16x8<20, true>(blk), _mm256_loadu_ps(a.s + b));
+      });
 }
 
 /// The 8 scales (bytes 0-7) and 8 mins (bytes 8-15) of a q4_K / q5_K super-block, unpacked from
