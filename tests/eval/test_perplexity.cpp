@@ -1,13 +1,20 @@
-// Windowed and streamed perplexity: token counts, window restarts, exact NLL of known distributions, progress.
+// Windowed and streamed perplexity: token counts, window restarts, exact NLL of known distributions, progress;
+// llama-perplexity's chunking against the rule computed by hand (a toy model, a synthetic one, stories260K via the CLI).
 // SPDX-License-Identifier: MIT
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstddef>
+#include <filesystem>
 #include <numeric>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
+#include <nlohmann/json.hpp>
 
 #include "loopus/eval/perplexity.hpp"
+#include "loopus/io/discover.hpp"
 #include "loopus/model/causal_lm.hpp"
 #include "loopus/model/looped_dispatch.hpp"
 #include "loopus/ops/cpu/ops.hpp"
@@ -176,4 +183,196 @@ TEST_CASE("[loopus] eval: a token id outside the vocabulary is an error naming i
   toks[3] = -1;
   CHECK_THROWS_WITH_AS(eval::perplexity(m, toks, o), doctest::Contains("outside the model's vocabulary (0..9"), Error);
   CHECK_EQ(m.calls, 0);  // refused before any evaluation
+}
+
+namespace {
+
+/// llama-perplexity's rule, computed by hand from every position's logits: whole chunks of n_ctx
+/// tokens (at most max_chunks), the first replaced by bos, all n_ctx fed from a fresh context as
+/// llama.cpp feeds them, the NLLs of the tokens after positions n_ctx/2 .. n_ctx-2 summed.
+struct LlamaRuleByHand {
+  double nll = 0, nll2 = 0;
+  int64_t n = 0, chunks = 0;
+  double ppl() const { return std::exp(nll / double(n)); }
+  double ppl_stderr() const {
+    const double m = nll / double(n);
+    return std::sqrt((nll2 / double(n) - m * m) / double(n - 1)) * ppl();
+  }
+};
+
+template <class LM>
+LlamaRuleByHand llama_rule_by_hand(LM& lm, const std::vector<int32_t>& toks, int64_t n_ctx, int64_t max_chunks,
+                                   int32_t bos) {
+  LlamaRuleByHand h;
+  const int64_t V = lm.n_vocab();
+  h.chunks = int64_t(toks.size()) / n_ctx;
+  if (max_chunks > 0) h.chunks = std::min(h.chunks, max_chunks);
+  std::vector<float> lg(size_t(n_ctx * V));
+  for (int64_t c = 0; c < h.chunks; ++c) {
+    std::vector<int32_t> in(toks.begin() + c * n_ctx, toks.begin() + (c + 1) * n_ctx);
+    if (bos >= 0) in[0] = bos;
+    lm.reset();
+    lm.eval(in, lg.data(), /*all_logits=*/true);
+    for (int64_t t = n_ctx / 2; t + 1 < n_ctx; ++t) {
+      const double v = eval::token_nll(lg.data() + t * V, V, in[size_t(t + 1)]);
+      h.nll += v;
+      h.nll2 += v * v;
+      ++h.n;
+    }
+  }
+  return h;
+}
+
+}  // namespace
+
+TEST_CASE("[loopus] eval: llama-perplexity chunking feeds whole chunks with BOS first and scores their second half") {
+  // 29 tokens, chunks of 8: [0..7] [8..15] [16..23], the partial [24..28] dropped; positions 4..6 of
+  // each chunk predict its tokens 5..7 (3 per chunk).
+  std::vector<int32_t> toks(29);
+  for (size_t i = 0; i < toks.size(); ++i)
+    toks[i] = int32_t((i + i / 3) % 10);  // the successor, but every third step skips one
+  SuccessorModel m;
+  eval::PerplexityOptions o;
+  o.chunking = eval::Chunking::kLlama;
+  o.n_ctx = 8;
+  o.chunk_bos = 9;
+  o.window = 2;  // ignored by kLlama
+  auto r = eval::perplexity(m, toks, o);
+  CHECK(r.windows == 3);
+  CHECK(r.tokens == 9);
+  CHECK(r.calls == 3);
+  CHECK(m.resets == 3);
+  // each chunk's first token is BOS; its last is never fed
+  std::vector<int32_t> fed;
+  for (size_t c = 0; c < 3; ++c) {
+    fed.push_back(9);
+    fed.insert(fed.end(), toks.begin() + std::ptrdiff_t(c * 8 + 1), toks.begin() + std::ptrdiff_t(c * 8 + 7));
+  }
+  CHECK(m.fed == fed);
+  // the successor model's NLL of each scored token, by hand
+  const double right = std::log(std::exp(2.0) + 9.0) - 2.0, wrong = std::log(std::exp(2.0) + 9.0);
+  double s = 0, s2 = 0;
+  int n_right = 0;
+  for (size_t c = 0; c < 3; ++c)
+    for (size_t t = 4; t < 7; ++t) {
+      const bool ok = toks[c * 8 + t + 1] == (toks[c * 8 + t] + 1) % 10;
+      n_right += ok;
+      const double v = ok ? right : wrong;
+      s += v;
+      s2 += v * v;
+    }
+  REQUIRE(n_right > 0);
+  REQUIRE(n_right < 9);  // both kinds, so the NLLs vary
+  CHECK(r.nll_sum == doctest::Approx(s).epsilon(1e-12));
+  CHECK(r.ppl() == doctest::Approx(std::exp(s / 9)).epsilon(1e-12));
+  const double mean = s / 9, sd_err = std::sqrt((s2 / 9 - mean * mean) / 8);
+  CHECK(r.ppl_stderr() == doctest::Approx(sd_err * std::exp(mean)).epsilon(1e-9));
+
+  // --chunks; streaming scores the same tokens; no BOS keeps the chunk's own first token
+  o.chunks = 2;
+  o.stream = true;
+  SuccessorModel ms;
+  auto r2 = eval::perplexity(ms, toks, o);
+  CHECK(r2.windows == 2);
+  CHECK(r2.tokens == 6);
+  CHECK(r2.calls == 14);
+  CHECK(ms.fed == std::vector<int32_t>(fed.begin(), fed.begin() + 14));
+  o.stream = false;
+  o.chunk_bos = -1;
+  SuccessorModel mn;
+  eval::perplexity(mn, toks, o);
+  std::vector<int32_t> own(toks.begin(), toks.begin() + 7);
+  own.insert(own.end(), toks.begin() + 8, toks.begin() + 15);
+  CHECK(mn.fed == own);
+
+  // llama-perplexity's limits: at least 2 chunks of text; chunks >= 1; a chunk of at least 3 tokens
+  o.n_ctx = 15;  // 29 < 2 * 15
+  CHECK_THROWS_WITH_AS(eval::perplexity(m, toks, o), doctest::Contains("at least 2 * n_ctx = 30 tokens"), Error);
+  o.n_ctx = 8;
+  o.chunks = 0;
+  CHECK_THROWS_AS(eval::perplexity(m, toks, o), Error);
+  o.chunks = -1;
+  o.n_ctx = 2;
+  CHECK_THROWS_AS(eval::perplexity(m, toks, o), Error);
+  o.n_ctx = 8;
+  o.chunk_bos = 10;  // outside the vocabulary
+  CHECK_THROWS_AS(eval::perplexity(m, toks, o), Error);
+  SuccessorModel small;
+  small.ctx = 6;  // a chunk feeds 7 tokens
+  o.chunk_bos = 9;
+  CHECK_THROWS_AS(eval::perplexity(small, toks, o), Error);
+  small.ctx = 7;
+  CHECK(eval::perplexity(small, toks, o).tokens == 9);
+}
+
+TEST_CASE("[loopus] eval: llama-perplexity chunking on a causal model equals the rule computed by hand") {
+  auto w = synth_weights(test::tiny_params(5, Arch::kLlama, 48));
+  const auto toks = test::random_ids(75, 48, 3);  // 4 chunks of 16 and 11 tokens left over
+  ContextParams cp;
+  cp.n_ctx = 16;
+  CausalLM<Cpu> lm(w, cp);
+  eval::PerplexityOptions o;
+  o.chunking = eval::Chunking::kLlama;
+  o.n_ctx = 16;
+  o.chunk_bos = 1;
+  for (const int64_t chunks : {int64_t(-1), int64_t(3)}) {
+    CAPTURE(chunks);
+    o.chunks = chunks;
+    const auto hand = llama_rule_by_hand(lm, toks, 16, chunks, 1);
+    const auto r = eval::perplexity(lm, toks, o);
+    CHECK(r.windows == hand.chunks);
+    CHECK(r.tokens == hand.n);
+    CHECK(r.tokens == hand.chunks * 7);
+    CHECK(r.ppl() == doctest::Approx(hand.ppl()).epsilon(1e-5));
+    CHECK(r.ppl_stderr() == doctest::Approx(hand.ppl_stderr()).epsilon(1e-4));
+    o.stream = true;
+    CHECK(eval::perplexity(lm, toks, o).ppl() == doctest::Approx(hand.ppl()).epsilon(1e-4));
+    o.stream = false;
+  }
+  // the rule is not loopus's windows, nor chunks without the BOS
+  o.chunks = -1;
+  const double llama = eval::perplexity(lm, toks, o).ppl();
+  o.chunk_bos = -1;
+  CHECK(eval::perplexity(lm, toks, o).ppl() != doctest::Approx(llama).epsilon(1e-5));
+  eval::PerplexityOptions wo;
+  wo.window = 16;
+  CHECK(eval::perplexity(lm, toks, wo).ppl() != doctest::Approx(llama).epsilon(1e-5));
+}
+
+TEST_CASE("[loopus] eval: loopus perplexity --chunking llama on stories260K and WikiText equals the rule by hand") {
+  const std::string model = test::data_file("models/stories260K/stories260K.gguf");
+  const std::string cli = test::cli_path();
+  if (cli.empty()) return;
+  // The first 8 KB of WikiText-2 test (CRLF lines), cut after a line, with its newline.
+  std::string text = test::read_text(test::data_file("eval/wikitext-2-raw/wiki.test.raw")).substr(0, 8192);
+  text.resize(text.rfind('\n') + 1);
+  const auto dir = test::temp_dir("ppl_llama_chunking");
+  test::write_bytes(dir / "wiki.txt", text);
+
+  auto om = io::open_model(model);
+  REQUIRE(om.tok->add_bos());  // SentencePiece: the chunks start with BOS
+  // llama-perplexity -f drops one trailing newline and tokenizes with BOS, special-token text not parsed
+  const auto toks = om.tok->encode(std::string_view(text).substr(0, text.size() - 1), true, false);
+  ContextParams cp;
+  cp.n_ctx = 64;
+  CausalLM<Cpu> lm(om.plain, cp);
+  const auto hand = llama_rule_by_hand(lm, toks, 64, 5, om.tok->bos_id());
+  REQUIRE(hand.chunks == 5);
+
+  const auto run = test::run_cli(cli, {"perplexity", "-m", model, "-f", (dir / "wiki.txt").string(), "--chunking",
+                                       "llama", "-c", "64", "--chunks", "5", "-t", "1", "--json"});
+  CAPTURE(run.err);
+  REQUIRE(run.code == 0);
+  const auto j = nlohmann::json::parse(run.out);
+  CHECK(j["chunking"] == "llama");
+  CHECK(j["ctx_size"] == 64);
+  CHECK(j["chunks"] == 5);
+  CHECK(j["bos"] == om.tok->bos_id());
+  CHECK(j["text_tokens"] == toks.size());
+  CHECK(j["tokens"] == hand.n);
+  CHECK(j["tokens"] == 5 * 31);
+  CHECK(j["ppl"].get<double>() == doctest::Approx(hand.ppl()).epsilon(1e-5));
+  CHECK(j["ppl_stderr"].get<double>() == doctest::Approx(hand.ppl_stderr()).epsilon(1e-4));
+  CHECK(j["ppl_stderr"].get<double>() > 0);
+  std::filesystem::remove_all(dir);
 }

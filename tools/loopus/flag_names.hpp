@@ -39,6 +39,8 @@ inline std::string flag_names(std::string msg) {
         // train/loopus_step.hpp, train/driver.hpp, eval/perplexity.hpp: memory checks (core/memory.hpp)
         {"AdaptRunOptions::eval_batch", "--eval-batch"},
         {"PerplexityOptions::window", "--window"},
+        {"PerplexityOptions::n_ctx", "--ctx-size"},
+        {"PerplexityOptions::chunks", "--chunks"},
         // train/data.hpp
         {"DocSplit must be", "--docs must be"},
         {"val_percent must be", "--val-percent must be"},
