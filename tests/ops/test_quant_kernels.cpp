@@ -240,7 +240,7 @@ TEST_CASE("quant kernels: level avx512") { check_quant_level(cpu::Isa::kAvx512);
 TEST_CASE("quant kernels: level avx512bf16 (vpdpbusd)") { check_quant_level(cpu::Isa::kAvx512Bf16); }
 TEST_CASE("quant kernels: baseline level is the oracle") { check_quant_level(cpu::Isa::kBaseline); }
 
-TEST_CASE("Ops<Cpu>::matmul on quantized weights: GEMV against the oracle, prefill against the exact product") {
+TEST_CASE("Ops<Cpu>::matmul on quantized weights: decode and prefill against the oracle, near the exact product") {
   const cpu::Isa saved = cpu::active_isa();
   for (cpu::Isa isa : cpu::kAllIsas) {
     if (!cpu::isa_supported(isa)) continue;
@@ -258,28 +258,18 @@ TEST_CASE("Ops<Cpu>::matmul on quantized weights: GEMV against the oracle, prefi
         std::vector<float> got(size_t(T * rows)), exact(size_t(T * rows)), want(size_t(T * rows));
         loopus::Ops<loopus::Cpu>::matmul(W, x.data(), T, got.data());
         loopus::Ops<loopus::Reference>::matmul(W, x.data(), T, exact.data());
-        if (T <= cpu::Tuning::kQuantGemvMaxT) {
-          Acts a(t, x, T, cols);
-          quant::gemv(t, wb.data(), 0, rows, cols, a.rows.data(), T, want.data(), rows);
-        } else if (loopus::Ops<loopus::Cpu>::rounds_x_to_bf16(W, T)) {
-          // Native bf16 prefill: both operands rounded to bf16, products summed in f32.
-          std::vector<float> wf(static_cast<size_t>(rows * cols));
-          loopus::dequantize_rows(W, 0, rows, wf.data());
-          for (int64_t i = 0; i < T; ++i)
-            for (int64_t r = 0; r < rows; ++r) {
-              double acc = 0;
-              for (int64_t c = 0; c < cols; ++c)
-                acc += double(loopus::bf16_to_f32(loopus::f32_to_bf16(wf[size_t(r * cols + c)]))) *
-                       double(loopus::bf16_to_f32(loopus::f32_to_bf16(x[size_t(i * cols + c)])));
-              want[size_t(i * rows + r)] = float(acc);
-            }
-        } else {
-          want = exact;
-        }
+        // Every T: the products of the rounded activations (the GEMV sums them as integers per
+        // block, the prefill GEMM in f32; q4_1's minimum term differs by the f16 rounding of its sum).
+        Acts a(t, x, T, cols);
+        quant::gemv(t, wb.data(), 0, rows, cols, a.rows.data(), T, want.data(), rows);
         const std::vector<double> mag = magnitudes(t, wb, rows, cols, x, T);
         double worst = 0;
         for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(double(got[i]) - want[i]) / mag[i]);
-        CHECK(worst <= 1e-5);
+        CHECK(worst <= (t == DType::kQ4_1 && T > cpu::Tuning::kQuantGemvMaxT ? 1e-3 : 1e-5));
+        // Against the exact product the difference is the activation rounding, well under 1%.
+        double off = 0;
+        for (size_t i = 0; i < got.size(); ++i) off = std::max(off, std::abs(double(got[i]) - exact[i]) / mag[i]);
+        CHECK(off <= 1e-2);
       }
     }
   }

@@ -73,7 +73,7 @@ enum ScratchSlot : int {
   kScratchGemmB,
   kScratchBf16,
   kScratchQAct,
-  kScratchPanelBf16,
+  kScratchQX,
   kNumSlots
 };
 
@@ -110,6 +110,20 @@ inline void matmul_rows(MatKernels::Gemv gemv, const void* w, int64_t rows, int6
   for (int i = 0; i < nthr; ++i) {
     const int64_t r0 = std::min(rows, nblk * i / nthr * kRows), r1 = std::min(rows, nblk * (i + 1) / nthr * kRows);
     if (r0 < r1) gemv(w, r0, r1, cols, x, T, y, rows);
+  }
+}
+
+/// xr[T, cols] = x rounded to the 8-bit activation blocks a quantized weight of type dt multiplies
+/// (quant::quantize_act) and widened back: d·q per value, with the d the block dot uses.
+inline void round_acts(DType dt, const float* x, int64_t T, int64_t cols, float* xr) {
+  const quant::ActKind kind = quant::act_kind(dt);
+  const int64_t bs = kind == quant::ActKind::kQ8_K ? 256 : 32;
+  auto* buf = reinterpret_cast<unsigned char*>(scratch(kScratchQAct, (quant::act_row_bytes(cols) + 3) / 4));
+  const quant::ActRowMut a = quant::act_layout(buf, cols);
+  for (int64_t t = 0; t < T; ++t) {
+    quant::quantize_act(kind, x + t * cols, cols, a);
+    float* o = xr + t * cols;
+    for (int64_t c = 0; c < cols; ++c) o[c] = a.d[c / bs] * float(a.qs[c]);
   }
 }
 
@@ -196,11 +210,12 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
 /// matching column block of y. A task multiplies its panel with every token:
 ///   - bf16 weights where the active level has native bf16 products (AVX512_BF16): the
 ///     activations are rounded to bf16 once, before the tasks, and each panel goes through the
-///     level's bf16 GEMM (ops/cpu/isa/gemm_bf16_body.hpp); quantized weights there too, each
-///     panel widened to f32 (dequantize_rows) and rounded to bf16 in per-thread scratch first;
+///     level's bf16 GEMM (ops/cpu/isa/gemm_bf16_body.hpp);
 ///   - otherwise a single-threaded f32 GEMM (OpenBLAS or Eigen, see gemm above) on the panel, used
 ///     in place for f32 weights and widened into per-thread scratch for f16/bf16/quantized
-///     (widening is O(rows·cols), small next to the O(T·rows·cols) GEMM).
+///     (widening is O(rows·cols), small next to the O(T·rows·cols) GEMM). For quantized weights
+///     x is first rounded to 8-bit blocks and widened back (round_acts), so the GEMM computes the
+///     same block products as the GEMV: prefill and decode agree to f32 rounding.
 /// Panels of ~256 rows keep the GEMM's re-packing of x (once per panel) cheap; their count is a
 /// multiple of the thread count so no thread idles on small matrices, and their size a multiple of
 /// 8 rows (the bf16 kernel's tile).
@@ -212,7 +227,12 @@ inline void matmul_gemm_panels(const MatKernels& kern, DType dt, const void* w, 
   const int64_t nb = std::max<int64_t>(8, ((rows + npan - 1) / npan + 7) / 8 * 8);
   npan = (rows + nb - 1) / nb;
   const bool quant = dtype_is_quantized(dt);
-  const bool native_bf16 = (dt == DType::kBF16 || quant) && kern.gemm_bf16 != nullptr;
+  const bool native_bf16 = dt == DType::kBF16 && kern.gemm_bf16 != nullptr;
+  if (quant) {  // the activations rounded to 8-bit blocks and widened back: see matmul_rows_quant
+    float* xr = scratch(kScratchQX, size_t(T * cols));
+    round_acts(dt, x, T, cols, xr);
+    x = xr;
+  }
   const int64_t ldx = (cols + 31) / 32 * 32;
   uint16_t* xb = nullptr;
   if (native_bf16) {
@@ -223,14 +243,6 @@ inline void matmul_gemm_panels(const MatKernels& kern, DType dt, const void* w, 
   for (int64_t p = 0; p < npan; ++p) {
     const int64_t r0 = p * nb;
     const int64_t m = std::min(nb, rows - r0);
-    if (native_bf16 && quant) {  // the panel widened to f32, then rounded to bf16
-      float* f = scratch(kScratchPanel, size_t(m * cols));
-      dequantize_rows(Weight{w, dt, rows, cols}, r0, m, f);
-      auto* wb = reinterpret_cast<uint16_t*>(scratch(kScratchPanelBf16, size_t(m * cols + 1) / 2));
-      kern.to_bf16(f, m * cols, wb, m * cols);
-      kern.gemm_bf16(xb, ldx, T, wb, 0, m, cols, y + r0, rows);
-      continue;
-    }
     if (native_bf16) {
       kern.gemm_bf16(xb, ldx, T, w, r0, r0 + m, cols, y, rows);
       continue;
@@ -488,20 +500,19 @@ struct Ops<Cpu> {
   /// Whether matmul(W, x, T, y) multiplies bf16(x) (x rounded to nearest-even bf16) rather than x:
   /// bf16 weights in prefill (T > kGemvMaxT) where the active kernel level has native bf16 pair
   /// products (AVX512_BF16), as llama.cpp does. The result is then within f32 rounding of
-  /// Σ bf16(x)·w; everywhere else of Σ x·w, like Ops<Reference>. Quantized weights in prefill
-  /// (T > kQuantGemvMaxT) at that level go the same way, with their values rounded to bf16 too:
-  /// within f32 rounding of Σ bf16(x)·bf16(w).
+  /// Σ bf16(x)·w; everywhere else of Σ x·w, like Ops<Reference> (quantized weights aside: see
+  /// matmul).
   static bool rounds_x_to_bf16(const Weight& W, int64_t T) {
-    return ((W.dtype == DType::kBF16 && T > cpu::Tuning::kGemvMaxT) ||
-            (W.quantized() && T > cpu::Tuning::kQuantGemvMaxT)) &&
-           cpu::mat_kernels().gemm_bf16 != nullptr;
+    return W.dtype == DType::kBF16 && T > cpu::Tuning::kGemvMaxT && cpu::mat_kernels().gemm_bf16 != nullptr;
   }
 
   /// y[T, W.rows] = x[T, W.cols] · Wᵀ; W is f32, f16, bf16 or quantized. x and y must not overlap.
   /// Within f32 rounding of the reference, except that bf16 prefill may round x to bf16 first
-  /// (rounds_x_to_bf16; LOOPUS_ISA=avx512 keeps x exact), and that a quantized W with at most
-  /// Tuning::kQuantGemvMaxT tokens multiplies x rounded to 8-bit blocks, as llama.cpp does
-  /// (ops/reference/quant.hpp is the oracle of that product; longer inputs widen W exactly).
+  /// (rounds_x_to_bf16; LOOPUS_ISA=avx512 keeps x exact), and that a quantized W multiplies x
+  /// rounded to 8-bit blocks, as llama.cpp does (ops/reference/quant.hpp is the oracle of that
+  /// product): by the integer-dot GEMV up to Tuning::kQuantGemvMaxT tokens, by the f32 GEMM of
+  /// widened panels and widened rounded activations beyond (the same products, summed in f32; the
+  /// one difference is q4_1's minimum term, which the GEMV takes from the f16 sum llama.cpp stores).
   static void matmul(const Weight& W, const float* x, int64_t T, float* y) {
     using namespace cpu::detail;
     if (T <= 0 || W.rows <= 0) return;

@@ -119,65 +119,62 @@ inline float dot_q4_1(const unsigned char* w, const quant::ActRow& a, int64_t n)
 }
 
 /// The 8 scales (bytes 0-7) and 8 mins (bytes 8-15) of a q4_K / q5_K super-block, unpacked from
-/// their 12 bytes with word-wide masks (the same bits q4k_scale_min picks one at a time).
-inline void scales_mins_q45k(const unsigned char* s12, uint8_t out[16]) {
-  uint32_t u[4];
+/// their 12 bytes with word-wide masks (the same bits q4k_scale_min picks one at a time), built in
+/// a register: four 32-bit stores read back as one 128-bit load would stall store forwarding.
+inline void scales_mins_q45k(const unsigned char* s12, __m128i& out) {
+  uint32_t u[3];
   std::memcpy(u, s12, 12);
   constexpr uint32_t k6 = 0x3f3f3f3fu, k4 = 0x0f0f0f0fu, k2 = 0x03030303u;
-  u[3] = ((u[2] >> 4) & k4) | (((u[1] >> 6) & k2) << 4);
-  const uint32_t m03 = u[1] & k6;
-  u[1] = (u[2] & k4) | (((u[0] >> 6) & k2) << 4);
-  u[2] = m03;
-  u[0] &= k6;
-  std::memcpy(out, u, 16);
+  const uint32_t sc03 = u[0] & k6, m03 = u[1] & k6;
+  const uint32_t sc47 = (u[2] & k4) | (((u[0] >> 6) & k2) << 4);
+  const uint32_t m47 = ((u[2] >> 4) & k4) | (((u[1] >> 6) & k2) << 4);
+  out = _mm_setr_epi32(int(sc03), int(sc47), int(m03), int(m47));
 }
 
-/// Σ_j sc_j·Σ q·x over the 8 sub-blocks of 32 of a q4_K / q5_K super-block (qh null for q4_K), as
-/// 8 int32 lanes; *summ = Σ_j m_j·(Σx of sub-block j).
-inline __m256i sums_q45k(const unsigned char* scales, const unsigned char* qs, const unsigned char* qh,
-                         const int8_t* x, const int16_t* bs, int* summ) {
-  uint8_t sm[16];
-  scales_mins_q45k(scales, sm);
-  const uint8_t* sc = sm;
-  // Σ_j m_j·(bsum_2j + bsum_2j+1): the 16 sums of 16 against the 8 mins, each twice, in one vpmaddwd.
-  const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8)),
-                                                                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8))));
-  const __m256i pm = _mm256_madd_epi16(mins16, load256(bs));
-  const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(pm), _mm256_extracti128_si256(pm, 1));
-  const __m128i h2 = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-  *summ = _mm_cvtsi128_si32(_mm_add_epi32(h2, _mm_shuffle_epi32(h2, 0xb1)));
-  const __m256i lo4 = _mm256_set1_epi8(0x0F);
-  const __m256i one = _mm256_set1_epi8(1);
-  const __m256i hb = qh ? load256(qh) : _mm256_setzero_si256();
-  __m256i acc = _mm256_setzero_si256();
-  for (int g = 0; g < 4; ++g) {
-    const __m256i v = load256(qs + 32 * g);
-    __m256i q0 = _mm256_and_si256(v, lo4);
-    __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-    if (qh) {  // the fifth bits: bit 2g of qh[l] for the low nibbles, 2g+1 for the high ones
-      q0 = _mm256_add_epi8(q0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * g), one), 4));
-      q1 = _mm256_add_epi8(q1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * g + 1), one), 4));
-    }
-    const __m256i p0 = _mm256_maddubs_epi16(q0, load256(x + 64 * g));
-    const __m256i p1 = _mm256_maddubs_epi16(q1, load256(x + 64 * g + 32));
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p0, _mm256_set1_epi16(int16_t(sc[2 * g]))));
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p1, _mm256_set1_epi16(int16_t(sc[2 * g + 1]))));
-  }
-  return acc;
-}
+/// Byte-shuffle mask that copies the int16 at index i of a 128-bit lane into all 8 positions.
+inline __m256i word_splat_mask(int i) { return _mm256_set1_epi16(int16_t((2 * i) | ((2 * i + 1) << 8))); }
+
+/// q4_K / q5_K (qh null for q4_K) against q8_K. Per super-block: the 8 scales and 8 mins unpacked
+/// with word masks and widened to int16 together; each sub-block's 32 products summed in pairs
+/// (vpmaddubsw) and weighted by its scale (vpmaddwd against the scale splatted by a byte shuffle);
+/// the mins met with the 8 sums of 32 activations in one vpmaddwd, kept as a vector until the end.
 template <bool kQ5>
 inline float dot_q45_k(const unsigned char* w, const quant::ActRow& a, int64_t n) {
   constexpr int64_t kBytes = kQ5 ? 176 : 144;
+  const __m256i lo4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
   __m256 acc = _mm256_setzero_ps();
-  float mins = 0.f;
+  __m128 accm = _mm_setzero_ps();
   for (int64_t b = 0; b < n / 256; ++b, w += kBytes) {
-    int summ = 0;
-    const __m256i s = sums_q45k(w + 4, w + (kQ5 ? 48 : 16), kQ5 ? w + 16 : nullptr, a.qs + 256 * b,
-                                a.bsums + 16 * b, &summ);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(rd16(w)) * a.d[b]), _mm256_cvtepi32_ps(s), acc);
-    mins += f16(rd16(w + 2)) * a.d[b] * float(summ);
+    __m128i sm;
+    scales_mins_q45k(w + 4, sm);
+    const __m256i ms = _mm256_cvtepu8_epi16(sm);
+    const __m256i bs = load256(a.bsums + 16 * b);
+    const __m128i s32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    const __m128i pm = _mm_madd_epi16(_mm256_extracti128_si256(ms, 1), s32);
+    const float dx = a.d[b];
+    accm = _mm_fmadd_ps(_mm_set1_ps(f16(rd16(w + 2)) * dx), _mm_cvtepi32_ps(pm), accm);
+    const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(ms));
+    const unsigned char* qs = w + (kQ5 ? 48 : 16);
+    const int8_t* x = a.qs + 256 * b;
+    const __m256i hb = kQ5 ? load256(w + 16) : _mm256_setzero_si256();
+    __m256i sum = _mm256_setzero_si256();
+    for (int g = 0; g < 4; ++g) {
+      const __m256i v = load256(qs + 32 * g);
+      __m256i q0 = _mm256_and_si256(v, lo4);
+      __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+      if constexpr (kQ5) {  // the fifth bits: bit 2g of qh[l] for the low nibbles, 2g+1 for the high
+        q0 = _mm256_add_epi8(q0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * g), one), 4));
+        q1 = _mm256_add_epi8(q1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * g + 1), one), 4));
+      }
+      const __m256i p0 = _mm256_maddubs_epi16(q0, load256(x + 64 * g));
+      const __m256i p1 = _mm256_maddubs_epi16(q1, load256(x + 64 * g + 32));
+      sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p0, _mm256_shuffle_epi8(scales, word_splat_mask(2 * g))));
+      sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p1, _mm256_shuffle_epi8(scales, word_splat_mask(2 * g + 1))));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(rd16(w)) * dx), _mm256_cvtepi32_ps(sum), acc);
   }
-  return hsum8(acc) - mins;
+  const __m128 m = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
+  return hsum8(acc) - _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)));
 }
 inline float dot_q6_k(const unsigned char* w, const quant::ActRow& a, int64_t n) {
   const __m256i lo4 = _mm256_set1_epi8(0x0F), lo2 = _mm256_set1_epi8(3);
@@ -190,8 +187,20 @@ inline float dot_q6_k(const unsigned char* w, const quant::ActRow& a, int64_t n)
     // Σ_g sc_g·bsum_g: the -32 offset of the 6-bit values, 16 products in one vpmaddwd.
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
     const __m256i offs = _mm256_madd_epi16(sc16, load256(a.bsums + 16 * b));
+    // The 16 int16 scales in both 128-bit lanes; a byte shuffle splats scale g into lanes 0-7
+    // and g+1 into lanes 8-15 (the low lane's mask picks from its copy, the high lane's from its).
     __m256i sum = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
+      const __m256i sc2 = _mm256_broadcastsi128_si256(h == 0 ? _mm256_castsi256_si128(sc16)
+                                                             : _mm256_extracti128_si256(sc16, 1));
+      const __m256i pair_mask[4] = {_mm256_set_m128i(_mm256_castsi256_si128(word_splat_mask(1)),
+                                                     _mm256_castsi256_si128(word_splat_mask(0))),
+                                    _mm256_set_m128i(_mm256_castsi256_si128(word_splat_mask(3)),
+                                                     _mm256_castsi256_si128(word_splat_mask(2))),
+                                    _mm256_set_m128i(_mm256_castsi256_si128(word_splat_mask(5)),
+                                                     _mm256_castsi256_si128(word_splat_mask(4))),
+                                    _mm256_set_m128i(_mm256_castsi256_si128(word_splat_mask(7)),
+                                                     _mm256_castsi256_si128(word_splat_mask(6)))};
       const __m256i l0 = load256(ql + 64 * h), l1 = load256(ql + 64 * h + 32), hb = load256(qh + 32 * h);
       const __m256i q[4] = {
           _mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_slli_epi16(_mm256_and_si256(hb, lo2), 4)),
@@ -202,8 +211,7 @@ inline float dot_q6_k(const unsigned char* w, const quant::ActRow& a, int64_t n)
           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), lo2), 4))};
       for (int k = 0; k < 4; ++k) {
-        const int g = 8 * h + 2 * k;  // the two 16-value sub-blocks this vector covers
-        const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
+        const __m256i scv = _mm256_shuffle_epi8(sc2, pair_mask[k]);
         const __m256i p = _mm256_maddubs_epi16(q[k], load256(x + 128 * h + 32 * k));
         sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, scv));
       }
