@@ -185,8 +185,7 @@ TEST_CASE("[loopus] io: dequantize hand-packed q5_K blocks") {
       const int j = e / 32, l = e % 32;
       qs[32 * (j / 2) + l] |= uint8_t((q & 15) << (j % 2 ? 4 : 0));
       qh[l] |= uint8_t((q >> 4) << j);
-      want[b * 256 + e] =
-          loopus::f16_to_f32(dh) * float(sc[j]) * float(q) - loopus::f16_to_f32(mh) * float(mn[j]);
+      want[b * 256 + e] = loopus::f16_to_f32(dh) * float(sc[j]) * float(q) - loopus::f16_to_f32(mh) * float(mn[j]);
     }
   }
   std::vector<float> got(512);

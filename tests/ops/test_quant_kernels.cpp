@@ -31,7 +31,9 @@ namespace cpu = loopus::cpu;
 std::pair<int, int> scale_offsets(DType t) {
   switch (t) {
     case DType::kQ6_K: return {208, -1};
-    case DType::kQ4_1: case DType::kQ4_K: case DType::kQ5_K: return {0, 2};
+    case DType::kQ4_1:
+    case DType::kQ4_K:
+    case DType::kQ5_K: return {0, 2};
     default: return {0, -1};
   }
 }
@@ -119,13 +121,12 @@ void for_shapes(DType t, F f) {
       f(r, c);
 }
 
-
 TEST_CASE("quant: activation rounding follows llama.cpp's q8_0 / q8_1 / q8_K rules") {
   SUBCASE("32-blocks: q = round-half-even(x·127/max|x|), d = f16(max|x|/127), s = f16(d·Σq)") {
     std::vector<float> x(64);
     for (int j = 0; j < 32; ++j) x[size_t(j)] = float(j - 16) * 0.25f;  // max |x| = 4 at j = 0
-    x[5] = 0.5f * 4.f / 127.f * 3.f;                                         // exactly 1.5 steps: ties to 2
-    std::fill(x.begin() + 32, x.end(), 0.f);                                 // an all-zero block
+    x[5] = 0.5f * 4.f / 127.f * 3.f;                                    // exactly 1.5 steps: ties to 2
+    std::fill(x.begin() + 32, x.end(), 0.f);                            // an all-zero block
     Acts a(DType::kQ4_1, x, 1, 64);
     const quant::ActRow& r = a.rows[0];
     CHECK(r.d[0] == quant::f16_round(4.f / 127.f));
@@ -145,8 +146,8 @@ TEST_CASE("quant: activation rounding follows llama.cpp's q8_0 / q8_1 / q8_K rul
   }
   SUBCASE("256-blocks: scale from the signed extreme, 16-value sums") {
     std::vector<float> x = randn(512, 7);
-    x[100] = -9.f;                                   // the extreme of block 0 is negative
-    std::fill(x.begin() + 256, x.end(), 0.f);        // block 1 all zero
+    x[100] = -9.f;                             // the extreme of block 0 is negative
+    std::fill(x.begin() + 256, x.end(), 0.f);  // block 1 all zero
     Acts a(DType::kQ4_K, x, 1, 512);
     const quant::ActRow& r = a.rows[0];
     CHECK(r.d[0] == doctest::Approx(9.f / 127.f).epsilon(1e-6));
@@ -249,8 +250,8 @@ TEST_CASE("Ops<Cpu>::matmul on quantized weights: decode and prefill against the
       const int64_t rows = 67, cols = loopus::dtype_block_size(t) == 256 ? 512 : 320;
       const auto wb = random_blocks(t, rows, cols, 99);
       const loopus::Weight W{wb.data(), t, rows, cols};
-      for (int64_t T : {int64_t(1), int64_t(3), cpu::Tuning::kQuantGemvMaxT, cpu::Tuning::kQuantGemvMaxT + 1,
-                        int64_t(70)}) {
+      for (int64_t T :
+           {int64_t(1), int64_t(3), cpu::Tuning::kQuantGemvMaxT, cpu::Tuning::kQuantGemvMaxT + 1, int64_t(70)}) {
         CAPTURE(cpu::isa_name(isa));
         CAPTURE(loopus::dtype_name(t));
         CAPTURE(T);

@@ -78,7 +78,8 @@ struct ModelArgs {
     app.add_flag("--dequantize", dequantize,
                  "widen quantized weight matrices (q8_0, q4_0, q4_1, q4_K, q5_K, q6_K) to f32 on load instead of "
                  "computing on the quantized blocks");
-    app.add_option("--dtype", dtype, "convert weight matrices on load to f32|f16|bf16 (default: as stored, quantized ones included)")
+    app.add_option("--dtype", dtype,
+                   "convert weight matrices on load to f32|f16|bf16 (default: as stored, quantized ones included)")
         ->check(CLI::IsMember({"f32", "f16", "bf16"}));
     app.add_flag("--mmap", mmap, "map the file instead of reading it into memory (faster start, slower decode when pages are evicted)");
     app.add_option("-t,--threads", threads,

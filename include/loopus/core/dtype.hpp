@@ -46,18 +46,25 @@ constexpr size_t dtype_size(DType t) {
 /// True for the block-quantized types.
 constexpr bool dtype_is_quantized(DType t) {
   switch (t) {
-    case DType::kQ8_0: case DType::kQ4_0: case DType::kQ4_1: case DType::kQ4_K: case DType::kQ5_K: case DType::kQ6_K:
-      return true;
-    default:
-      return false;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K: return true;
+    default: return false;
   }
 }
 
 /// Elements per block: 1 for plain types, 32 for q8_0/q4_0/q4_1, 256 for the K-quants.
 constexpr int64_t dtype_block_size(DType t) {
   switch (t) {
-    case DType::kQ8_0: case DType::kQ4_0: case DType::kQ4_1: return 32;
-    case DType::kQ4_K: case DType::kQ5_K: case DType::kQ6_K: return 256;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_1: return 32;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K: return 256;
     default: return 1;
   }
 }

@@ -60,9 +60,12 @@ struct BlockQ6_K {
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210);
 
-static_assert(dtype_block_bytes(DType::kQ8_0) == sizeof(BlockQ8_0) && dtype_block_bytes(DType::kQ4_0) == sizeof(BlockQ4_0));
-static_assert(dtype_block_bytes(DType::kQ4_1) == sizeof(BlockQ4_1) && dtype_block_bytes(DType::kQ4_K) == sizeof(BlockQ4_K));
-static_assert(dtype_block_bytes(DType::kQ5_K) == sizeof(BlockQ5_K) && dtype_block_bytes(DType::kQ6_K) == sizeof(BlockQ6_K));
+static_assert(dtype_block_bytes(DType::kQ8_0) == sizeof(BlockQ8_0) &&
+              dtype_block_bytes(DType::kQ4_0) == sizeof(BlockQ4_0));
+static_assert(dtype_block_bytes(DType::kQ4_1) == sizeof(BlockQ4_1) &&
+              dtype_block_bytes(DType::kQ4_K) == sizeof(BlockQ4_K));
+static_assert(dtype_block_bytes(DType::kQ5_K) == sizeof(BlockQ5_K) &&
+              dtype_block_bytes(DType::kQ6_K) == sizeof(BlockQ6_K));
 
 namespace detail {
 
@@ -79,7 +82,8 @@ inline void q4k_scale_min(int j, const uint8_t* s, uint8_t* sc, uint8_t* mn) {
   }
 }
 
-template <class B> inline B load_block(const unsigned char* p) {
+template <class B>
+inline B load_block(const unsigned char* p) {
   B b;
   std::memcpy(&b, p, sizeof(B));  // blocks may sit at any byte offset
   return b;

@@ -309,7 +309,8 @@ inline ModelWeights build_weights(std::shared_ptr<const io::TensorFile> file, co
     LayerWeights& L = w.layers[size_t(l)];
     L.attn_norm = detail::take_weight(f, p + names.attn_norm, 1, d, vec, w.owned);
     if (fused_qkv) {
-      const Weight qkv = detail::take_weight(f, p + names.wqkv, hp.q_dim() + 2 * int64_t(hp.kv_dim()), d, mat, w.owned, dq);
+      const Weight qkv = detail::take_weight(f, p + names.wqkv, hp.q_dim() + 2 * int64_t(hp.kv_dim()), d, mat, w.owned,
+                                             dq);
       L.wq = detail::row_slice(qkv, 0, hp.q_dim());
       L.wk = detail::row_slice(qkv, hp.q_dim(), hp.kv_dim());
       L.wv = detail::row_slice(qkv, hp.q_dim() + int64_t(hp.kv_dim()), hp.kv_dim());

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "loopus/core/quant.hpp"
 #include "loopus/core/error.hpp"
+#include "loopus/core/quant.hpp"
 #include "loopus/core/random.hpp"
 #include "loopus/core/tensor.hpp"
 #include "loopus/io/names.hpp"

@@ -171,8 +171,9 @@ inline const MatKernels& mat_kernels(Isa isa) {
                                &simd::fma_chains,
                                simd::kLanes,
                                nullptr,
-                               {&gemv_q_scalar<DType::kQ8_0>, &gemv_q_scalar<DType::kQ4_0>, &gemv_q_scalar<DType::kQ4_1>,
-                                &gemv_q_scalar<DType::kQ4_K>, &gemv_q_scalar<DType::kQ5_K>, &gemv_q_scalar<DType::kQ6_K>}};
+                               {&gemv_q_scalar<DType::kQ8_0>, &gemv_q_scalar<DType::kQ4_0>,
+                                &gemv_q_scalar<DType::kQ4_1>, &gemv_q_scalar<DType::kQ4_K>,
+                                &gemv_q_scalar<DType::kQ5_K>, &gemv_q_scalar<DType::kQ6_K>}};
 #if LOOPUS_X86_DISPATCH
   static const MatKernels avx2{Isa::kAvx2,
                                &isa_avx2::gemv_f32,
@@ -185,7 +186,8 @@ inline const MatKernels& mat_kernels(Isa isa) {
                                &isa_avx2::fma_chains,
                                isa_avx2::kLanes,
                                nullptr,
-                               {&isa_avx2::gemv_q8_0, &isa_avx2::gemv_q4_0, &isa_avx2::gemv_q4_1, &isa_avx2::gemv_q4_k, &isa_avx2::gemv_q5_k, &isa_avx2::gemv_q6_k}};
+                               {&isa_avx2::gemv_q8_0, &isa_avx2::gemv_q4_0, &isa_avx2::gemv_q4_1, &isa_avx2::gemv_q4_k,
+                                &isa_avx2::gemv_q5_k, &isa_avx2::gemv_q6_k}};
   static const MatKernels avx512{Isa::kAvx512,
                                  &isa_avx512::gemv_f32,
                                  &isa_avx512::gemv_f16,
@@ -197,12 +199,22 @@ inline const MatKernels& mat_kernels(Isa isa) {
                                  &isa_avx512::fma_chains,
                                  isa_avx512::kLanes,
                                  nullptr,
-                                 {&isa_avx512::gemv_q8_0, &isa_avx512::gemv_q4_0, &isa_avx512::gemv_q4_1, &isa_avx512::gemv_q4_k, &isa_avx512::gemv_q5_k, &isa_avx512::gemv_q6_k}};
-  static const MatKernels avx512bf16{Isa::kAvx512Bf16,         &isa_avx512::gemv_f32,         &isa_avx512::gemv_f16,
-                                     &isa_avx512::gemv_bf16,   &isa_avx512::widen_f16,        &isa_avx512::widen_bf16,
-                                     &isa_avx512bf16::to_bf16, &isa_avx512bf16::gemm_bf16,    &isa_avx512::fma_chains,
-                                     isa_avx512::kLanes,       &isa_avx512bf16::dpbf16_chains,
-                                     {&isa_avx512bf16::gemv_q8_0, &isa_avx512bf16::gemv_q4_0, &isa_avx512bf16::gemv_q4_1, &isa_avx512bf16::gemv_q4_k, &isa_avx512bf16::gemv_q5_k, &isa_avx512bf16::gemv_q6_k}};
+                                 {&isa_avx512::gemv_q8_0, &isa_avx512::gemv_q4_0, &isa_avx512::gemv_q4_1,
+                                  &isa_avx512::gemv_q4_k, &isa_avx512::gemv_q5_k, &isa_avx512::gemv_q6_k}};
+  static const MatKernels avx512bf16{Isa::kAvx512Bf16,
+                                     &isa_avx512::gemv_f32,
+                                     &isa_avx512::gemv_f16,
+                                     &isa_avx512::gemv_bf16,
+                                     &isa_avx512::widen_f16,
+                                     &isa_avx512::widen_bf16,
+                                     &isa_avx512bf16::to_bf16,
+                                     &isa_avx512bf16::gemm_bf16,
+                                     &isa_avx512::fma_chains,
+                                     isa_avx512::kLanes,
+                                     &isa_avx512bf16::dpbf16_chains,
+                                     {&isa_avx512bf16::gemv_q8_0, &isa_avx512bf16::gemv_q4_0,
+                                      &isa_avx512bf16::gemv_q4_1, &isa_avx512bf16::gemv_q4_k,
+                                      &isa_avx512bf16::gemv_q5_k, &isa_avx512bf16::gemv_q6_k}};
   switch (isa) {
     case Isa::kBaseline: return base;
     case Isa::kAvx2: return avx2;

@@ -28,7 +28,9 @@ enum class ActKind : int {
 constexpr ActKind act_kind(DType w) {
   switch (w) {
     case DType::kQ4_1: return ActKind::kQ8_1;
-    case DType::kQ4_K: case DType::kQ5_K: case DType::kQ6_K: return ActKind::kQ8_K;
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K: return ActKind::kQ8_K;
     default: return ActKind::kQ8_0;
   }
 }
@@ -254,15 +256,14 @@ inline float vec_dot(DType wt, const void* w, const ActRow& a, int64_t n) {
         sum += f16_to_f32(blk.d) * a.d[b] * float(sumi - 32 * summ);
       }
       return sum;
-    default:
-      return 0.f;
+    default: return 0.f;
   }
 }
 
 /// Rows [r0, r1) of y[T, ldy] = x[T, cols] · Wᵀ for a quantized W, from the activations already
 /// rounded (acts[t] for token t). The baseline level's kernel, and the oracle of the SIMD ones.
-inline void gemv(DType wt, const void* w, int64_t r0, int64_t r1, int64_t cols, const ActRow* acts, int64_t T,
-                 float* y, int64_t ldy) {
+inline void gemv(DType wt, const void* w, int64_t r0, int64_t r1, int64_t cols, const ActRow* acts, int64_t T, float* y,
+                 int64_t ldy) {
   const size_t rb = dtype_row_bytes(wt, cols);
   for (int64_t r = r0; r < r1; ++r)
     for (int64_t t = 0; t < T; ++t)

@@ -33,8 +33,8 @@ inline void prefetch(const unsigned char* p) { __builtin_prefetch(p, 0, 2); }
 /// vcvtph2ps. Replaces a scalar load, convert, multiply and broadcast per block.
 template <int kStride, bool kHigh>
 inline __m256 gather_f16x8(const unsigned char* p) {
-  const __m256i idx = _mm256_setr_epi32(0, kStride, 2 * kStride, 3 * kStride, 4 * kStride, 5 * kStride,
-                                        6 * kStride, 7 * kStride);
+  const __m256i idx = _mm256_setr_epi32(0, kStride, 2 * kStride, 3 * kStride, 4 * kStride, 5 * kStride, 6 * kStride,
+                                        7 * kStride);
   __m256i g = _mm256_i32gather_epi32(reinterpret_cast<const int*>(p), idx, 1);
   g = kHigh ? _mm256_srli_epi32(g, 16) : _mm256_and_si256(g, _mm256_set1_epi32(0xFFFF));
   const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(g, g), 0xD8);
@@ -193,23 +193,19 @@ inline float dot_q6_k(const unsigned char* w, const quant::ActRow& a, int64_t n)
     for (int h = 0; h < 2; ++h) {
       const __m256i sc2 = _mm256_broadcastsi128_si256(h == 0 ? _mm256_castsi256_si128(sc16)
                                                              : _mm256_extracti128_si256(sc16, 1));
-      const __m256i pair_mask[4] = {_mm256_set_m128i(_mm256_castsi256_si128(word_splat_mask(1)),
-                                                     _mm256_castsi256_si128(word_splat_mask(0))),
-                                    _mm256_set_m128i(_mm256_castsi256_si128(word_splat_mask(3)),
-                                                     _mm256_castsi256_si128(word_splat_mask(2))),
-                                    _mm256_set_m128i(_mm256_castsi256_si128(word_splat_mask(5)),
-                                                     _mm256_castsi256_si128(word_splat_mask(4))),
-                                    _mm256_set_m128i(_mm256_castsi256_si128(word_splat_mask(7)),
-                                                     _mm256_castsi256_si128(word_splat_mask(6)))};
+      const __m256i pair_mask[4] = {
+          _mm256_set_m128i(_mm256_castsi256_si128(word_splat_mask(1)), _mm256_castsi256_si128(word_splat_mask(0))),
+          _mm256_set_m128i(_mm256_castsi256_si128(word_splat_mask(3)), _mm256_castsi256_si128(word_splat_mask(2))),
+          _mm256_set_m128i(_mm256_castsi256_si128(word_splat_mask(5)), _mm256_castsi256_si128(word_splat_mask(4))),
+          _mm256_set_m128i(_mm256_castsi256_si128(word_splat_mask(7)), _mm256_castsi256_si128(word_splat_mask(6)))};
       const __m256i l0 = load256(ql + 64 * h), l1 = load256(ql + 64 * h + 32), hb = load256(qh + 32 * h);
-      const __m256i q[4] = {
-          _mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_slli_epi16(_mm256_and_si256(hb, lo2), 4)),
-          _mm256_or_si256(_mm256_and_si256(l1, lo4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), lo2), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), lo2), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), lo2), 4))};
+      const __m256i q[4] = {_mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_slli_epi16(_mm256_and_si256(hb, lo2), 4)),
+                            _mm256_or_si256(_mm256_and_si256(l1, lo4),
+                                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), lo2), 4)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4),
+                                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), lo2), 4)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
+                                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), lo2), 4))};
       for (int k = 0; k < 4; ++k) {
         const __m256i scv = _mm256_shuffle_epi8(sc2, pair_mask[k]);
         const __m256i p = _mm256_maddubs_epi16(q[k], load256(x + 128 * h + 32 * k));
@@ -226,43 +222,42 @@ inline float dot_q6_k(const unsigned char* w, const quant::ActRow& a, int64_t n)
 /// stream of weight bytes, prefetched kPrefetchBytes ahead), each row dotted with every token while
 /// it sits in L1.
 template <float (*kDot)(const unsigned char*, const quant::ActRow&, int64_t), int64_t kNum, int64_t kDen>
-inline void gemv_q(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* acts, int64_t T,
-                   float* y, int64_t ldy) {
+inline void gemv_q(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* acts, int64_t T, float* y,
+                   int64_t ldy) {
   constexpr int64_t kPrefetchBytes = 768;
   const int64_t rb = cols / kDen * kNum;  // row bytes: cols/block values · bytes per block
   const auto* base = static_cast<const unsigned char*>(w);
   const unsigned char* end = base + r1 * rb;
   for (int64_t r = r0; r < r1; ++r) {
     const unsigned char* row = base + r * rb;
-    for (const unsigned char* p = row + kPrefetchBytes; p < row + rb + kPrefetchBytes && p < end; p += 64)
-      prefetch(p);
+    for (const unsigned char* p = row + kPrefetchBytes; p < row + rb + kPrefetchBytes && p < end; p += 64) prefetch(p);
     for (int64_t t = 0; t < T; ++t) y[t * ldy + r] = kDot(row, acts[t], cols);
   }
 }
 
 }  // namespace qk
 
-inline void gemv_q8_0(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T,
-                      float* y, int64_t ldy) {
+inline void gemv_q8_0(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T, float* y,
+                      int64_t ldy) {
   qk::gemv_q<qk::dot_q8_0, 34, 32>(w, r0, r1, cols, a, T, y, ldy);
 }
-inline void gemv_q4_0(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T,
-                      float* y, int64_t ldy) {
+inline void gemv_q4_0(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T, float* y,
+                      int64_t ldy) {
   qk::gemv_q<qk::dot_q4_0, 18, 32>(w, r0, r1, cols, a, T, y, ldy);
 }
-inline void gemv_q4_1(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T,
-                      float* y, int64_t ldy) {
+inline void gemv_q4_1(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T, float* y,
+                      int64_t ldy) {
   qk::gemv_q<qk::dot_q4_1, 20, 32>(w, r0, r1, cols, a, T, y, ldy);
 }
-inline void gemv_q4_k(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T,
-                      float* y, int64_t ldy) {
+inline void gemv_q4_k(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T, float* y,
+                      int64_t ldy) {
   qk::gemv_q<qk::dot_q45_k<false>, 144, 256>(w, r0, r1, cols, a, T, y, ldy);
 }
-inline void gemv_q5_k(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T,
-                      float* y, int64_t ldy) {
+inline void gemv_q5_k(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T, float* y,
+                      int64_t ldy) {
   qk::gemv_q<qk::dot_q45_k<true>, 176, 256>(w, r0, r1, cols, a, T, y, ldy);
 }
-inline void gemv_q6_k(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T,
-                      float* y, int64_t ldy) {
+inline void gemv_q6_k(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T, float* y,
+                      int64_t ldy) {
   qk::gemv_q<qk::dot_q6_k, 210, 256>(w, r0, r1, cols, a, T, y, ldy);
 }
