@@ -74,6 +74,7 @@ enum ScratchSlot : int {
   kScratchBf16,
   kScratchQAct,
   kScratchQX,
+  kScratchPanelBf16,
   kNumSlots
 };
 
@@ -215,7 +216,9 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
 ///     in place for f32 weights and widened into per-thread scratch for f16/bf16/quantized
 ///     (widening is O(rows·cols), small next to the O(T·rows·cols) GEMM). For quantized weights
 ///     x is first rounded to 8-bit blocks and widened back (round_acts), so the GEMM computes the
-///     same block products as the GEMV: prefill and decode agree to f32 rounding.
+///     same block products as the GEMV: prefill and decode agree to f32 rounding. Where the level
+///     has native bf16 products, quantized panels and those activations are rounded to bf16 and
+///     take the bf16 GEMM (twice the f32 GEMM's rate; within bf16 rounding of the same products).
 /// Panels of ~256 rows keep the GEMM's re-packing of x (once per panel) cheap; their count is a
 /// multiple of the thread count so no thread idles on small matrices, and their size a multiple of
 /// 8 rows (the bf16 kernel's tile).
@@ -227,7 +230,7 @@ inline void matmul_gemm_panels(const MatKernels& kern, DType dt, const void* w, 
   const int64_t nb = std::max<int64_t>(8, ((rows + npan - 1) / npan + 7) / 8 * 8);
   npan = (rows + nb - 1) / nb;
   const bool quant = dtype_is_quantized(dt);
-  const bool native_bf16 = dt == DType::kBF16 && kern.gemm_bf16 != nullptr;
+  const bool native_bf16 = (dt == DType::kBF16 || quant) && kern.gemm_bf16 != nullptr;
   if (quant) {  // the activations rounded to 8-bit blocks and widened back: see matmul_rows_quant
     float* xr = scratch(kScratchQX, size_t(T * cols));
     round_acts(dt, x, T, cols, xr);
@@ -243,6 +246,14 @@ inline void matmul_gemm_panels(const MatKernels& kern, DType dt, const void* w, 
   for (int64_t p = 0; p < npan; ++p) {
     const int64_t r0 = p * nb;
     const int64_t m = std::min(nb, rows - r0);
+    if (native_bf16 && quant) {  // the panel widened to f32, then rounded to bf16
+      float* f = scratch(kScratchPanel, size_t(m * cols));
+      dequantize_rows(Weight{w, dt, rows, cols}, r0, m, f);
+      auto* wb = reinterpret_cast<uint16_t*>(scratch(kScratchPanelBf16, size_t(m * cols + 1) / 2));
+      kern.to_bf16(f, m * cols, wb, m * cols);
+      kern.gemm_bf16(xb, ldx, T, wb, 0, m, cols, y + r0, rows);
+      continue;
+    }
     if (native_bf16) {
       kern.gemm_bf16(xb, ldx, T, w, r0, r0 + m, cols, y, rows);
       continue;
@@ -500,10 +511,13 @@ struct Ops<Cpu> {
   /// Whether matmul(W, x, T, y) multiplies bf16(x) (x rounded to nearest-even bf16) rather than x:
   /// bf16 weights in prefill (T > kGemvMaxT) where the active kernel level has native bf16 pair
   /// products (AVX512_BF16), as llama.cpp does. The result is then within f32 rounding of
-  /// Σ bf16(x)·w; everywhere else of Σ x·w, like Ops<Reference> (quantized weights aside: see
-  /// matmul).
+  /// Σ bf16(x)·w; everywhere else of Σ x·w, like Ops<Reference>. Quantized weights in prefill
+  /// (T > kQuantGemvMaxT) at that level go the same way, x rounded to 8-bit blocks first and the
+  /// weights rounded to bf16 too (see matmul).
   static bool rounds_x_to_bf16(const Weight& W, int64_t T) {
-    return W.dtype == DType::kBF16 && T > cpu::Tuning::kGemvMaxT && cpu::mat_kernels().gemm_bf16 != nullptr;
+    return ((W.dtype == DType::kBF16 && T > cpu::Tuning::kGemvMaxT) ||
+            (W.quantized() && T > cpu::Tuning::kQuantGemvMaxT)) &&
+           cpu::mat_kernels().gemm_bf16 != nullptr;
   }
 
   /// y[T, W.rows] = x[T, W.cols] · Wᵀ; W is f32, f16, bf16 or quantized. x and y must not overlap.
@@ -512,7 +526,8 @@ struct Ops<Cpu> {
   /// rounded to 8-bit blocks, as llama.cpp does (ops/reference/quant.hpp is the oracle of that
   /// product): by the integer-dot GEMV up to Tuning::kQuantGemvMaxT tokens, by the f32 GEMM of
   /// widened panels and widened rounded activations beyond (the same products, summed in f32; the
-  /// one difference is q4_1's minimum term, which the GEMV takes from the f16 sum llama.cpp stores).
+  /// one difference is q4_1's minimum term, which the GEMV takes from the f16 sum llama.cpp stores),
+  /// or, where rounds_x_to_bf16 says so, by the bf16 GEMM of both rounded once more to bf16.
   static void matmul(const Weight& W, const float* x, int64_t T, float* y) {
     using namespace cpu::detail;
     if (T <= 0 || W.rows <= 0) return;
