@@ -291,7 +291,7 @@ TEST_CASE("[loopus] llama.cpp golden: stories260K greedy ids exact, full logits 
   MESSAGE("stories260K max |logit diff| over all cases and positions: " << max_all);
 }
 
-TEST_CASE("[loopus] llama.cpp golden: SmolLM2 Q4_1 greedy (pos-0 logits max 1.5, mean 0.5; ids while margin >= 2)") {
+TEST_CASE("[loopus] llama.cpp golden: SmolLM2 Q4_1 greedy (pos-0 logits max 1.5, mean 0.5, ids while margin >= 2)") {
   LOOPUS_MODEL_OR_SKIP(path, kSmol, kSmolEnv);
   // loopus now multiplies Q4_1 weights as llama.cpp does (8-bit activation blocks, integer dots; each
   // row equal to ggml's vec_dot to f32 rounding), but the rounding of activations to 8 bits turns
