@@ -366,6 +366,20 @@ TEST_CASE("[loopus] bpe: add_special, bos and eos from the post-processor and to
                                                  json{{"bos_token", "<s>"}, {"add_bos_token", true}}, "synthetic");
   CHECK(c.add_bos());
   CHECK_EQ(c.encode("ab", true), (Ids{262, 256}));
+
+  // A template whose special-token ids are not integers is a FormatError naming the token (found by fuzzing:
+  // it used to escape as nlohmann's type_error).
+  for (const json& bad_id : {json("262"), json(-1), json(4294967296LL), json(2.5)}) {
+    json bad = tmpl;
+    bad["special_tokens"]["<s>"]["ids"] = json::array({bad_id});
+    CAPTURE(bad_id.dump());
+    try {
+      (void)BpeTokenizer::from_json(synthetic_json(bl, bad, nullptr), nullptr, "synthetic");
+      FAIL("accepted a non-integer special-token id");
+    } catch (const loopus::FormatError& e) {
+      CHECK(std::string(e.what()).find("'<s>'") != std::string::npos);
+    }
+  }
 }
 
 TEST_CASE("[loopus] bpe: synthetic tokenizer.json matches HF (added-token flags, Split behaviours, NFC)") {

@@ -1363,7 +1363,9 @@ class BpeTokenizer final : public Tokenizer {
     const std::string type = json_string(p, "type");
     const auto special_id = [&](const nlohmann::json& pair) -> int32_t {
       // Roberta/Bert store ["<s>", 0].
-      if (pair.is_array() && pair.size() == 2 && pair[1].is_number_integer()) return pair[1].get<int32_t>();
+      if (pair.is_array() && pair.size() == 2 && pair[1].is_number_integer() && pair[1].get<int64_t>() >= 0 &&
+          pair[1].get<int64_t>() <= INT32_MAX)
+        return static_cast<int32_t>(pair[1].get<int64_t>());
       throw FormatError(where + ": " + type + " post-processor with a malformed cls/sep entry");
     };
     if (type == "ByteLevel") {
@@ -1385,7 +1387,12 @@ class BpeTokenizer final : public Tokenizer {
           if (it == specials.end() || !it->contains("ids") || !(*it)["ids"].is_array())
             throw FormatError(where + ": TemplateProcessing uses special token '" + name +
                               "' missing from its special_tokens table");
-          for (const auto& id : (*it)["ids"]) (seen_seq ? post : pre).push_back(id.get<int32_t>());
+          for (const auto& id : (*it)["ids"]) {
+            if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
+              throw FormatError(where + ": TemplateProcessing special token '" + name + "' has an id that is not " +
+                                "a non-negative integer: " + id.dump());
+            (seen_seq ? post : pre).push_back(static_cast<int32_t>(id.get<int64_t>()));
+          }
         }
       }
       prefix_ids_.insert(prefix_ids_.end(), pre.begin(), pre.end());
