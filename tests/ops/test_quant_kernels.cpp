@@ -16,6 +16,8 @@
 #include "loopus/core/quant.hpp"
 #include "loopus/ops/cpu/isa.hpp"
 #include "loopus/ops/cpu/isa_kernels.hpp"
+#include "loopus/core/tensor.hpp"
+#include "loopus/ops/concept.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/ops/reference/ops.hpp"
 #include "loopus/ops/reference/quant.hpp"
@@ -275,6 +277,68 @@ TEST_CASE("Ops<Cpu>::matmul on quantized weights: decode and prefill against the
         CHECK(off <= 1e-2);
       }
     }
+  }
+  cpu::set_isa(saved);
+}
+
+TEST_CASE("Ops<Cpu>::matmul_shared: each product equals its own matmul (decode together, prefill and mixes apart)") {
+  using loopus::Cpu;
+  using loopus::Ops;
+  using loopus::SharedProduct;
+  const int64_t cols = 512;
+  // Weights of mixed kinds: quantized with one activation kind (q8_0 / q4_0 share q8_0 rounding),
+  // quantized with another (q4_K: q8_K), f32 and bf16; row counts not multiples of the 4-row tile.
+  const auto q8 = random_blocks(DType::kQ8_0, 37, cols, 1), q40 = random_blocks(DType::kQ4_0, 6, cols, 2),
+             q4k = random_blocks(DType::kQ4_K, 9, cols, 3);
+  const auto f32 = randn(size_t(41 * cols), 4, 0.05f);
+  std::vector<uint16_t> bf(size_t(13 * cols));
+  for (size_t i = 0; i < bf.size(); ++i) bf[i] = loopus::f32_to_bf16(f32[i % f32.size()]);
+  const loopus::Weight Wq8{q8.data(), DType::kQ8_0, 37, cols}, Wq40{q40.data(), DType::kQ4_0, 6, cols},
+      Wq4k{q4k.data(), DType::kQ4_K, 9, cols}, Wf{f32.data(), DType::kF32, 41, cols},
+      Wbf{bf.data(), DType::kBF16, 13, cols};
+  const std::vector<std::vector<const loopus::Weight*>> sets = {
+      {&Wq8, &Wq40},              // one parallel region, one rounding
+      {&Wq8, &Wq40, &Wq8},        // three (q, k, v)
+      {&Wf, &Wbf, &Wf},           // float GEMVs together
+      {&Wq8, &Wf, &Wq40, &Wbf},   // float and quantized together
+      {&Wq8, &Wq4k},              // two rounding kinds: one matmul each
+      {&Wq4k},                    // a single product
+  };
+  const cpu::Isa saved = cpu::active_isa();
+  for (cpu::Isa isa : cpu::kAllIsas) {
+    if (!cpu::isa_supported(isa)) continue;
+    cpu::set_isa(isa);
+    for (size_t si = 0; si < sets.size(); ++si)
+      for (int64_t T : {int64_t(1), int64_t(5), cpu::Tuning::kQuantGemvMaxT + 3}) {
+        CAPTURE(cpu::isa_name(isa));
+        CAPTURE(si);
+        CAPTURE(T);
+        const auto x = randn(size_t(T * cols), uint32_t(10 + T));
+        const auto& ws = sets[si];
+        std::vector<std::vector<float>> got(ws.size()), want(ws.size());
+        std::vector<SharedProduct<Cpu>> ps;
+        for (size_t i = 0; i < ws.size(); ++i) {
+          got[i].assign(size_t(T * ws[i]->rows), -1.f);
+          want[i].assign(size_t(T * ws[i]->rows), 0.f);
+          Ops<Cpu>::matmul(*ws[i], x.data(), T, want[i].data());
+          ps.push_back({ws[i], Ops<Cpu>::borrow_host(got[i].data(), int64_t(got[i].size()))});
+        }
+        auto xs = x;
+        Ops<Cpu>::matmul_shared(Ops<Cpu>::borrow_host(xs.data(), int64_t(xs.size())), T, ps);
+        for (size_t i = 0; i < ws.size(); ++i) {
+          CAPTURE(i);
+          // Quantized rows: the same kernel on the same row, bit-equal. Float rows: the same kernel,
+          // up to where the 4-row tiles of a thread's range end (f32 rounding).
+          double worst = 0;
+          for (size_t k = 0; k < got[i].size(); ++k)
+            worst = std::max(worst, std::abs(double(got[i][k]) - want[i][k]) / (std::abs(double(want[i][k])) + 1e-3));
+          if (ws[i]->quantized()) {
+            CHECK(got[i] == want[i]);
+          } else {
+            CHECK(worst <= 1e-5);
+          }
+        }
+      }
   }
   cpu::set_isa(saved);
 }

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -100,9 +101,8 @@ class Transformer {
     const Span<Backend> vr = direct ? kv.v.rows(runs[0].row, T, kvd) : vt_.rows(0, T);
 
     Kernels::rmsnorm(x, L.attn_norm, T, d, hp.rms_eps, xn);
-    Kernels::matmul(L.wq, xn, T, q);
-    Kernels::matmul(L.wk, xn, T, kr);
-    Kernels::matmul(L.wv, xn, T, vr);
+    matmuls(xn, T, std::array{SharedProduct<Backend>{&L.wq, q}, SharedProduct<Backend>{&L.wk, kr},
+                              SharedProduct<Backend>{&L.wv, vr}});
     if (hp.qk_norm) {  // Qwen3: RMSNorm over each head, before RoPE
       Kernels::rmsnorm(q, L.q_norm, T * hp.n_head, hp.head_dim, hp.rms_eps, q);
       Kernels::rmsnorm(kr, L.k_norm, T * hp.n_head_kv, hp.head_dim, hp.rms_eps, kr);
@@ -128,8 +128,7 @@ class Transformer {
     Kernels::add(x, o);
 
     Kernels::rmsnorm(x, L.ffn_norm, T, d, hp.rms_eps, xn);
-    Kernels::matmul(L.w_gate, xn, T, g);
-    Kernels::matmul(L.w_up, xn, T, u);
+    matmuls(xn, T, std::array{SharedProduct<Backend>{&L.w_gate, g}, SharedProduct<Backend>{&L.w_up, u}});
     Kernels::swiglu(g, u, g);
     Kernels::matmul(L.w_down, g, T, o);
     Kernels::add(x, o);
@@ -165,6 +164,17 @@ class Transformer {
   }
 
  private:
+  /// Several products of one x: together where the backend offers matmul_shared (ops/concept.hpp),
+  /// else one matmul each.
+  template <size_t N>
+  static void matmuls(CSpan<Backend> x, int64_t T, const std::array<SharedProduct<Backend>, N>& ps) {
+    if constexpr (requires { Kernels::matmul_shared(x, T, std::span<const SharedProduct<Backend>>(ps)); }) {
+      Kernels::matmul_shared(x, T, std::span<const SharedProduct<Backend>>(ps));
+    } else {
+      for (const SharedProduct<Backend>& p : ps) Kernels::matmul(*p.W, x, T, p.y);
+    }
+  }
+
   static constexpr int64_t kHeadRows = 64;
   std::shared_ptr<const ModelWeights> w_;
   int64_t max_t_;

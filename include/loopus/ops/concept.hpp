@@ -42,6 +42,18 @@ namespace loopus {
 /// head_to_host then writes logits in place instead of staging and
 /// downloading them. Reference leaves it out on purpose, so its tests run the
 /// staging path a device backend takes.
+///
+/// Optional: matmul_shared(x, T, products) -> several matmuls of one x (a
+/// layer's q, k and v; its gate and up), each product's y equal to what
+/// matmul(W, x, T, y) writes, which a backend may provide to run them
+/// together (Cpu: one parallel region and one rounding of x in decode).
+/// Transformer falls back to one matmul each (Ops<Reference> leaves it out).
+template <class B>
+struct SharedProduct {
+  const Weight* W = nullptr;
+  Span<B> y;  ///< [T, W->rows]
+};
+
 template <class B>
 concept OpsBackend = requires(const Weight& W, const int32_t* ids, const float* host_in, float* host_out, int64_t n,
                               int i, float f, RopeStyle style, Span<B> y, CSpan<B> x) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <type_traits>
 
 #include "loopus/ops/cpu/eigen.hpp"
@@ -95,23 +96,66 @@ inline int max_threads() {
 #endif
 }
 
-/// y[T, rows] = x[T, cols] · Wᵀ streaming W once (decode and short chunks): the threads split the
-/// rows into contiguous ranges and each runs the active level's GEMV kernel on its own range, so
-/// every weight byte is read once, by one core, in order. Memory-bound for small T.
-inline void matmul_rows(MatKernels::Gemv gemv, const void* w, int64_t rows, int64_t cols, const float* x, int64_t T,
-                        float* y) {
-  constexpr int64_t kRows = 4;  // the kernels' block; ranges start on a multiple of it
-  const int64_t nblk = (rows + kRows - 1) / kRows;
+/// One product of a decode step: y[T, rows] = x[T, cols] · Wᵀ by one GEMV kernel, either a float
+/// one (f32/f16/bf16 W, reading x) or a quantized one (reading x rounded to 8-bit blocks, acts).
+struct RowProduct {
+  const void* w = nullptr;
+  int64_t rows = 0;
+  float* y = nullptr;
+  MatKernels::Gemv gemv = nullptr;
+  MatKernels::QGemv qgemv = nullptr;
+};
+
+/// Runs the products ps[0, n) of one x[T, cols] (decode and short chunks), streaming each W once:
+/// their rows, cut into blocks of 4 (the float kernels' tile; a range starts on a multiple of it),
+/// are split into one contiguous range of blocks per thread across the products in order, so
+/// every weight byte is read once, by one core, in order, and the products share one parallel
+/// region (one fork and join instead of n: q, k and v, or gate and up, of one token). Memory-bound
+/// for small T.
+inline void run_row_products(const RowProduct* ps, int n, int64_t cols, const float* x,
+                             const quant::ActRow* acts, int64_t T) {
+  constexpr int64_t kRows = 4;
+  constexpr int kMaxProducts = 4;
+  LOOPUS_ASSERT(n >= 1 && n <= kMaxProducts);
+  int64_t first_blk[kMaxProducts + 1] = {0};  // product i covers blocks [first_blk[i], first_blk[i + 1])
+  int64_t rows = 0;
+  for (int i = 0; i < n; ++i) {
+    first_blk[i + 1] = first_blk[i] + (ps[i].rows + kRows - 1) / kRows;
+    rows += ps[i].rows;
+  }
+  const int64_t nblk = first_blk[n];
+  const auto run = [&](int64_t b0, int64_t b1) {  // blocks [b0, b1), across products
+    for (int i = 0; i < n; ++i) {
+      const RowProduct& p = ps[i];
+      const int64_t r0 = std::min(p.rows, (std::max(b0, first_blk[i]) - first_blk[i]) * kRows);
+      const int64_t r1 = std::min(p.rows, (std::min(b1, first_blk[i + 1]) - first_blk[i]) * kRows);
+      if (r0 >= r1) continue;
+      if (p.qgemv != nullptr) {
+        p.qgemv(p.w, r0, r1, cols, acts, T, p.y, p.rows);
+      } else {
+        p.gemv(p.w, r0, r1, cols, x, T, p.y, p.rows);
+      }
+    }
+  };
   const int nthr = rows * cols * T >= Tuning::kParallelMinWork ? int(std::min<int64_t>(max_threads(), nblk)) : 1;
   if (nthr <= 1) {
-    gemv(w, 0, rows, cols, x, T, y, rows);
+    run(0, nblk);
     return;
   }
   LOOPUS_OMP(omp parallel for schedule(static, 1) num_threads(nthr))
-  for (int i = 0; i < nthr; ++i) {
-    const int64_t r0 = std::min(rows, nblk * i / nthr * kRows), r1 = std::min(rows, nblk * (i + 1) / nthr * kRows);
-    if (r0 < r1) gemv(w, r0, r1, cols, x, T, y, rows);
-  }
+  for (int t = 0; t < nthr; ++t) run(nblk * t / nthr, nblk * (t + 1) / nthr);
+}
+
+/// y[T, rows] = x[T, cols] · Wᵀ streaming W once by a float GEMV kernel (run_row_products with one
+/// product).
+inline void matmul_rows(MatKernels::Gemv gemv, const void* w, int64_t rows, int64_t cols, const float* x, int64_t T,
+                        float* y) {
+  RowProduct p;
+  p.w = w;
+  p.rows = rows;
+  p.y = y;
+  p.gemv = gemv;
+  run_row_products(&p, 1, cols, x, nullptr, T);
 }
 
 /// Whether quantized prefill may round the widened weights to bf16 (where the CPU has native bf16
@@ -135,34 +179,32 @@ inline void round_acts(DType dt, const float* x, int64_t T, int64_t cols, float*
   }
 }
 
-/// y[T, rows] = x[T, cols] · Wᵀ for a quantized W, streaming W once (decode and short chunks): the
-/// activations are rounded to 8-bit blocks once, on the calling thread (quant::quantize_act, the
-/// rounding llama.cpp uses), then the threads split the rows as matmul_rows does and run the
-/// level's integer-dot GEMV on their ranges.
-inline void matmul_rows_quant(const MatKernels& kern, DType dt, const void* w, int64_t rows, int64_t cols,
-                              const float* x, int64_t T, float* y) {
-  constexpr int64_t kMaxT = 64;
-  quant::ActRow acts[kMaxT];
-  LOOPUS_ASSERT(T <= kMaxT);
+/// x[T, cols] rounded to 8-bit blocks of `kind` (quant::quantize_act, the rounding llama.cpp uses),
+/// once, on the calling thread, into per-thread scratch; acts[t] describes row t (T ≤ 64).
+inline void round_act_rows(quant::ActKind kind, const float* x, int64_t T, int64_t cols, quant::ActRow* acts) {
+  LOOPUS_ASSERT(T <= 64);
   const size_t rb = quant::act_row_bytes(cols);
   auto* buf = reinterpret_cast<unsigned char*>(scratch(kScratchQAct, (size_t(T) * rb + 3) / 4));
-  const quant::ActKind kind = quant::act_kind(dt);
   for (int64_t t = 0; t < T; ++t) {
     const quant::ActRowMut a = quant::act_layout(buf + size_t(t) * rb, cols);
     quant::quantize_act(kind, x + t * cols, cols, a);
     acts[t] = a;
   }
-  const MatKernels::QGemv gemv = kern.gemv_q[quant::quant_index(dt)];
-  const int nthr = rows * cols * T >= Tuning::kParallelMinWork ? int(std::min<int64_t>(max_threads(), rows)) : 1;
-  if (nthr <= 1) {
-    gemv(w, 0, rows, cols, acts, T, y, rows);
-    return;
-  }
-  LOOPUS_OMP(omp parallel for schedule(static, 1) num_threads(nthr))
-  for (int i = 0; i < nthr; ++i) {
-    const int64_t r0 = rows * i / nthr, r1 = rows * (i + 1) / nthr;
-    if (r0 < r1) gemv(w, r0, r1, cols, acts, T, y, rows);
-  }
+}
+
+/// y[T, rows] = x[T, cols] · Wᵀ for a quantized W, streaming W once (decode and short chunks): the
+/// activations are rounded to 8-bit blocks once (round_act_rows), then the threads split the rows
+/// as matmul_rows does and run the level's integer-dot GEMV on their ranges.
+inline void matmul_rows_quant(const MatKernels& kern, DType dt, const void* w, int64_t rows, int64_t cols,
+                              const float* x, int64_t T, float* y) {
+  quant::ActRow acts[64];
+  round_act_rows(quant::act_kind(dt), x, T, cols, acts);
+  RowProduct p;
+  p.w = w;
+  p.rows = rows;
+  p.y = y;
+  p.qgemv = kern.gemv_q[quant::quant_index(dt)];
+  run_row_products(&p, 1, cols, x, acts, T);
 }
 
 using RowMatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -566,6 +608,54 @@ struct Ops<Cpu> {
         }
         return;
     }
+  }
+
+  /// The products ps of one x[T, cols] (concept.hpp: matmul_shared), each y equal to what
+  /// matmul(W, x, T, y) writes up to the thread split of rows (bit-equal for quantized W). Where
+  /// every product takes a GEMV path (T ≤ Tuning::kGemvMaxT for float W, ≤ kQuantGemvMaxT for
+  /// quantized; one activation rounding kind among the quantized ones) they run in one parallel
+  /// region, x rounded to 8-bit blocks once; otherwise one matmul after another.
+  static void matmul_shared(CS x, int64_t T, std::span<const SharedProduct<Cpu>> ps) {
+    using namespace cpu::detail;
+    constexpr size_t kMax = 4;
+    if (T <= 0 || ps.empty()) return;
+    const int64_t cols = ps[0].W->cols;
+    bool together = ps.size() <= kMax;
+    bool any_quant = false;
+    quant::ActKind kind{};
+    for (const SharedProduct<Cpu>& p : ps) {
+      const Weight& W = *p.W;
+      LOOPUS_ASSERT(x.size() >= T * W.cols && p.y.size() >= T * W.rows);
+      if (W.cols != cols || W.rows <= 0) together = false;
+      if (W.quantized()) {
+        if (T > cpu::Tuning::kQuantGemvMaxT || (any_quant && quant::act_kind(W.dtype) != kind)) together = false;
+        kind = quant::act_kind(W.dtype);
+        any_quant = true;
+      } else if (T > cpu::Tuning::kGemvMaxT ||
+                 (W.dtype != DType::kF32 && W.dtype != DType::kF16 && W.dtype != DType::kBF16)) {
+        together = false;
+      }
+    }
+    if (!together) {
+      for (const SharedProduct<Cpu>& p : ps) matmul(*p.W, x, T, p.y);
+      return;
+    }
+    const cpu::MatKernels& kern = cpu::mat_kernels();
+    quant::ActRow acts[cpu::Tuning::kQuantGemvMaxT];
+    if (any_quant) round_act_rows(kind, x.p_, T, cols, acts);
+    RowProduct rp[kMax];
+    for (size_t i = 0; i < ps.size(); ++i) {
+      const Weight& W = *ps[i].W;
+      rp[i].w = W.data;
+      rp[i].rows = W.rows;
+      rp[i].y = ps[i].y.p_;
+      if (W.quantized()) {
+        rp[i].qgemv = kern.gemv_q[quant::quant_index(W.dtype)];
+      } else {
+        rp[i].gemv = W.dtype == DType::kF32 ? kern.gemv_f32 : W.dtype == DType::kF16 ? kern.gemv_f16 : kern.gemv_bf16;
+      }
+    }
+    run_row_products(rp, int(ps.size()), cols, x.p_, acts, T);
   }
 
   /// y[T, d] = x / rms(x) * g, per row; y may alias x.
