@@ -14,10 +14,10 @@
 
 #include "loopus/core/dtype.hpp"
 #include "loopus/core/quant.hpp"
-#include "loopus/ops/cpu/isa.hpp"
-#include "loopus/ops/cpu/isa_kernels.hpp"
 #include "loopus/core/tensor.hpp"
 #include "loopus/ops/concept.hpp"
+#include "loopus/ops/cpu/isa.hpp"
+#include "loopus/ops/cpu/isa_kernels.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/ops/reference/ops.hpp"
 #include "loopus/ops/reference/quant.hpp"
@@ -297,12 +297,12 @@ TEST_CASE("Ops<Cpu>::matmul_shared: each product equals its own matmul (decode t
       Wq4k{q4k.data(), DType::kQ4_K, 9, cols}, Wf{f32.data(), DType::kF32, 41, cols},
       Wbf{bf.data(), DType::kBF16, 13, cols};
   const std::vector<std::vector<const loopus::Weight*>> sets = {
-      {&Wq8, &Wq40},              // one parallel region, one rounding
-      {&Wq8, &Wq40, &Wq8},        // three (q, k, v)
-      {&Wf, &Wbf, &Wf},           // float GEMVs together
-      {&Wq8, &Wf, &Wq40, &Wbf},   // float and quantized together
-      {&Wq8, &Wq4k},              // two rounding kinds: one matmul each
-      {&Wq4k},                    // a single product
+      {&Wq8, &Wq40},             // one parallel region, one rounding
+      {&Wq8, &Wq40, &Wq8},       // three (q, k, v)
+      {&Wf, &Wbf, &Wf},          // float GEMVs together
+      {&Wq8, &Wf, &Wq40, &Wbf},  // float and quantized together
+      {&Wq8, &Wq4k},             // two rounding kinds: one matmul each
+      {&Wq4k},                   // a single product
   };
   const cpu::Isa saved = cpu::active_isa();
   for (cpu::Isa isa : cpu::kAllIsas) {

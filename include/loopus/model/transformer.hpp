@@ -101,8 +101,9 @@ class Transformer {
     const Span<Backend> vr = direct ? kv.v.rows(runs[0].row, T, kvd) : vt_.rows(0, T);
 
     Kernels::rmsnorm(x, L.attn_norm, T, d, hp.rms_eps, xn);
-    matmuls(xn, T, std::array{SharedProduct<Backend>{&L.wq, q}, SharedProduct<Backend>{&L.wk, kr},
-                              SharedProduct<Backend>{&L.wv, vr}});
+    matmuls(xn, T,
+            std::array{SharedProduct<Backend>{&L.wq, q}, SharedProduct<Backend>{&L.wk, kr},
+                       SharedProduct<Backend>{&L.wv, vr}});
     if (hp.qk_norm) {  // Qwen3: RMSNorm over each head, before RoPE
       Kernels::rmsnorm(q, L.q_norm, T * hp.n_head, hp.head_dim, hp.rms_eps, q);
       Kernels::rmsnorm(kr, L.k_norm, T * hp.n_head_kv, hp.head_dim, hp.rms_eps, kr);

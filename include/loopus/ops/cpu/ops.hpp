@@ -112,8 +112,8 @@ struct RowProduct {
 /// every weight byte is read once, by one core, in order, and the products share one parallel
 /// region (one fork and join instead of n: q, k and v, or gate and up, of one token). Memory-bound
 /// for small T.
-inline void run_row_products(const RowProduct* ps, int n, int64_t cols, const float* x,
-                             const quant::ActRow* acts, int64_t T) {
+inline void run_row_products(const RowProduct* ps, int n, int64_t cols, const float* x, const quant::ActRow* acts,
+                             int64_t T) {
   constexpr int64_t kRows = 4;
   constexpr int kMaxProducts = 4;
   LOOPUS_ASSERT(n >= 1 && n <= kMaxProducts);
