@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -24,6 +25,16 @@
 #include "loopus/core/error.hpp"
 
 namespace loopus::test {
+
+/// n values drawn from N(0, scale²) with a std::mt19937 seeded by seed (the same values on every
+/// platform's libstdc++).
+inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
 
 /// ../shared/data, or $LOOPUS_DATA_DIR when set.
 inline std::filesystem::path data_dir() {

@@ -22,14 +22,6 @@ namespace {
 using loopus::DType;
 using loopus::cpu::Isa;
 
-std::vector<float> isa_randn(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, 1.f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
 /// A random [rows, cols] matrix in dtype dt (f32 values rounded to it), with edge values: a zero
 /// row, a row of the largest finite values of the dtype's range that keep sums finite, and
 /// signed zeros.
@@ -39,7 +31,7 @@ struct IsaMatrix {
   std::vector<float> f;     // the values as f32 (exact: what the kernel sees)
   std::vector<uint16_t> h;  // the stored f16/bf16 bits
   IsaMatrix(DType dt_, int64_t r, int64_t c, uint32_t seed)
-      : dt(dt_), rows(r), cols(c), f(isa_randn(size_t(r * c), seed)) {
+      : dt(dt_), rows(r), cols(c), f(loopus::test::randn(size_t(r * c), seed)) {
     if (rows > 2) {
       std::fill(f.begin(), f.begin() + cols, 0.f);                                             // row 0: zeros
       for (int64_t k = 0; k < cols; ++k) f[size_t(cols + k)] = (k % 2 ? -1.f : 1.f) * 3.0e4f;  // row 1: large
@@ -107,7 +99,7 @@ void check_level(Isa isa) {
           CAPTURE(cols);
           CAPTURE(T);
           const IsaMatrix w(dt, rows, cols, seed++);
-          const auto x = isa_randn(size_t(T * cols), seed++);
+          const auto x = loopus::test::randn(size_t(T * cols), seed++);
           isa_oracle(w, x, T, want, scale);
           const auto gemv = dt == DType::kF32 ? k.gemv_f32 : dt == DType::kF16 ? k.gemv_f16 : k.gemv_bf16;
           // The whole matrix, then two row ranges that split it where a thread split would.
@@ -134,7 +126,7 @@ void check_level(Isa isa) {
         CAPTURE(cols);
         CAPTURE(T);
         const IsaMatrix w(DType::kBF16, rows, cols, seed++);
-        auto x = isa_randn(size_t(T * cols), seed++);
+        auto x = loopus::test::randn(size_t(T * cols), seed++);
         const int64_t ldx = (cols + 31) / 32 * 32;
         std::vector<uint16_t> xb(size_t(T * ldx), 0xFFFF);
         for (int64_t t = 0; t < T; ++t) k.to_bf16(x.data() + t * cols, cols, xb.data() + t * ldx, ldx);
@@ -176,7 +168,7 @@ void check_matmul_at(Isa isa) {
         CAPTURE(cols);
         CAPTURE(T);
         const IsaMatrix w(dt, rows, cols, seed++);
-        auto x = isa_randn(size_t(T * cols), seed++);
+        auto x = loopus::test::randn(size_t(T * cols), seed++);
         std::vector<float> y(size_t(T * rows), -7.f);
         loopus::Ops<loopus::Cpu>::matmul(w.weight(), x.data(), T, y.data());
         if (loopus::Ops<loopus::Cpu>::rounds_x_to_bf16(w.weight(), T))

@@ -12,6 +12,7 @@
 #include "loopus/core/error.hpp"
 #include "loopus/ops/cpu/ops.hpp"
 #include "loopus/ops/reference/ops.hpp"
+#include "test_util.hpp"
 
 namespace {
 
@@ -22,13 +23,7 @@ using loopus::Reference;
 using loopus::RopeStyle;
 using loopus::Weight;
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using loopus::test::randn;
 
 /// A weight matrix held in one dtype; the f32 source values are rounded to it.
 struct OwnedWeight {

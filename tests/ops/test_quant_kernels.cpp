@@ -70,13 +70,7 @@ std::vector<unsigned char> random_blocks(DType t, int64_t rows, int64_t cols, ui
   return w;
 }
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using loopus::test::randn;
 
 /// T activation rows rounded for weight type t, in one buffer.
 struct Acts {

@@ -280,7 +280,7 @@ inline void matmul_gemm_panels(const MatKernels& kern, DType dt, const void* w, 
   npan = (rows + nb - 1) / nb;
   const bool quant = dtype_is_quantized(dt);
   const bool native_bf16 = (dt == DType::kBF16 || (quant && quant_prefill_bf16(dt))) && kern.gemm_bf16 != nullptr;
-  if (quant) {  // the activations rounded to 8-bit blocks and widened back: see matmul_rows_quant
+  if (quant) {  // the activations rounded to 8-bit blocks and widened back, as matmul_rows_quant rounds them
     float* xr = scratch(kScratchQX, size_t(T * cols));
     round_acts(dt, x, T, cols, xr);
     x = xr;
@@ -295,11 +295,14 @@ inline void matmul_gemm_panels(const MatKernels& kern, DType dt, const void* w, 
   for (int64_t p = 0; p < npan; ++p) {
     const int64_t r0 = p * nb;
     const int64_t m = std::min(nb, rows - r0);
-    if (native_bf16 && quant) {  // the panel widened to f32, then rounded to bf16
-      float* f = scratch(kScratchPanel, size_t(m * cols));
-      dequantize_rows(Weight{w, dt, rows, cols}, r0, m, f);
+    float* widened = nullptr;  // a quantized panel widened to f32
+    if (quant) {
+      widened = scratch(kScratchPanel, size_t(m * cols));
+      dequantize_rows(Weight{w, dt, rows, cols}, r0, m, widened);
+    }
+    if (native_bf16 && quant) {  // the widened panel rounded to bf16
       auto* wb = reinterpret_cast<uint16_t*>(scratch(kScratchPanelBf16, size_t(m * cols + 1) / 2));
-      kern.to_bf16(f, m * cols, wb, m * cols);
+      kern.to_bf16(widened, m * cols, wb, m * cols);
       kern.gemm_bf16(xb, ldx, T, wb, 0, m, cols, y + r0, rows);
       continue;
     }
@@ -310,10 +313,8 @@ inline void matmul_gemm_panels(const MatKernels& kern, DType dt, const void* w, 
     const float* panel;
     if (dt == DType::kF32) {
       panel = static_cast<const float*>(w) + r0 * cols;
-    } else if (dtype_is_quantized(dt)) {
-      float* buf = scratch(kScratchPanel, size_t(m * cols));
-      dequantize_rows(Weight{w, dt, rows, cols}, r0, m, buf);
-      panel = buf;
+    } else if (quant) {
+      panel = widened;
     } else {
       float* buf = scratch(kScratchPanel, size_t(m * cols));
       const auto* src = static_cast<const uint16_t*>(w) + r0 * cols;
