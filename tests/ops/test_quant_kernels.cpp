@@ -232,6 +232,64 @@ void check_quant_level(cpu::Isa isa) {
       }
     });
 }
+/// The level's quantize_act writes the oracle's bytes: values, scales, sums, for every kind, on
+/// random rows and on edge blocks (all zero; ties at .5 that round to even; the largest magnitude
+/// reached by +m and -m, either first; huge values beside tiny ones).
+void check_quantize_act_level(cpu::Isa isa) {
+  if (!cpu::isa_supported(isa)) {
+    loopus::test::report_skip(std::string("quantize_act at level ") + cpu::isa_name(isa) +
+                              " not run: this CPU runs up to " + cpu::isa_name(cpu::detect_isa()));
+    return;
+  }
+  const cpu::MatKernels& k = cpu::mat_kernels(isa);
+  const int64_t n = 1024;
+  std::vector<std::vector<float>> rows;
+  rows.push_back(randn(size_t(n), 5, 3.f));
+  rows.push_back(randn(size_t(n), 6, 1e-3f));
+  std::vector<float> edge(size_t(n), 0.f);                                      // block 0 (and the first 256) all zero
+  for (int64_t i = 256; i < 512; ++i) edge[size_t(i)] = float(i % 9) - 4.5f;    // ties: max 4.5 → ×127/4.5
+  for (int64_t i = 512; i < 544; ++i) edge[size_t(i)] = float(i - 528) + 0.5f;  // amax 15.5, ties
+  edge[600] = 127.f;  // amax 127: id = 1, and x = k + .5 rounds to even
+  for (int64_t i = 601; i < 632; ++i) edge[size_t(i)] = float(i - 616) + 0.5f;
+  edge[298] = -20.f;  // the 256-block's largest magnitude: -m before +m, in one 8-value vector
+  edge[301] = 20.f;
+  edge[800] = 9.f;  // +m before -m in one 32-block
+  edge[801] = -9.f;
+  for (int64_t i = 802; i < 1024; ++i) edge[size_t(i)] = 1e-30f * float(i);  // tiny values beside
+  edge[897] = 1e30f;  // huge ones: the 256-block's largest magnitude, +m before -m
+  edge[900] = -1e30f;
+  rows.push_back(edge);
+  for (quant::ActKind kind : {quant::ActKind::kQ8_0, quant::ActKind::kQ8_1, quant::ActKind::kQ8_K})
+    for (size_t ri = 0; ri < rows.size(); ++ri) {
+      CAPTURE(cpu::isa_name(isa));
+      CAPTURE(int(kind));
+      CAPTURE(ri);
+      const size_t rb = quant::act_row_bytes(n);
+      std::vector<unsigned char> want_buf(rb + 64, 0xAB), got_buf(rb + 64, 0xAB);
+      auto aligned = [](std::vector<unsigned char>& b) {
+        return b.data() + (64 - reinterpret_cast<uintptr_t>(b.data()) % 64) % 64;
+      };
+      const quant::ActRowMut want = quant::act_layout(aligned(want_buf), n),
+                             got = quant::act_layout(aligned(got_buf), n);
+      quant::quantize_act(kind, rows[ri].data(), n, want);
+      k.quantize_act(kind, rows[ri].data(), n, got);
+      const bool k256 = kind == quant::ActKind::kQ8_K;
+      const int64_t nb = k256 ? n / 256 : n / 32;
+      CHECK(std::memcmp(want.qs, got.qs, size_t(n)) == 0);
+      CHECK(std::memcmp(want.d, got.d, size_t(nb) * 4) == 0);
+      if (k256) {
+        CHECK(std::memcmp(want.bsums, got.bsums, size_t(n / 16) * 2) == 0);
+      } else {
+        CHECK(std::memcmp(want.isum, got.isum, size_t(nb) * 4) == 0);
+        CHECK(std::memcmp(want.s, got.s, size_t(nb) * 4) == 0);
+      }
+    }
+}
+
+TEST_CASE("quant: each level's quantize_act writes the oracle's bytes") {
+  for (cpu::Isa isa : cpu::kAllIsas) check_quantize_act_level(isa);
+}
+
 TEST_CASE("quant kernels: level avx2") { check_quant_level(cpu::Isa::kAvx2); }
 TEST_CASE("quant kernels: level avx512") { check_quant_level(cpu::Isa::kAvx512); }
 TEST_CASE("quant kernels: level avx512bf16 (vpdpbusd)") { check_quant_level(cpu::Isa::kAvx512Bf16); }

@@ -53,6 +53,8 @@ struct MatKernels {
   float (*dpbf16_chains)(int64_t iters);
   /// Quantized GEMVs, indexed by quant::quant_index (q8_0, q4_0, q4_1, q4_K, q5_K, q6_K).
   QGemv gemv_q[quant::kNumQuantTypes];
+  /// quant::quantize_act (the activations' rounding to 8-bit blocks), the same bytes.
+  void (*quantize_act)(quant::ActKind kind, const float* x, int64_t n, const quant::ActRowMut& a);
 };
 
 namespace detail {
@@ -173,7 +175,8 @@ inline const MatKernels& mat_kernels(Isa isa) {
                                nullptr,
                                {&gemv_q_scalar<DType::kQ8_0>, &gemv_q_scalar<DType::kQ4_0>,
                                 &gemv_q_scalar<DType::kQ4_1>, &gemv_q_scalar<DType::kQ4_K>,
-                                &gemv_q_scalar<DType::kQ5_K>, &gemv_q_scalar<DType::kQ6_K>}};
+                                &gemv_q_scalar<DType::kQ5_K>, &gemv_q_scalar<DType::kQ6_K>},
+                               &quant::quantize_act};
 #if LOOPUS_X86_DISPATCH
   static const MatKernels avx2{Isa::kAvx2,
                                &isa_avx2::gemv_f32,
@@ -187,7 +190,8 @@ inline const MatKernels& mat_kernels(Isa isa) {
                                isa_avx2::kLanes,
                                nullptr,
                                {&isa_avx2::gemv_q8_0, &isa_avx2::gemv_q4_0, &isa_avx2::gemv_q4_1, &isa_avx2::gemv_q4_k,
-                                &isa_avx2::gemv_q5_k, &isa_avx2::gemv_q6_k}};
+                                &isa_avx2::gemv_q5_k, &isa_avx2::gemv_q6_k},
+                               &isa_avx2::quantize_act};
   static const MatKernels avx512{Isa::kAvx512,
                                  &isa_avx512::gemv_f32,
                                  &isa_avx512::gemv_f16,
@@ -200,7 +204,8 @@ inline const MatKernels& mat_kernels(Isa isa) {
                                  isa_avx512::kLanes,
                                  nullptr,
                                  {&isa_avx512::gemv_q8_0, &isa_avx512::gemv_q4_0, &isa_avx512::gemv_q4_1,
-                                  &isa_avx512::gemv_q4_k, &isa_avx512::gemv_q5_k, &isa_avx512::gemv_q6_k}};
+                                  &isa_avx512::gemv_q4_k, &isa_avx512::gemv_q5_k, &isa_avx512::gemv_q6_k},
+                                 &isa_avx512::quantize_act};
   static const MatKernels avx512bf16{Isa::kAvx512Bf16,
                                      &isa_avx512::gemv_f32,
                                      &isa_avx512::gemv_f16,
@@ -214,7 +219,8 @@ inline const MatKernels& mat_kernels(Isa isa) {
                                      &isa_avx512bf16::dpbf16_chains,
                                      {&isa_avx512bf16::gemv_q8_0, &isa_avx512bf16::gemv_q4_0,
                                       &isa_avx512bf16::gemv_q4_1, &isa_avx512bf16::gemv_q4_k,
-                                      &isa_avx512bf16::gemv_q5_k, &isa_avx512bf16::gemv_q6_k}};
+                                      &isa_avx512bf16::gemv_q5_k, &isa_avx512bf16::gemv_q6_k},
+                                     &isa_avx512bf16::quantize_act};
   switch (isa) {
     case Isa::kBaseline: return base;
     case Isa::kAvx2: return avx2;

@@ -167,27 +167,28 @@ constexpr bool quant_prefill_bf16(DType dt) { return dt != DType::kQ6_K; }
 
 /// xr[T, cols] = x rounded to the 8-bit activation blocks a quantized weight of type dt multiplies
 /// (quant::quantize_act) and widened back: d·q per value, with the d the block dot uses.
-inline void round_acts(DType dt, const float* x, int64_t T, int64_t cols, float* xr) {
+inline void round_acts(const MatKernels& kern, DType dt, const float* x, int64_t T, int64_t cols, float* xr) {
   const quant::ActKind kind = quant::act_kind(dt);
   const int64_t bs = kind == quant::ActKind::kQ8_K ? 256 : 32;
   auto* buf = reinterpret_cast<unsigned char*>(scratch(kScratchQAct, (quant::act_row_bytes(cols) + 3) / 4));
   const quant::ActRowMut a = quant::act_layout(buf, cols);
   for (int64_t t = 0; t < T; ++t) {
-    quant::quantize_act(kind, x + t * cols, cols, a);
+    kern.quantize_act(kind, x + t * cols, cols, a);
     float* o = xr + t * cols;
     for (int64_t c = 0; c < cols; ++c) o[c] = a.d[c / bs] * float(a.qs[c]);
   }
 }
 
-/// x[T, cols] rounded to 8-bit blocks of `kind` (quant::quantize_act, the rounding llama.cpp uses),
+/// x[T, cols] rounded to 8-bit blocks of `kind` (the level's quantize_act: quant::quantize_act's bytes, the rounding llama.cpp uses),
 /// once, on the calling thread, into per-thread scratch; acts[t] describes row t (T ≤ 64).
-inline void round_act_rows(quant::ActKind kind, const float* x, int64_t T, int64_t cols, quant::ActRow* acts) {
+inline void round_act_rows(const MatKernels& kern, quant::ActKind kind, const float* x, int64_t T, int64_t cols,
+                           quant::ActRow* acts) {
   LOOPUS_ASSERT(T <= 64);
   const size_t rb = quant::act_row_bytes(cols);
   auto* buf = reinterpret_cast<unsigned char*>(scratch(kScratchQAct, (size_t(T) * rb + 3) / 4));
   for (int64_t t = 0; t < T; ++t) {
     const quant::ActRowMut a = quant::act_layout(buf + size_t(t) * rb, cols);
-    quant::quantize_act(kind, x + t * cols, cols, a);
+    kern.quantize_act(kind, x + t * cols, cols, a);
     acts[t] = a;
   }
 }
@@ -198,7 +199,7 @@ inline void round_act_rows(quant::ActKind kind, const float* x, int64_t T, int64
 inline void matmul_rows_quant(const MatKernels& kern, DType dt, const void* w, int64_t rows, int64_t cols,
                               const float* x, int64_t T, float* y) {
   quant::ActRow acts[64];
-  round_act_rows(quant::act_kind(dt), x, T, cols, acts);
+  round_act_rows(kern, quant::act_kind(dt), x, T, cols, acts);
   RowProduct p;
   p.w = w;
   p.rows = rows;
@@ -282,7 +283,7 @@ inline void matmul_gemm_panels(const MatKernels& kern, DType dt, const void* w, 
   const bool native_bf16 = (dt == DType::kBF16 || (quant && quant_prefill_bf16(dt))) && kern.gemm_bf16 != nullptr;
   if (quant) {  // the activations rounded to 8-bit blocks and widened back, as matmul_rows_quant rounds them
     float* xr = scratch(kScratchQX, size_t(T * cols));
-    round_acts(dt, x, T, cols, xr);
+    round_acts(kern, dt, x, T, cols, xr);
     x = xr;
   }
   const int64_t ldx = (cols + 31) / 32 * 32;
@@ -643,7 +644,7 @@ struct Ops<Cpu> {
     }
     const cpu::MatKernels& kern = cpu::mat_kernels();
     quant::ActRow acts[cpu::Tuning::kQuantGemvMaxT];
-    if (any_quant) round_act_rows(kind, x.p_, T, cols, acts);
+    if (any_quant) round_act_rows(kern, kind, x.p_, T, cols, acts);
     RowProduct rp[kMax];
     for (size_t i = 0; i < ps.size(); ++i) {
       const Weight& W = *ps[i].W;

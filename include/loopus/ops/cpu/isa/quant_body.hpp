@@ -240,8 +240,89 @@ inline void gemv_q(const void* w, int64_t r0, int64_t r1, int64_t cols, const qu
   }
 }
 
+/// The int32 lanes of a, b, c, d (32 values in order) saturated to int8, in order.
+inline __m256i pack_i8(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+  return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+inline int32_t hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+/// quant::quantize_act, vectorised, with the same result bit for bit (tests/ops/test_quant_kernels.cpp):
+/// the block maxima are exact, the per-block scale arithmetic is the scalar code's, and vcvtps2dq
+/// rounds half to even as nearbyint and nearest_int do (the default MXCSR rounding).
+inline void quantize_act(quant::ActKind kind, const float* x, int64_t n, const quant::ActRowMut& a) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  if (kind == quant::ActKind::kQ8_K) {
+    const __m256i max_q = _mm256_set1_epi32(127);
+    for (int64_t b = 0; b < n / 256; ++b) {
+      const float* xb = x + 256 * b;
+      __m256 m = _mm256_setzero_ps();  // max |x|; a NaN lane never wins, as in the scalar loop
+      for (int j = 0; j < 256; j += 8) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb + j)), m);
+      const float amax = hmax8(m);
+      int8_t* q = a.qs + 256 * b;
+      if (amax == 0.f) {
+        a.d[b] = 0.f;
+        std::memset(q, 0, 256);
+        std::memset(a.bsums + 16 * b, 0, 16 * sizeof(int16_t));
+        continue;
+      }
+      // The value of largest magnitude, the first of them in order (the scalar loop keeps the first).
+      const __m256 am = _mm256_set1_ps(amax);
+      float mx = 0.f;
+      for (int j = 0; j < 256; j += 8) {
+        const int hit = _mm256_movemask_ps(
+            _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb + j)), am, _CMP_EQ_OQ));
+        if (hit != 0) {
+          mx = xb[j + __builtin_ctz(unsigned(hit))];
+          break;
+        }
+      }
+      const float iscale = -127.f / mx;
+      const __m256 is = _mm256_set1_ps(iscale);
+      for (int j = 0; j < 256; j += 32) {
+        __m256i v[4];
+        for (int k = 0; k < 4; ++k)
+          v[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(is, _mm256_loadu_ps(xb + j + 8 * k))), max_q);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + j), pack_i8(v[0], v[1], v[2], v[3]));
+        a.bsums[16 * b + j / 16] = int16_t(hsum_i32(_mm256_add_epi32(v[0], v[1])));
+        a.bsums[16 * b + j / 16 + 1] = int16_t(hsum_i32(_mm256_add_epi32(v[2], v[3])));
+      }
+      a.d[b] = 1.f / iscale;
+    }
+    return;
+  }
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float* xb = x + 32 * b;
+    __m256 xv[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      xv[k] = _mm256_loadu_ps(xb + 8 * k);
+      m = _mm256_max_ps(_mm256_andnot_ps(sign, xv[k]), m);
+    }
+    const float amax = hmax8(m);
+    const float d = amax / 127.f;
+    const float id = amax != 0.f ? 127.f / amax : 0.f;
+    const __m256 idv = _mm256_set1_ps(id);
+    __m256i v[4];
+    for (int k = 0; k < 4; ++k) v[k] = _mm256_cvtps_epi32(_mm256_mul_ps(xv[k], idv));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.qs + 32 * b), pack_i8(v[0], v[1], v[2], v[3]));
+    const int32_t sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3])));
+    a.d[b] = quant::f16_round(d);
+    a.isum[b] = sum;
+    a.s[b] = kind == quant::ActKind::kQ8_1 ? quant::f16_round(d * float(sum)) : 0.f;
+  }
+}
+
 }  // namespace qk
 
+inline void quantize_act(quant::ActKind kind, const float* x, int64_t n, const quant::ActRowMut& a) {
+  qk::quantize_act(kind, x, n, a);
+}
 inline void gemv_q8_0(const void* w, int64_t r0, int64_t r1, int64_t cols, const quant::ActRow* a, int64_t T, float* y,
                       int64_t ldy) {
   qk::gemv_q<qk::dot_q8_0, 34, 32>(w, r0, r1, cols, a, T, y, ldy);
