@@ -232,9 +232,10 @@ void check_quant_level(cpu::Isa isa) {
       }
     });
 }
+
 /// The level's quantize_act writes the oracle's bytes: values, scales, sums, for every kind, on
-/// random rows and on edge blocks (all zero; ties at .5 that round to even; the largest magnitude
-/// reached by +m and -m, either first; huge values beside tiny ones).
+/// random rows and on edge blocks (all zero; values on a grid; exact ties at .5, which round to
+/// even; the largest magnitude reached by +m and -m, either first; huge values beside tiny ones).
 void check_quantize_act_level(cpu::Isa isa) {
   if (!cpu::isa_supported(isa)) {
     loopus::test::report_skip(std::string("quantize_act at level ") + cpu::isa_name(isa) +
@@ -247,9 +248,9 @@ void check_quantize_act_level(cpu::Isa isa) {
   rows.push_back(randn(size_t(n), 5, 3.f));
   rows.push_back(randn(size_t(n), 6, 1e-3f));
   std::vector<float> edge(size_t(n), 0.f);                                      // block 0 (and the first 256) all zero
-  for (int64_t i = 256; i < 512; ++i) edge[size_t(i)] = float(i % 9) - 4.5f;    // ties: max 4.5 → ×127/4.5
-  for (int64_t i = 512; i < 544; ++i) edge[size_t(i)] = float(i - 528) + 0.5f;  // amax 15.5, ties
-  edge[600] = 127.f;  // amax 127: id = 1, and x = k + .5 rounds to even
+  for (int64_t i = 256; i < 512; ++i) edge[size_t(i)] = float(i % 9) - 4.5f;    // a grid of halves
+  for (int64_t i = 512; i < 544; ++i) edge[size_t(i)] = float(i - 528) + 0.5f;  // amax 15.5
+  edge[600] = 127.f;  // amax 127 (and the 256-block's): scale 1, so x = k + .5 is an exact tie
   for (int64_t i = 601; i < 632; ++i) edge[size_t(i)] = float(i - 616) + 0.5f;
   edge[298] = -20.f;  // the 256-block's largest magnitude: -m before +m, in one 8-value vector
   edge[301] = 20.f;

@@ -1389,8 +1389,8 @@ class BpeTokenizer final : public Tokenizer {
                               "' missing from its special_tokens table");
           for (const auto& id : (*it)["ids"]) {
             if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-              throw FormatError(where + ": TemplateProcessing special token '" + name + "' has an id that is not " +
-                                "a non-negative integer: " + id.dump());
+              throw FormatError(where + ": TemplateProcessing special token '" + name +
+                                "' has an id that is not an integer in [0, 2^31): " + id.dump());
             (seen_seq ? post : pre).push_back(static_cast<int32_t>(id.get<int64_t>()));
           }
         }

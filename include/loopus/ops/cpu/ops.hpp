@@ -179,8 +179,9 @@ inline void round_acts(const MatKernels& kern, DType dt, const float* x, int64_t
   }
 }
 
-/// x[T, cols] rounded to 8-bit blocks of `kind` (the level's quantize_act: quant::quantize_act's bytes, the rounding llama.cpp uses),
-/// once, on the calling thread, into per-thread scratch; acts[t] describes row t (T ≤ 64).
+/// x[T, cols] rounded to 8-bit blocks of `kind` by the level's quantize_act (quant::quantize_act's
+/// bytes: the rounding llama.cpp uses), once, on the calling thread, into per-thread scratch;
+/// acts[t] describes row t (T ≤ 64).
 inline void round_act_rows(const MatKernels& kern, quant::ActKind kind, const float* x, int64_t T, int64_t cols,
                            quant::ActRow* acts) {
   LOOPUS_ASSERT(T <= 64);
