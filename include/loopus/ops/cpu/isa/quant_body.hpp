@@ -44,9 +44,9 @@ inline __m256 load_f16x8(const unsigned char* p) {
 /// accumulators. The eight scale products of eight blocks are computed as one vector and stored;
 /// each block broadcasts its own from memory (a load, no shuffle). `extra(blk, b, e)` adds the
 /// blocks' scalar terms (q4_1's minimum times the activations' sum) as a vector: eight blocks at a
-/// time (blk the first of them), or one tail block in lane 0 (blk null). Measured on Zen 4
-/// (bench_ops BM_Matmul_Q8_0, L2-resident rows), this runs at twice the rate of the former form
-/// (a vpgatherdd of the scales, then a vpermps per block to splat its lane).
+/// time (blk the first of them), or one tail block in lane 0 (blk null). Measured on Zen 4 (the
+/// level's gemv_q8_0 timed on L2-resident random rows, one thread), this runs at twice the rate of
+/// the former form (a vpgatherdd of the scales, then a vpermps per block to splat its lane).
 /// (Results go through reference parameters: GCC compiles the lambdas without the level's target
 /// attribute's ABI, and -Wpsabi objects to vector return values there.)
 template <int kBlock, class ISum, class Extra>
