@@ -16,7 +16,9 @@
 
 #include "loopus/core/error.hpp"
 #include "loopus/io/load.hpp"
+#include "loopus/model/layer_split.hpp"
 #include "loopus/model/synth.hpp"
+#include "loopus/model/synth_looped.hpp"
 #include "test_util.hpp"
 
 namespace loopus::test {
@@ -153,6 +155,18 @@ inline bool fingerprint_matches(const std::filesystem::path& folder, const nlohm
     }
   }
   return ok;
+}
+
+/// The model a LoopUS golden was made from: what `loopus synth --loopus` builds (the plain synth
+/// weights split into blocks plus synth_loop_parts()). The weights fingerprint guards against drift.
+inline std::shared_ptr<LoopedWeights> synth_looped(const nlohmann::json& s) {
+  const SynthParams p = synth_params(s);
+  auto w = synth_weights(p);
+  auto lw = recast(w, LayerSplit::from_specs(s.value("encoder-layers", std::string("none")),
+                                             s.value("decoder-layers", std::string("none")), w->hp.n_layer));
+  synth_loop_parts(*lw, p.seed);
+  lw->defaults.n_loops = s.value("loops", 8);
+  return lw;
 }
 
 }  // namespace loopus::test

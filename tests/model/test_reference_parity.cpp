@@ -56,6 +56,7 @@ using test::golden_logits;
 using test::max_abs_diff;
 using test::read_json;
 using test::synth_params;
+using test::synth_looped;
 
 int32_t argmax(const float* x, int64_t n) { return int32_t(std::max_element(x, x + n) - x); }
 
@@ -66,20 +67,6 @@ std::string join(const std::vector<int>& v) {
     s += std::to_string(v[i]);
   }
   return "[" + s + "]";
-}
-
-// ---- the model a golden was made from ----
-
-/// What `loopus synth --loopus` builds: the plain synth weights split into
-/// blocks plus synth_loop_parts(). The weights fingerprint guards against drift.
-std::shared_ptr<LoopedWeights> synth_looped(const nlohmann::json& s) {
-  const SynthParams p = synth_params(s);
-  auto w = synth_weights(p);
-  auto lw = recast(w, LayerSplit::from_specs(s.value("encoder-layers", std::string("none")),
-                                             s.value("decoder-layers", std::string("none")), w->hp.n_layer));
-  synth_loop_parts(*lw, p.seed);
-  lw->defaults.n_loops = s.value("loops", 8);
-  return lw;
 }
 
 // ---- looped-model helpers ----

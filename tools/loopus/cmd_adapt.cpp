@@ -110,7 +110,7 @@ void run_adapt(const AdaptArgs& a) {
     };
   if (tty && !a.quiet) cb.on_trained = [](double) { std::fprintf(stderr, "\n"); };
 
-  const auto res = a.backend.dispatch([&]<class Backend>() { return train::run_adaptation<Backend>(o, cb); });
+  const auto res = a.backend.dispatch_host([&]<class Backend>() { return train::run_adaptation<Backend>(o, cb); });
   // Worse than where it started: say so plainly (a summary line is easy to miss).
   for (const auto& w : res.warnings)
     std::fprintf(stderr, "adapt: WARNING: %s%s\n", w.c_str(),
@@ -218,7 +218,8 @@ void register_adapt(CLI::App& app) {
   sub->add_option("--eval-batch", a->eval_batch, "sequences per evaluation batch (default --batch)");
   a->backend.add_to(*sub,
                     "backend of the training step and of the saved model's inference check: cpu (default) or "
-                    "reference (the slow scalar oracle, for checks on tiny models)");
+                    "reference (the slow scalar oracle, for checks on tiny models); training does not run on CUDA yet",
+                    false);
   sub->add_flag("-q,--quiet", a->quiet, "no progress line");
   sub->callback([a, sub] {
     if (a->cfg.max_tokens <= 0 && a->cfg.max_steps <= 0) throw UsageError("give a budget: --tokens N or --steps N");

@@ -58,8 +58,8 @@ void register_bench(CLI::App& app) {
     oo.decoder_layers = a->loop.dec;
     auto m = io::open_model(a->model.model, oo);
     if (!a->json) {
-      std::fprintf(stdout, "model: %s | split %s | threads %d | kernels %s\n", a->model.model.c_str(),
-                   m.looped->split.text().c_str(), omp_get_max_threads(), cpu::isa_name(cpu::active_isa()));
+      std::fprintf(stdout, "model: %s | split %s | %s\n", a->model.model.c_str(), m.looped->split.text().c_str(),
+                   a->backend.describe().c_str());
       std::fprintf(stdout, "| cache     | loops | prompt |    gen |   pp tok/s  |   tg tok/s  |  ms/tok   | loops/tok  |  cache MB |\n");
       std::fprintf(stdout, "|-----------|------:|-------:|-------:|------------:|------------:|----------:|-----------:|----------:|\n");
     }

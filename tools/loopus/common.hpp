@@ -18,6 +18,9 @@
 #include "loopus/ops/cpu/train.hpp"
 #include "loopus/ops/reference/ops.hpp"
 #include "loopus/ops/reference/train.hpp"
+#if defined(LOOPUS_HAS_CUDA)
+#include "loopus/ops/cuda/ops.hpp"
+#endif
 
 namespace loopus::cli {
 
@@ -155,17 +158,54 @@ struct LoopArgs {
   }
 };
 
-/// --backend, for every subcommand that runs a model: the CPU backend, or the
-/// slow scalar reference ops (an oracle for checking the fast path).
+/// --backend and --device, for every subcommand that runs a model: the CPU backend, the slow scalar
+/// reference ops (an oracle for checking the fast path), or an NVIDIA GPU (builds with loopus::cuda).
 struct BackendArgs {
   std::string backend = "cpu";
+  int device = 0;
 
-  void add_to(CLI::App& app, const std::string& what = "cpu (default) or reference (slow scalar oracle)") {
-    app.add_option("--backend", backend, what)->check(CLI::IsMember({"cpu", "reference"}));
+  /// gpu: whether the subcommand runs on CUDA (inference); training (adapt) is host-only for now.
+  void add_to(CLI::App& app, bool gpu = true) {
+    add_to(app, gpu ? "cpu (default), cuda (an NVIDIA GPU, --device), or reference (slow scalar oracle)"
+                    : "cpu (default) or reference (slow scalar oracle)",
+           gpu);
   }
-  /// Calls fn.template operator()<Backend>() for the chosen backend.
+  void add_to(CLI::App& app, const std::string& what, bool gpu) {
+    app.add_option("--backend", backend, what)
+        ->check(gpu ? CLI::IsMember({"cpu", "cuda", "reference"}) : CLI::IsMember({"cpu", "reference"}));
+    if (gpu) app.add_option("--device", device, "CUDA device index with --backend cuda (default 0)")->check(CLI::NonNegativeNumber);
+  }
+  /// Calls fn.template operator()<Backend>() for the chosen backend (Reference, Cpu or Cuda).
   template <class Fn>
   decltype(auto) dispatch(Fn&& fn) const {
+    if (backend == "cuda") {
+#if defined(LOOPUS_HAS_CUDA)
+      cuda::select_device(device);
+      return fn.template operator()<Cuda>();
+#else
+      throw UsageError("--backend cuda: this loopus was built without the CUDA backend (configure with "
+                       "-DLOOPUS_CUDA=ON where the CUDA toolkit is installed)");
+#endif
+    }
+    return dispatch_host(std::forward<Fn>(fn));
+  }
+  /// One line on where the model runs: CPU threads and kernel level, or the GPU.
+  std::string describe() const {
+    if (backend == "cuda") {
+#if defined(LOOPUS_HAS_CUDA)
+      cuda::select_device(device);
+      const cuda::DeviceInfo d = cuda::current_device();
+      return "cuda device " + std::to_string(d.index) + " (" + d.name + ", " + std::to_string(d.sm_count) + " SMs)";
+#else
+      return "cuda (not built)";
+#endif
+    }
+    return "threads " + std::to_string(omp_get_max_threads()) + " | kernels " + cpu::isa_name(cpu::active_isa()) +
+           (backend == "reference" ? " | reference ops" : "");
+  }
+  /// The same for host-only work (training): Reference or Cpu.
+  template <class Fn>
+  decltype(auto) dispatch_host(Fn&& fn) const {
     if (backend == "reference") return fn.template operator()<Reference>();
     return fn.template operator()<Cpu>();
   }
