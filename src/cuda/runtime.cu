@@ -61,9 +61,10 @@ std::string no_device_reason() {
 
 void select_device(int n) {
   const int count = device_count();
+  if (count == 0) throw UsageError("--backend cuda: " + no_device_reason() + " on this machine");
   if (n < 0 || n >= count)
     throw UsageError("--device " + std::to_string(n) + ": this machine has " + std::to_string(count) +
-                     " CUDA device(s)" + (count == 0 ? " (" + no_device_reason() + ")" : ""));
+                     " CUDA device(s), 0.." + std::to_string(count - 1));
   g_device = n;
   bind_thread();
 }

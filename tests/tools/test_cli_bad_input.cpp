@@ -379,6 +379,11 @@ TEST_CASE("CLI bad input: unknown, malformed and out-of-range options are usage 
       {{"generate", "-m", m, "--top-p", "1.5"}, "--top-p"},
       {{"generate", "-m", m, "--repeat-penalty", "-1"}, "--repeat-penalty"},
       {{"generate", "-m", m, "-t", "0"}, "--threads"},
+      {{"generate", "-m", m, "--backend", "gpu"}, "--backend"},
+      {{"generate", "-m", m, "--backend", "cuda", "--device", "-1"}, "--device"},
+      {{"adapt", "-m", m, "--data", fx.text.string(), "--out", (fx.dir / "o").string(), "--steps", "1", "--backend",
+        "cuda"},
+       "--backend"},
       {{"generate", "-m", m, "-t", "-3"}, "--threads"},
       {{"generate"}, "--model"},
       {{"perplexity", "-m", m}, "--file"},
@@ -413,6 +418,22 @@ TEST_CASE("CLI bad input: unknown, malformed and out-of-range options are usage 
       REQUIRE(r.exited);
       CHECK(r.code == 0);
     }
+  }
+}
+
+TEST_CASE("CLI: --backend cuda runs on a GPU, and without one (or without CUDA in the build) is a usage error") {
+  Fixture fx("cuda");
+  const CliRun r = fx.run({"generate", "-m", fx.model, "-p", "Once", "-n", "3", "--temp", "0", "--backend", "cuda"});
+  CAPTURE(r.err);
+  REQUIRE(r.exited);
+  if (r.code == 0) {
+    MESSAGE("--backend cuda ran on this machine's GPU: " << r.out);
+    CHECK_FALSE(r.out.empty());
+  } else {
+    // "--backend cuda: no usable CUDA device (...)" or "--backend cuda: this loopus was built without ..."
+    CHECK(r.code == kUsage);
+    CHECK(r.err.find("--backend cuda") != std::string::npos);
+    CHECK(r.err.find("internal") == std::string::npos);
   }
 }
 
