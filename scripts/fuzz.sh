@@ -42,7 +42,7 @@ done
 if [ ! -f $BUILD/CMakeCache.txt ]; then
   cmake -S . -B $BUILD -DCMAKE_CXX_COMPILER="$CXX_FUZZ" -DCMAKE_BUILD_TYPE=Debug -DLOOPUS_BUILD_FUZZERS=ON \
     -DLOOPUS_BUILD_TESTS=OFF -DLOOPUS_BUILD_BENCH=OFF -DLOOPUS_BUILD_EXAMPLES=OFF -DLOOPUS_BUILD_TOOLS=OFF \
-    -DLOOPUS_INSTALL=OFF >/dev/null
+    -DLOOPUS_INSTALL=OFF -DLOOPUS_CUDA=OFF >/dev/null
 fi
 # CMake builds the targets of one --target list one after the other, each on one core: with all
 # targets wanted, build the whole folder instead (fuzz targets only), in parallel.

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
-  -DLOOPUS_UNITY_BUILD=ON -DLOOPUS_SANITIZE=address,undefined -DLOOPUS_BUILD_BENCH=OFF -DLOOPUS_BUILD_EXAMPLES=OFF >/dev/null
+  -DLOOPUS_UNITY_BUILD=ON -DLOOPUS_SANITIZE=address,undefined -DLOOPUS_BUILD_BENCH=OFF -DLOOPUS_BUILD_EXAMPLES=OFF \
+  -DLOOPUS_CUDA=OFF >/dev/null
 cmake --build build-asan -j"$(nproc)" --target loopus_tests
 # detect_leaks: the suite's own leaks count; halt_on_error: the first report fails the test.
 export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0:strict_string_checks=1"

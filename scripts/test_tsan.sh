@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh clang libomp-dev
 cmake -S . -B build-tsan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DLOOPUS_SANITIZE=thread -DLOOPUS_BUILD_BENCH=OFF \
-  -DLOOPUS_BUILD_EXAMPLES=OFF -DLOOPUS_BUILD_TOOLS=OFF >/dev/null
+  -DLOOPUS_BUILD_EXAMPLES=OFF -DLOOPUS_BUILD_TOOLS=OFF -DLOOPUS_CUDA=OFF >/dev/null
 cmake --build build-tsan -j"$(nproc)" --target loopus_threaded_tests
 # halt_on_error: the first report fails the run; second_deadlock_stack: both stacks of a lock-order report.
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1"

@@ -7,6 +7,11 @@ execute_process(COMMAND ${CMAKE_COMMAND} -S ${SRC} -B ${WORK}/build -DLOOPUS_BUI
 if(rc)
   message(FATAL_ERROR "configure loopus failed")
 endif()
+# builds what is compiled (loopus::cuda, when the CUDA backend is on); the rest is header-only
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK}/build -j2 RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "build loopus failed")
+endif()
 execute_process(COMMAND ${CMAKE_COMMAND} --install ${WORK}/build RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "install failed")
