@@ -138,7 +138,7 @@ TEST_CASE("[cuda] embed (every weight type), rmsnorm (in place too) and RoPE (bo
   }
 }
 
-TEST_CASE("[cuda] attention: one token against a long cache, prefill chunks, GQA, head dims 8 to 256") {
+TEST_CASE("[cuda] attention: split keys (decode) and query tiles (prefill), GQA, late cache starts, head dims 8 to 256") {
   LOOPUS_GPU_OR_SKIP();
   struct Case {
     int64_t T, pos0, kv_begin;
@@ -148,9 +148,11 @@ TEST_CASE("[cuda] attention: one token against a long cache, prefill chunks, GQA
       {1, 4095, 0, 8, 2, 128},   // decode: keys split across blocks, then merged
       {1, 0, 0, 4, 4, 64},       // the first token: one key
       {1, 300, 200, 16, 8, 256},  // a depth cache that starts late (kv_begin)
-      {37, 0, 0, 8, 8, 8},       // prefill, stories260K's head_dim
-      {64, 100, 40, 12, 4, 96},   // a chunk after a cached prefix
-      {512, 0, 0, 16, 8, 128}};  // the prefill benchmark's shape
+      {5, 70, 0, 4, 1, 64},       // a short chunk: still split keys
+      {37, 0, 0, 8, 8, 8},        // prefill in query tiles, stories260K's head_dim
+      {64, 100, 40, 12, 4, 96},   // query tiles after a cached prefix that starts late
+      {20, 50, 10, 4, 2, 256},    // many queries, head_dim > 128: split keys
+      {512, 0, 0, 16, 8, 128}};   // the prefill benchmark's shape
   for (const Case& c : cases) {
     CAPTURE(c.T);
     CAPTURE(c.pos0);
