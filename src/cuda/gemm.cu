@@ -48,15 +48,13 @@ __device__ __forceinline__ void unpack<__half>(const uint4& w, float* f) {
   }
 }
 
-// y[t, r] = Σ_c W[r, c]·x[t, c] for TT tokens; one warp per row, 16-byte weight loads that bypass
-// L1 (each weight byte is read once), x in float4s (rows of x 16-byte aligned: checked by the caller).
+// y[t, r] = Σ_c W[r, c]·x[t, c] for TT tokens and one row r, by one warp (lane 0 writes): 16-byte
+// weight loads that bypass L1 (each weight byte is read once), x in float4s (rows of x 16-byte
+// aligned: checked by the caller).
 template <class E, int TT>
-__global__ void __launch_bounds__(kThreads) k_gemv_vec(const E* __restrict__ W, int64_t rows, int64_t cols,
-                                                      const float* __restrict__ x, float* __restrict__ y) {
+__device__ __forceinline__ void gemv_row(const E* __restrict__ W, int64_t rows, int64_t cols,
+                                         const float* __restrict__ x, float* __restrict__ y, int64_t r, int lane) {
   constexpr int VEC = 16 / int(sizeof(E));
-  const int lane = threadIdx.x & 31;
-  const int64_t r = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (r >= rows) return;  // the whole warp leaves together
   const uint4* wr = reinterpret_cast<const uint4*>(W + r * cols);
   const int64_t nv = cols / VEC;
   float acc[TT];
@@ -83,6 +81,26 @@ __global__ void __launch_bounds__(kThreads) k_gemv_vec(const E* __restrict__ W, 
   }
 }
 
+// One weight matrix: one warp per row.
+template <class E, int TT>
+__global__ void __launch_bounds__(kThreads) k_gemv_vec(const E* __restrict__ W, int64_t rows, int64_t cols,
+                                                      const float* __restrict__ x, float* __restrict__ y) {
+  const int64_t r = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (r >= rows) return;  // the whole warp leaves together
+  gemv_row<E, TT>(W, rows, cols, x, y, r, threadIdx.x & 31);
+}
+
+// Several matrices of one x in one launch (a layer's q, k and v; its gate and up): the warps take
+// the rows of all of them in order.
+template <class E, int TT>
+__global__ void __launch_bounds__(kThreads) k_gemv_multi(GemvProducts p, int64_t cols, const float* __restrict__ x) {
+  const int64_t g = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (g >= p.first_row[p.n]) return;
+  int i = 0;
+  while (g >= p.first_row[i + 1]) ++i;
+  gemv_row<E, TT>(static_cast<const E*>(p.w[i]), p.rows[i], cols, x, p.y[i], g - p.first_row[i], threadIdx.x & 31);
+}
+
 // Any shape and alignment, T ≤ kGemvMaxT: element loads.
 template <class E>
 __global__ void __launch_bounds__(kThreads) k_gemv_any(const E* __restrict__ W, int64_t rows, int64_t cols,
@@ -106,6 +124,29 @@ template <class E, int TT>
 void gemv_vec(const void* W, int64_t rows, int64_t cols, const float* x, float* y) {
   const unsigned blocks = unsigned((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
   k_gemv_vec<E, TT><<<blocks, kThreads, 0, cudaStreamPerThread>>>(static_cast<const E*>(W), rows, cols, x, y);
+}
+
+template <class E, int TT>
+void gemv_multi_t(const GemvProducts& p, int64_t cols, const float* x) {
+  const unsigned blocks = unsigned((p.first_row[p.n] + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  k_gemv_multi<E, TT><<<blocks, kThreads, 0, cudaStreamPerThread>>>(p, cols, x);
+}
+
+template <class E>
+bool gemv_multi_typed(const GemvProducts& p, int64_t cols, const float* x, int64_t T) {
+  constexpr int VEC = 16 / int(sizeof(E));
+  if (cols % VEC != 0 || cols % 4 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+  switch (T) {
+    case 1: gemv_multi_t<E, 1>(p, cols, x); break;
+    case 2: gemv_multi_t<E, 2>(p, cols, x); break;
+    case 3: gemv_multi_t<E, 3>(p, cols, x); break;
+    case 4: gemv_multi_t<E, 4>(p, cols, x); break;
+    case 5: gemv_multi_t<E, 5>(p, cols, x); break;
+    case 6: gemv_multi_t<E, 6>(p, cols, x); break;
+    case 7: gemv_multi_t<E, 7>(p, cols, x); break;
+    default: gemv_multi_t<E, 8>(p, cols, x); break;
+  }
+  return true;
 }
 
 template <class E>
@@ -175,6 +216,20 @@ void launch_gemv(const void* W, DevType dt, int64_t rows, int64_t cols, const fl
     case DevType::kBF16: gemv_typed<__nv_bfloat16>(W, rows, cols, x, T, y); break;
   }
   check_launch("gemv");
+}
+
+bool launch_gemv_multi(const GemvProducts& p, DevType dt, int64_t cols, const float* x, int64_t T) {
+  if (p.n < 1 || p.n > kMaxGemvProducts || T < 1 || T > kGemvMaxT) return false;
+  for (int i = 0; i < p.n; ++i)
+    if (reinterpret_cast<uintptr_t>(p.w[i]) % 16 != 0) return false;
+  bool ok = false;
+  switch (dt) {
+    case DevType::kF32: ok = gemv_multi_typed<float>(p, cols, x, T); break;
+    case DevType::kF16: ok = gemv_multi_typed<__half>(p, cols, x, T); break;
+    case DevType::kBF16: ok = gemv_multi_typed<__nv_bfloat16>(p, cols, x, T); break;
+  }
+  if (ok) check_launch("gemv (several matrices)");
+  return ok;
 }
 
 void gemm_cublas(const void* W, DevType dt, int64_t rows, int64_t cols, const float* x, int64_t T, float* y,

@@ -3,7 +3,9 @@
 // SPDX-License-Identifier: MIT
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cmath>
+#include <span>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -78,6 +80,34 @@ TEST_CASE("[cuda] matmul: f32, f16, bf16 and block-quantized weights, GEMV and c
       // quantized weights are widened to f16 on upload.
       const bool exact_inputs = c.t == DType::kF32 || (T <= cuda::kGemvMaxT && (c.t == DType::kF16 || c.t == DType::kBF16));
       CHECK_LT(rel_err(to_host(dy.span()), want), exact_inputs ? 1e-3 : 1e-2);
+    }
+  }
+}
+
+TEST_CASE("[cuda] matmul_shared: q, k, v in one launch equal three matmuls, mixed types fall back") {
+  LOOPUS_GPU_OR_SKIP();
+  const int64_t cols = 256;
+  for (DType t2 : {DType::kBF16, DType::kF32}) {  // f32: the third product's type differs -> one by one
+    std::vector<unsigned char> s0, s1, s2;
+    const Weight W0 = make_weight(DType::kBF16, 64, cols, 1, s0), W1 = make_weight(DType::kBF16, 16, cols, 2, s1),
+                 W2 = make_weight(t2, 24, cols, 3, s2);
+    for (int64_t T : {1, 3, 8, 12}) {
+      CAPTURE(T);
+      const std::vector<float> x = randn(size_t(T * cols), 4);
+      const Tensor<Cuda> dx = to_device(x);
+      Tensor<Cuda> y0({T * 64}), y1({T * 16}), y2({T * 24});
+      const std::array<SharedProduct<Cuda>, 3> ps{SharedProduct<Cuda>{&W0, y0.span()},
+                                                  SharedProduct<Cuda>{&W1, y1.span()},
+                                                  SharedProduct<Cuda>{&W2, y2.span()}};
+      CudaOps::matmul_shared(dx.span(), T, std::span<const SharedProduct<Cuda>>(ps));
+      int i = 0;
+      for (const Weight* W : {&W0, &W1, &W2}) {
+        std::vector<float> want(size_t(T * W->rows));
+        RefOps::matmul(*W, x.data(), T, want.data());
+        const Tensor<Cuda>& y = i == 0 ? y0 : i == 1 ? y1 : y2;
+        CHECK_LT(rel_err(to_host(y.span()), want), T <= cuda::kGemvMaxT ? 1e-3 : 1e-2);
+        ++i;
+      }
     }
   }
 }

@@ -21,6 +21,18 @@ void launch_from_f32(const float* src, int64_t n, DevType dt, void* dst);
 /// accumulation.
 constexpr int64_t kGemvMaxT = 8;
 void launch_gemv(const void* W, DevType dt, int64_t rows, int64_t cols, const float* x, int64_t T, float* y);
+/// Up to kMaxGemvProducts matrices of one x[T, cols] (same DevType), rows first_row[i] ..
+/// first_row[i + 1] of the launch being matrix i: y_i[T, rows_i] = x · W_iᵀ, one launch.
+constexpr int kMaxGemvProducts = 4;
+struct GemvProducts {
+  const void* w[kMaxGemvProducts] = {};
+  float* y[kMaxGemvProducts] = {};
+  int64_t rows[kMaxGemvProducts] = {};
+  int64_t first_row[kMaxGemvProducts + 1] = {};
+  int n = 0;
+};
+/// false (nothing launched) when the shapes do not allow the one-launch kernel (then run them one by one).
+bool launch_gemv_multi(const GemvProducts& p, DevType dt, int64_t cols, const float* x, int64_t T);
 /// The same for any T through cuBLAS (f32: SGEMM semantics, no TF32; f16/bf16: x rounded to W's
 /// type, f32 accumulation and output). `xconv` holds T·cols elements of W's type (unused for f32).
 void gemm_cublas(const void* W, DevType dt, int64_t rows, int64_t cols, const float* x, int64_t T, float* y,

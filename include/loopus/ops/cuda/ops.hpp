@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -69,6 +70,30 @@ struct Ops<Cuda> {
     void* conv = d.dtype == cuda::DevType::kF32 ? nullptr
                                                 : cuda::scratch(cuda::kScratchConv, size_t(T * W.cols) * 2);
     cuda::gemm_cublas(d.data, d.dtype, d.rows, d.cols, x.p_, T, y.p_, conv);
+  }
+
+  /// Several products of one x (a layer's q, k, v; its gate and up): in decode one GEMV launch for
+  /// all of them when their device copies share a type; otherwise one matmul each.
+  static void matmul_shared(CS x, int64_t T, std::span<const SharedProduct<Cuda>> ps) {
+    if (T >= 1 && T <= cuda::kGemvMaxT && ps.size() >= 2 && ps.size() <= size_t(cuda::kMaxGemvProducts)) {
+      auto& reg = cuda::WeightRegistry::instance();
+      cuda::GemvProducts g;
+      cuda::DevType dt = cuda::DevType::kF32;
+      bool same = true;
+      for (const SharedProduct<Cuda>& p : ps) {
+        LOOPUS_ASSERT(x.size() >= T * p.W->cols && p.y.size() >= T * p.W->rows && p.W->cols == ps[0].W->cols);
+        const cuda::DeviceWeight d = reg.get(*p.W, cuda::Form::kMatrix);
+        if (g.n == 0) dt = d.dtype;
+        same = same && d.dtype == dt;
+        g.w[g.n] = d.data;
+        g.y[g.n] = p.y.p_;
+        g.rows[g.n] = d.rows;
+        g.first_row[g.n + 1] = g.first_row[g.n] + d.rows;
+        ++g.n;
+      }
+      if (same && cuda::launch_gemv_multi(g, dt, ps[0].W->cols, x.p_, T)) return;
+    }
+    for (const SharedProduct<Cuda>& p : ps) matmul(*p.W, x, T, p.y);
   }
 
   static void rmsnorm(CS x, const Weight& g, int64_t T, int64_t d, float eps, S y) {

@@ -33,7 +33,7 @@ enum class Form : int { kMatrix, kF32 };
 
 /// Every weight the backend has uploaded. Weights are host memory owned by the model (ModelWeights,
 /// LoopedWeights): the registry keys each copy by the host address, dtype, shape and form, and keeps a
-/// fingerprint (64 words sampled across the bytes) so that a model freed and another loaded at the
+/// fingerprint (16 words sampled across the bytes) so that a model freed and another loaded at the
 /// same address is uploaded again instead of reusing stale values. release() frees all copies.
 class WeightRegistry {
  public:
@@ -88,7 +88,7 @@ class WeightRegistry {
     const auto* p = static_cast<const unsigned char*>(W.data);
     const size_t n = W.nbytes();
     uint64_t h = 1469598103934665603ull ^ n;
-    constexpr size_t kSamples = 64;
+    constexpr size_t kSamples = 16;  // cheap enough for every matmul of a decode step
     for (size_t i = 0; i < kSamples && n >= sizeof(uint64_t); ++i) {
       const size_t off = (n - sizeof(uint64_t)) * i / (kSamples - 1);
       uint64_t w;
