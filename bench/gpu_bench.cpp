@@ -76,8 +76,8 @@ SynthParams params(const Shape& s) {
 /// Bytes of weights one layer reads per token.
 size_t layer_bytes(const LayerWeights& l) {
   size_t b = 0;
-  for (const Weight* w : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.q_norm, &l.k_norm, &l.ffn_norm, &l.w_gate,
-                          &l.w_up, &l.w_down})
+  for (const Weight* w :
+       {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.q_norm, &l.k_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down})
     if (!w->empty()) b += w->nbytes();
   return b;
 }
@@ -96,8 +96,7 @@ std::pair<double, double> gemm_only(const ModelWeights& w, int64_t T) {
   std::vector<double> t;
   for (int rep = 0; rep < 6; ++rep) {
     const auto t0 = clk::now();
-    for (const Weight* m : ws)
-      Ops<Cuda>::matmul(*m, x.span().sub(0, T * m->cols), T, y.span().sub(0, T * m->rows));
+    for (const Weight* m : ws) Ops<Cuda>::matmul(*m, x.span().sub(0, T * m->cols), T, y.span().sub(0, T * m->rows));
     cuda::synchronize();
     if (rep > 0) t.push_back(seconds_since(t0));  // the first pass uploads and warms up
   }
@@ -136,8 +135,9 @@ int main(int argc, char** argv) {
     cuda::select_device(0);
     const cuda::DeviceInfo dev = cuda::current_device();
     json report;
-    report["device"] = {{"name", dev.name}, {"sms", dev.sm_count}, {"cc", std::to_string(dev.cc_major) + "." +
-                                                                           std::to_string(dev.cc_minor)}};
+    report["device"] = {{"name", dev.name},
+                        {"sms", dev.sm_count},
+                        {"cc", std::to_string(dev.cc_major) + "." + std::to_string(dev.cc_minor)}};
     const double bw = copy_bandwidth();
     report["copy_bandwidth_GBps"] = bw / 1e9;
     std::printf("device: %s, %d SMs | copy bandwidth %.0f GB/s (read + write)\n", dev.name.c_str(), dev.sm_count,
@@ -196,15 +196,18 @@ int main(int argc, char** argv) {
       };
       if (const auto* p = find("plain", 1)) {
         const double floor_ms = 1e3 * bytes_b1 / bw;
-        r["decode_b1"] = {{"ms_per_token", p->ms_per_token}, {"floor_ms", floor_ms},
+        r["decode_b1"] = {{"ms_per_token", p->ms_per_token},
+                          {"floor_ms", floor_ms},
                           {"fraction_of_floor", floor_ms / p->ms_per_token}};
-        std::printf("decode B=1: %.3f ms/token; floor %.3f ms (%.1f MB / token): %.0f %% of the bandwidth floor "
-                    "(issue: >= 60 %%)\n",
-                    p->ms_per_token, floor_ms, bytes_b1 / 1e6, 100.0 * floor_ms / p->ms_per_token);
+        std::printf(
+            "decode B=1: %.3f ms/token; floor %.3f ms (%.1f MB / token): %.0f %% of the bandwidth floor "
+            "(issue: >= 60 %%)\n",
+            p->ms_per_token, floor_ms, bytes_b1 / 1e6, 100.0 * floor_ms / p->ms_per_token);
       }
       if (const auto* p = find("per-depth", 8)) {
         const double floor_ms = 1e3 * bytes_b8 / bw;
-        r["decode_b8_per_depth"] = {{"ms_per_token", p->ms_per_token}, {"floor_ms", floor_ms},
+        r["decode_b8_per_depth"] = {{"ms_per_token", p->ms_per_token},
+                                    {"floor_ms", floor_ms},
                                     {"fraction_of_floor", floor_ms / p->ms_per_token}};
         std::printf("decode B=8 per-depth cache: %.3f ms/token; weight floor %.3f ms: %.0f %%\n", p->ms_per_token,
                     floor_ms, 100.0 * floor_ms / p->ms_per_token);
@@ -221,10 +224,11 @@ int main(int argc, char** argv) {
                           {"gemm_only_TFLOPs", flops / t_gemm / 1e12},
                           {"prefill_TFLOPs", (flops + head_flops) / t_pp / 1e12},
                           {"fraction_of_cublas", t_gemm / t_pp}};
-      std::printf("prefill T=512: %.2f ms (%.0f tok/s, %.0f TFLOP/s); cuBLAS alone on its GEMMs %.2f ms (%.0f "
-                  "TFLOP/s): %.0f %% of cuBLAS's rate (issue: >= 50 %%)\n",
-                  1e3 * t_pp, double(T) / t_pp, (flops + head_flops) / t_pp / 1e12, 1e3 * t_gemm,
-                  flops / t_gemm / 1e12, 100.0 * t_gemm / t_pp);
+      std::printf(
+          "prefill T=512: %.2f ms (%.0f tok/s, %.0f TFLOP/s); cuBLAS alone on its GEMMs %.2f ms (%.0f "
+          "TFLOP/s): %.0f %% of cuBLAS's rate (issue: >= 50 %%)\n",
+          1e3 * t_pp, double(T) / t_pp, (flops + head_flops) / t_pp / 1e12, 1e3 * t_gemm, flops / t_gemm / 1e12,
+          100.0 * t_gemm / t_pp);
       std::fflush(stdout);
       report["models"][s.name] = r;
       cuda::release_weights();

@@ -10,8 +10,8 @@
 namespace loopus::cuda {
 namespace {
 
-constexpr int kWarps = 4;        // warps per block, each taking every kWarps-th key of the block's range
-constexpr int kMaxPerLane = 8;   // head_dim ≤ 32·8 = 256
+constexpr int kWarps = 4;       // warps per block, each taking every kWarps-th key of the block's range
+constexpr int kMaxPerLane = 8;  // head_dim ≤ 32·8 = 256
 constexpr int kMinKeysPerSplit = 64;
 
 int sm_count() {
@@ -36,10 +36,9 @@ int splits(int64_t T, int64_t n_keys_max, int n_head) {
 // Block (h, t, s): keys [j0, j1) of query t, head h, split s. Each warp runs an online softmax over
 // its keys (lane l holds dims l, l + 32, ...); the warps merge through shared memory and the block
 // writes (m, l, acc[hd]) of its split to `partial`.
-__global__ void __launch_bounds__(kWarps * 32) k_attn_split(const float* __restrict__ q, const float* __restrict__ k,
-                                                           const float* __restrict__ v, int64_t pos0,
-                                                           int64_t kv_begin, int n_head, int n_kv, int hd,
-                                                           int nsplit, float scale, float* __restrict__ partial) {
+__global__ void __launch_bounds__(kWarps * 32)
+    k_attn_split(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, int64_t pos0,
+                 int64_t kv_begin, int n_head, int n_kv, int hd, int nsplit, float scale, float* __restrict__ partial) {
   const int h = blockIdx.x, s = blockIdx.z;
   const int64_t t = blockIdx.y;
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
@@ -134,9 +133,9 @@ __global__ void k_attn_merge(const float* __restrict__ partial, int n_head, int 
 
 // ---- prefill: tiles of queries against tiles of keys in shared memory ----------------------------
 
-constexpr int kQT = 32;          // queries per block
-constexpr int kKT = 32;          // keys per tile (one per lane)
-constexpr int kTileWarps = 8;    // kQT / kTileWarps = 4 queries per warp
+constexpr int kQT = 32;        // queries per block
+constexpr int kKT = 32;        // keys per tile (one per lane)
+constexpr int kTileWarps = 8;  // kQT / kTileWarps = 4 queries per warp
 constexpr int kQPW = kQT / kTileWarps;
 constexpr int kTileMaxHd = 128;  // 4 dims per lane in the value phase
 
@@ -146,14 +145,13 @@ size_t tile_smem_bytes(int hd) { return sizeof(float) * size_t(kQT * hd + kKT * 
 // lane j scores key j against the warp's 4 queries (keys padded to hd + 1 floats: no bank conflicts),
 // an online softmax per query, then the same buffer holds the values and each lane accumulates its
 // dims. Keys [kv_begin, pos0 + t] per query t (causal).
-__global__ void __launch_bounds__(kTileWarps * 32) k_attn_tile(const float* __restrict__ q, const float* __restrict__ k,
-                                                              const float* __restrict__ v, int64_t T, int64_t pos0,
-                                                              int64_t kv_begin, int n_head, int n_kv, int hd,
-                                                              float scale, float* __restrict__ out) {
+__global__ void __launch_bounds__(kTileWarps * 32)
+    k_attn_tile(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, int64_t T,
+                int64_t pos0, int64_t kv_begin, int n_head, int n_kv, int hd, float scale, float* __restrict__ out) {
   extern __shared__ float4 smem4[];
   float* Qs = reinterpret_cast<float*>(smem4);  // [kQT][hd]
-  float* KV = Qs + kQT * hd;                     // [kKT][hd + 1]: keys, then values
-  float* S = KV + kKT * (hd + 1);                // [kQT][kKT + 1]: probabilities
+  float* KV = Qs + kQT * hd;                    // [kKT][hd + 1]: keys, then values
+  float* S = KV + kKT * (hd + 1);               // [kQT][kKT + 1]: probabilities
   const int h = blockIdx.x;
   const int64_t t0 = int64_t(blockIdx.y) * kQT;
   const int nq = int(T - t0 < kQT ? T - t0 : kQT);
@@ -261,19 +259,19 @@ void launch_attention(const float* q, const float* k, const float* v, int64_t T,
   const float scale = float(1.0 / std::sqrt(double(hd)));
   if (use_tiles(T, hd)) {
     const dim3 grid{unsigned(n_head), unsigned((T + kQT - 1) / kQT)};
-    k_attn_tile<<<grid, kTileWarps * 32, tile_smem_bytes(hd), cudaStreamPerThread>>>(q, k, v, T, pos0, kv_begin,
-                                                                                   n_head, n_kv, hd, scale, out);
+    k_attn_tile<<<grid, kTileWarps * 32, tile_smem_bytes(hd), cudaStreamPerThread>>>(q, k, v, T, pos0, kv_begin, n_head,
+                                                                                     n_kv, hd, scale, out);
     check_launch("attention (query tiles)");
     return;
   }
   const int nsplit = splits(T, pos0 + T - kv_begin, n_head);
   const dim3 grid{unsigned(n_head), unsigned(T), unsigned(nsplit)};
-  k_attn_split<<<grid, kWarps * 32, 0, cudaStreamPerThread>>>(q, k, v, pos0, kv_begin, n_head, n_kv, hd, nsplit,
-                                                             scale, partial);
+  k_attn_split<<<grid, kWarps * 32, 0, cudaStreamPerThread>>>(q, k, v, pos0, kv_begin, n_head, n_kv, hd, nsplit, scale,
+                                                              partial);
   check_launch("attention");
   const int threads = std::min(256, (hd + 31) / 32 * 32);
   k_attn_merge<<<dim3(unsigned(n_head), unsigned(T)), threads, 0, cudaStreamPerThread>>>(partial, n_head, hd, nsplit,
-                                                                                        out);
+                                                                                         out);
   check_launch("attention merge");
 }
 

@@ -84,7 +84,7 @@ __device__ __forceinline__ void gemv_row(const E* __restrict__ W, int64_t rows, 
 // One weight matrix: one warp per row.
 template <class E, int TT>
 __global__ void __launch_bounds__(kThreads) k_gemv_vec(const E* __restrict__ W, int64_t rows, int64_t cols,
-                                                      const float* __restrict__ x, float* __restrict__ y) {
+                                                       const float* __restrict__ x, float* __restrict__ y) {
   const int64_t r = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (r >= rows) return;  // the whole warp leaves together
   gemv_row<E, TT>(W, rows, cols, x, y, r, threadIdx.x & 31);
@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kThreads) k_gemv_multi(GemvProducts p, int64_t
 // Any shape and alignment, T ≤ kGemvMaxT: element loads.
 template <class E>
 __global__ void __launch_bounds__(kThreads) k_gemv_any(const E* __restrict__ W, int64_t rows, int64_t cols,
-                                                      const float* __restrict__ x, int T, float* __restrict__ y) {
+                                                       const float* __restrict__ x, int T, float* __restrict__ y) {
   const int lane = threadIdx.x & 31;
   const int64_t r = int64_t(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (r >= rows) return;
@@ -184,7 +184,8 @@ const char* cublas_name(cublasStatus_t s) {
 }
 
 void check_cublas(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) throw Error(ErrorKind::internal, std::string("cuBLAS: ") + what + ": " + cublas_name(s));
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw Error(ErrorKind::internal, std::string("cuBLAS: ") + what + ": " + cublas_name(s));
 }
 
 /// The calling thread's cuBLAS handle, on its stream; default math: f32 products stay f32 (no TF32),

@@ -198,8 +198,12 @@ double fetch_double(const double* p) {
 void launch_embed(const void* E, DevType dt, int64_t cols, const int32_t* ids, int64_t T, float* out) {
   const unsigned g = grid_for(T * cols);
   switch (dt) {
-    case DevType::kF32: k_embed<<<g, kThreads, 0, cudaStreamPerThread>>>(static_cast<const float*>(E), cols, ids, T, out); break;
-    case DevType::kF16: k_embed<<<g, kThreads, 0, cudaStreamPerThread>>>(static_cast<const __half*>(E), cols, ids, T, out); break;
+    case DevType::kF32:
+      k_embed<<<g, kThreads, 0, cudaStreamPerThread>>>(static_cast<const float*>(E), cols, ids, T, out);
+      break;
+    case DevType::kF16:
+      k_embed<<<g, kThreads, 0, cudaStreamPerThread>>>(static_cast<const __half*>(E), cols, ids, T, out);
+      break;
     case DevType::kBF16:
       k_embed<<<g, kThreads, 0, cudaStreamPerThread>>>(static_cast<const __nv_bfloat16*>(E), cols, ids, T, out);
       break;
@@ -211,7 +215,9 @@ void launch_to_f32(const void* src, DevType dt, int64_t n, float* dst) {
   const unsigned g = grid_for(n);
   switch (dt) {
     case DevType::kF32: copy_on_device(dst, src, size_t(n) * sizeof(float)); return;
-    case DevType::kF16: k_to_f32<<<g, kThreads, 0, cudaStreamPerThread>>>(static_cast<const __half*>(src), n, dst); break;
+    case DevType::kF16:
+      k_to_f32<<<g, kThreads, 0, cudaStreamPerThread>>>(static_cast<const __half*>(src), n, dst);
+      break;
     case DevType::kBF16:
       k_to_f32<<<g, kThreads, 0, cudaStreamPerThread>>>(static_cast<const __nv_bfloat16*>(src), n, dst);
       break;
@@ -237,8 +243,8 @@ void launch_rmsnorm(const float* x, const float* g, int64_t T, int64_t d, float 
   check_launch("rmsnorm");
 }
 
-void launch_rope(float* x, int64_t T, int n_head, int hd, int n_rot, int64_t pos0, const double* freq,
-                 bool interleaved, float mscale) {
+void launch_rope(float* x, int64_t T, int n_head, int hd, int n_rot, int64_t pos0, const double* freq, bool interleaved,
+                 float mscale) {
   const int half = n_rot / 2;
   const int64_t n = T * n_head * half;
   if (n <= 0) return;

@@ -55,8 +55,8 @@ using test::golden_files;
 using test::golden_logits;
 using test::max_abs_diff;
 using test::read_json;
-using test::synth_params;
 using test::synth_looped;
+using test::synth_params;
 
 int32_t argmax(const float* x, int64_t n) { return int32_t(std::max_element(x, x + n) - x); }
 

@@ -166,14 +166,17 @@ struct BackendArgs {
 
   /// gpu: whether the subcommand runs on CUDA (inference); training (adapt) is host-only for now.
   void add_to(CLI::App& app, bool gpu = true) {
-    add_to(app, gpu ? "cpu (default), cuda (an NVIDIA GPU, --device), or reference (slow scalar oracle)"
-                    : "cpu (default) or reference (slow scalar oracle)",
+    add_to(app,
+           gpu ? "cpu (default), cuda (an NVIDIA GPU, --device), or reference (slow scalar oracle)"
+               : "cpu (default) or reference (slow scalar oracle)",
            gpu);
   }
   void add_to(CLI::App& app, const std::string& what, bool gpu) {
     app.add_option("--backend", backend, what)
         ->check(gpu ? CLI::IsMember({"cpu", "cuda", "reference"}) : CLI::IsMember({"cpu", "reference"}));
-    if (gpu) app.add_option("--device", device, "CUDA device index with --backend cuda (default 0)")->check(CLI::NonNegativeNumber);
+    if (gpu)
+      app.add_option("--device", device, "CUDA device index with --backend cuda (default 0)")
+          ->check(CLI::NonNegativeNumber);
   }
   /// Calls fn.template operator()<Backend>() for the chosen backend (Reference, Cpu or Cuda).
   template <class Fn>
@@ -183,8 +186,9 @@ struct BackendArgs {
       cuda::select_device(device);
       return fn.template operator()<Cuda>();
 #else
-      throw UsageError("--backend cuda: this loopus was built without the CUDA backend (configure with "
-                       "-DLOOPUS_CUDA=ON where the CUDA toolkit is installed)");
+      throw UsageError(
+          "--backend cuda: this loopus was built without the CUDA backend (configure with "
+          "-DLOOPUS_CUDA=ON where the CUDA toolkit is installed)");
 #endif
     }
     return dispatch_host(std::forward<Fn>(fn));

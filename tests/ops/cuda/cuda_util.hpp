@@ -14,10 +14,10 @@
 
 /// In a TEST_CASE body: without a usable CUDA device, reports the test as skipped (ctest lists it
 /// so, with the runtime's reason) and returns from it.
-#define LOOPUS_GPU_OR_SKIP()                                                                  \
-  if (::loopus::cuda::device_count() == 0) {                                                  \
-    ::loopus::test::report_skip("needs a CUDA GPU: " + ::loopus::cuda::no_device_reason());   \
-    return;                                                                                   \
+#define LOOPUS_GPU_OR_SKIP()                                                                \
+  if (::loopus::cuda::device_count() == 0) {                                                \
+    ::loopus::test::report_skip("needs a CUDA GPU: " + ::loopus::cuda::no_device_reason()); \
+    return;                                                                                 \
   }
 
 namespace loopus::test {

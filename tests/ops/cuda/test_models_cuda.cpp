@@ -110,8 +110,7 @@ TEST_CASE("[cuda] official LoopUS parity goldens: B = 1, 2, 8 within 1e-3 (no ca
     }
     const auto& e = g.at("generate_fixed");
     const Ids prompt = e.at("prompt_ids"), new_ids = e.at("new_ids");
-    const auto want =
-        test::golden_logits(e, "step_logits_f32le_b64", "step_logits_shape", int64_t(new_ids.size()), V);
+    const auto want = test::golden_logits(e, "step_logits_f32le_b64", "step_logits_shape", int64_t(new_ids.size()), V);
     LoopedModel<Cuda, SelectiveGate, PerDepthCache> pd(lw, fixed(e.at("max_loops")), cp, SelectiveGate(lw->gate));
     CHECK_LT(test::max_abs_diff(replay(pd, prompt, new_ids), want), 1e-3f);
   }

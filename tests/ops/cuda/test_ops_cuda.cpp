@@ -5,8 +5,8 @@
 
 #include <array>
 #include <cmath>
-#include <span>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -60,9 +60,9 @@ TEST_CASE("[cuda] matmul: f32, f16, bf16 and block-quantized weights, GEMV and c
     int64_t rows, cols;
   };
   // 67 columns: the element-load GEMV (no 16-byte rows); the rest the vector path.
-  const Case cases[] = {{DType::kF32, 96, 256}, {DType::kF32, 33, 67}, {DType::kF16, 96, 256},
-                        {DType::kBF16, 130, 512}, {DType::kBF16, 17, 67}, {DType::kQ8_0, 64, 256},
-                        {DType::kQ4_1, 64, 256}, {DType::kQ4_K, 48, 512}, {DType::kQ6_K, 40, 256}};
+  const Case cases[] = {{DType::kF32, 96, 256},   {DType::kF32, 33, 67},   {DType::kF16, 96, 256},
+                        {DType::kBF16, 130, 512}, {DType::kBF16, 17, 67},  {DType::kQ8_0, 64, 256},
+                        {DType::kQ4_1, 64, 256},  {DType::kQ4_K, 48, 512}, {DType::kQ6_K, 40, 256}};
   for (const Case& c : cases) {
     std::vector<unsigned char> store;
     const Weight W = make_weight(c.t, c.rows, c.cols, uint32_t(c.rows * 7 + c.cols), store);
@@ -78,7 +78,8 @@ TEST_CASE("[cuda] matmul: f32, f16, bf16 and block-quantized weights, GEMV and c
       CudaOps::matmul(W, dx.span(), T, dy.span());
       // f32 weights stay f32 (GEMV, SGEMM); the cuBLAS path rounds x to a 16-bit weight's type, and
       // quantized weights are widened to f16 on upload.
-      const bool exact_inputs = c.t == DType::kF32 || (T <= cuda::kGemvMaxT && (c.t == DType::kF16 || c.t == DType::kBF16));
+      const bool exact_inputs = c.t == DType::kF32 ||
+                                (T <= cuda::kGemvMaxT && (c.t == DType::kF16 || c.t == DType::kBF16));
       CHECK_LT(rel_err(to_host(dy.span()), want), exact_inputs ? 1e-3 : 1e-2);
     }
   }
@@ -168,21 +169,21 @@ TEST_CASE("[cuda] embed (every weight type), rmsnorm (in place too) and RoPE (bo
   }
 }
 
-TEST_CASE("[cuda] attention: split keys (decode) and query tiles (prefill), GQA, late cache starts, head dims 8 to 256") {
+TEST_CASE(
+    "[cuda] attention: split keys (decode) and query tiles (prefill), GQA, late cache starts, head dims 8 to 256") {
   LOOPUS_GPU_OR_SKIP();
   struct Case {
     int64_t T, pos0, kv_begin;
     int n_head, n_kv, hd;
   };
-  const Case cases[] = {
-      {1, 4095, 0, 8, 2, 128},   // decode: keys split across blocks, then merged
-      {1, 0, 0, 4, 4, 64},       // the first token: one key
-      {1, 300, 200, 16, 8, 256},  // a depth cache that starts late (kv_begin)
-      {5, 70, 0, 4, 1, 64},       // a short chunk: still split keys
-      {37, 0, 0, 8, 8, 8},        // prefill in query tiles, stories260K's head_dim
-      {64, 100, 40, 12, 4, 96},   // query tiles after a cached prefix that starts late
-      {20, 50, 10, 4, 2, 256},    // many queries, head_dim > 128: split keys
-      {512, 0, 0, 16, 8, 128}};   // the prefill benchmark's shape
+  const Case cases[] = {{1, 4095, 0, 8, 2, 128},    // decode: keys split across blocks, then merged
+                        {1, 0, 0, 4, 4, 64},        // the first token: one key
+                        {1, 300, 200, 16, 8, 256},  // a depth cache that starts late (kv_begin)
+                        {5, 70, 0, 4, 1, 64},       // a short chunk: still split keys
+                        {37, 0, 0, 8, 8, 8},        // prefill in query tiles, stories260K's head_dim
+                        {64, 100, 40, 12, 4, 96},   // query tiles after a cached prefix that starts late
+                        {20, 50, 10, 4, 2, 256},    // many queries, head_dim > 128: split keys
+                        {512, 0, 0, 16, 8, 128}};   // the prefill benchmark's shape
   for (const Case& c : cases) {
     CAPTURE(c.T);
     CAPTURE(c.pos0);
@@ -240,7 +241,8 @@ TEST_CASE("[cuda] element-wise ops and the reductions the loop policies use") {
   }
   {  // selective gate: the mixed state and the mean of a
     const int64_t T = 3, d = 256;
-    const std::vector<float> z = randn(size_t(T * d), 7, 10.f), p = randn(size_t(T * d), 8), h = randn(size_t(T * d), 9);
+    const std::vector<float> z = randn(size_t(T * d), 7, 10.f), p = randn(size_t(T * d), 8),
+                             h = randn(size_t(T * d), 9);
     std::vector<float> bias = randn(size_t(d), 10), A = randn(size_t(d), 11);
     for (float& x : A) x = std::abs(x);
     const Weight Wb = Weight::f32(bias.data(), 1, d), WA = Weight::f32(A.data(), 1, d);
@@ -261,7 +263,8 @@ TEST_CASE("[cuda] element-wise ops and the reductions the loop policies use") {
     const int64_t d = 300;
     const std::vector<float> x = randn(size_t(d), 12, 3.f), lw = randn(size_t(d), 13), lb = randn(size_t(d), 14),
                              w = randn(size_t(d), 15);
-    const Weight Wlw = Weight::f32(lw.data(), 1, d), Wlb = Weight::f32(lb.data(), 1, d), Ww = Weight::f32(w.data(), 1, d);
+    const Weight Wlw = Weight::f32(lw.data(), 1, d), Wlb = Weight::f32(lb.data(), 1, d),
+                 Ww = Weight::f32(w.data(), 1, d);
     Tensor<Reference> rx({d});
     Ops<Reference>::upload(x.data(), rx.span());
     const float want = Ops<Reference>::layernorm_dot(rx.span(), Wlw, Wlb, Ww, 0.25f, 1e-5f);

@@ -61,8 +61,8 @@ void launch_fill_f64(double* x, double v, int64_t n);
 void launch_softmax(float* x, int64_t n, bool log);
 /// The selective gate's mix (Ops contract); returns the mean of a (waits for the stream).
 /// scratch: 2 doubles of device memory.
-float selective_mix(const float* z, const float* bias, const float* A, const float* p, float* h, int64_t T,
-                    int64_t d, double* scratch);
+float selective_mix(const float* z, const float* bias, const float* A, const float* p, float* h, int64_t T, int64_t d,
+                    double* scratch);
 /// w · LayerNorm(x) + bias for one row of d (waits). scratch: 4 doubles.
 float layernorm_dot(const float* x, const float* ln_w, const float* ln_b, const float* w, float bias, float eps,
                     int64_t d, double* scratch);

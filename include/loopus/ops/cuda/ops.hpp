@@ -36,9 +36,7 @@ struct Ops<Cuda> {
   using S = Span<Cuda>;
   using CS = CSpan<Cuda>;
 
-  static void upload(const float* src, S dst) {
-    cuda::copy_to_device(dst.p_, src, size_t(dst.size()) * sizeof(float));
-  }
+  static void upload(const float* src, S dst) { cuda::copy_to_device(dst.p_, src, size_t(dst.size()) * sizeof(float)); }
   static void download(CS src, float* dst) { cuda::copy_to_host(dst, src.p_, size_t(src.size()) * sizeof(float)); }
   static void copy(S dst, CS src) {
     LOOPUS_ASSERT(dst.size() == src.size());
@@ -67,8 +65,7 @@ struct Ops<Cuda> {
       cuda::launch_gemv(d.data, d.dtype, d.rows, d.cols, x.p_, T, y.p_);
       return;
     }
-    void* conv = d.dtype == cuda::DevType::kF32 ? nullptr
-                                                : cuda::scratch(cuda::kScratchConv, size_t(T * W.cols) * 2);
+    void* conv = d.dtype == cuda::DevType::kF32 ? nullptr : cuda::scratch(cuda::kScratchConv, size_t(T * W.cols) * 2);
     cuda::gemm_cublas(d.data, d.dtype, d.rows, d.cols, x.p_, T, y.p_, conv);
   }
 
@@ -142,8 +139,8 @@ struct Ops<Cuda> {
     LOOPUS_ASSERT(z.size() >= T * d && p.size() >= T * d && h.size() >= T * d);
     auto& reg = cuda::WeightRegistry::instance();
     const cuda::DeviceWeight b = reg.get(bias, cuda::Form::kF32), a = reg.get(A, cuda::Form::kF32);
-    return cuda::selective_mix(z.p_, static_cast<const float*>(b.data), static_cast<const float*>(a.data), p.p_,
-                               h.p_, T, d, reduce_scratch());
+    return cuda::selective_mix(z.p_, static_cast<const float*>(b.data), static_cast<const float*>(a.data), p.p_, h.p_,
+                               T, d, reduce_scratch());
   }
   static float layernorm_dot(CS x, const Weight& ln_w, const Weight& ln_b, const Weight& w, float bias, float eps) {
     auto& reg = cuda::WeightRegistry::instance();

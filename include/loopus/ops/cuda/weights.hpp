@@ -2,8 +2,8 @@
 // its address, shape, type and a fingerprint of its bytes.
 // SPDX-License-Identifier: MIT
 #pragma once
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <mutex>
