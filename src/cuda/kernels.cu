@@ -24,12 +24,6 @@ __global__ void k_embed(const E* __restrict__ tab, int64_t cols, const int32_t* 
 }
 
 template <class E>
-__global__ void k_to_f32(const E* __restrict__ src, int64_t n, float* __restrict__ dst) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    dst[i] = to_f(src[i]);
-}
-
-template <class E>
 __global__ void k_from_f32(const float* __restrict__ src, int64_t n, E* __restrict__ dst) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     dst[i] = dev::from_f<E>(src[i]);
@@ -209,20 +203,6 @@ void launch_embed(const void* E, DevType dt, int64_t cols, const int32_t* ids, i
       break;
   }
   check_launch("embed");
-}
-
-void launch_to_f32(const void* src, DevType dt, int64_t n, float* dst) {
-  const unsigned g = grid_for(n);
-  switch (dt) {
-    case DevType::kF32: copy_on_device(dst, src, size_t(n) * sizeof(float)); return;
-    case DevType::kF16:
-      k_to_f32<<<g, kThreads, 0, cudaStreamPerThread>>>(static_cast<const __half*>(src), n, dst);
-      break;
-    case DevType::kBF16:
-      k_to_f32<<<g, kThreads, 0, cudaStreamPerThread>>>(static_cast<const __nv_bfloat16*>(src), n, dst);
-      break;
-  }
-  check_launch("to_f32");
 }
 
 void launch_from_f32(const float* src, int64_t n, DevType dt, void* dst) {

@@ -12,8 +12,6 @@ enum class DevType : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
 /// out[T, cols] = rows ids_dev[t] of E [*, cols] (any DevType), widened to f32.
 void launch_embed(const void* E, DevType dt, int64_t cols, const int32_t* ids_dev, int64_t T, float* out);
-/// dst[n] = src[n] widened to f32.
-void launch_to_f32(const void* src, DevType dt, int64_t n, float* dst);
 /// dst[n] = src[n] rounded to dt (f16 or bf16; round to nearest even).
 void launch_from_f32(const float* src, int64_t n, DevType dt, void* dst);
 

@@ -42,7 +42,7 @@ void synchronize();
 /// Bytes of device scratch slot `slot` of the calling thread, grown to at least `bytes` (contents
 /// undefined after growth). Growing synchronises the thread's stream first.
 void* scratch(int slot, size_t bytes);
-enum ScratchSlot : int { kScratchIds, kScratchRope, kScratchAttn, kScratchConv, kScratchReduce, kScratchSlots };
+enum ScratchSlot : int { kScratchIds, kScratchAttn, kScratchConv, kScratchReduce, kScratchSlots };
 
 /// Throws an Error naming `what` when the last kernel launch failed (a launch-configuration error).
 void check_launch(const char* what);
