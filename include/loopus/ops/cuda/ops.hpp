@@ -174,12 +174,7 @@ struct Ops<Cuda> {
     };
     thread_local Table cache;
     const int half = n_rot / 2;
-    uint64_t fh = 0;
-    if (factors != nullptr) {
-      fh = 1469598103934665603ull;
-      const auto* b = reinterpret_cast<const unsigned char*>(factors);
-      for (size_t i = 0; i < size_t(half) * sizeof(float); ++i) fh = (fh ^ b[i]) * 1099511628211ull;
-    }
+    const uint64_t fh = factors != nullptr ? cuda::fnv1a(factors, size_t(half) * sizeof(float)) : 0;
     const Key key{theta, n_rot, fh};
     if (auto it = cache.t.find(key); it != cache.t.end()) return it->second;
     std::vector<double> f(size_t(std::max(half, 1)));

@@ -4,7 +4,6 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -18,6 +17,13 @@
 #include "loopus/ops/cuda/runtime.hpp"
 
 namespace loopus::cuda {
+
+/// FNV-1a of n bytes, continuing from h (the offset basis by default).
+inline uint64_t fnv1a(const void* p, size_t n, uint64_t h = 1469598103934665603ull) {
+  const auto* b = static_cast<const unsigned char*>(p);
+  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
 
 /// A weight's device copy.
 struct DeviceWeight {
@@ -87,16 +93,11 @@ class WeightRegistry {
   static uint64_t fingerprint(const Weight& W) {
     const auto* p = static_cast<const unsigned char*>(W.data);
     const size_t n = W.nbytes();
-    uint64_t h = 1469598103934665603ull ^ n;
+    uint64_t h = fnv1a(&n, sizeof n);
     constexpr size_t kSamples = 16;  // cheap enough for every matmul of a decode step
-    for (size_t i = 0; i < kSamples && n >= sizeof(uint64_t); ++i) {
-      const size_t off = (n - sizeof(uint64_t)) * i / (kSamples - 1);
-      uint64_t w;
-      std::memcpy(&w, p + off, sizeof w);
-      h = (h ^ w) * 1099511628211ull;
-    }
-    for (size_t i = 0; i < n && i < sizeof(uint64_t); ++i) h = (h ^ p[i]) * 1099511628211ull;
-    return h;
+    for (size_t i = 0; i < kSamples && n >= sizeof(uint64_t); ++i)
+      h = fnv1a(p + (n - sizeof(uint64_t)) * i / (kSamples - 1), sizeof(uint64_t), h);
+    return fnv1a(p, std::min(n, sizeof(uint64_t)), h);
   }
 
   /// Converts on the host in slabs of rows (bounded staging memory), uploads each slab.
